@@ -1,0 +1,20 @@
+# The two commands of the README: `make demo` (the whole loop on embedded defaults) and `make test`.
+# Both bootstrap uv and the locked environment (uv.lock) themselves: scripts/bootstrap.sh prints uv's path.
+SHELL := /bin/bash
+export GX_ANALYTICS_ENABLED := False
+export PYTHONUNBUFFERED := 1
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint env
+
+env:
+	@scripts/bootstrap.sh >/dev/null
+
+demo:
+	@uv=$$(scripts/bootstrap.sh) && $$uv run --frozen garmentseg demo
+
+lint:
+	@uv=$$(scripts/bootstrap.sh) && $$uv run --frozen ruff check .
+
+test:
+	@uv=$$(scripts/bootstrap.sh) && $$uv run --frozen ruff check . && $$uv run --frozen pytest $(PYTEST_ARGS)

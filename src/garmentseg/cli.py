@@ -1,0 +1,45 @@
+"""The `garmentseg` command. Thin: each subcommand lives beside the code it drives and loads lazily,
+so `garmentseg --help` stays fast and never imports TensorFlow, GX or Airflow."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import click
+
+from garmentseg.logs import setup_logging
+
+# name -> ("module:attribute", one-line help shown by `garmentseg --help` without importing the module)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("garmentseg.data.cli:data", "Synthesise, index, version and sync studio datasets (DVC)."),
+    "validate": ("garmentseg.validation.cli:validate", "Validate a batch with Great Expectations."),
+    "ingest": ("garmentseg.validation.cli:ingest", "Validate a batch, then ingest it or quarantine it."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported only when invoked."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in SUBCOMMANDS:
+            return None
+        module_name, attr = SUBCOMMANDS[cmd_name][0].split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, SUBCOMMANDS[name][1]) for name in self.list_commands(ctx)])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level", default=None, help="DEBUG, INFO, WARNING... (default: $GARMENTSEG_LOG_LEVEL or INFO)"
+)
+def main(log_level: str | None) -> None:
+    """garmentseg: garment cutout masks from studio shots, and the platform that keeps the model improving."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    setup_logging(log_level)

@@ -1,0 +1,322 @@
+"""params.yaml -> typed, validated configuration; the one place settings are read.
+
+A profile (demo | cpu | gpu | real) is deep-merged over the base sections. Every section forbids unknown
+keys, so a typo fails loudly with the dotted key in the message instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+VIEWS = ("Front", "FrontRight", "Back")
+PARAMS_ENV = "GARMENTSEG_PARAMS"
+PROFILE_ENV = "GARMENTSEG_PROFILE"
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem, worded for the person who edits the file."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Section):
+    state_dir: Path
+    data_dir: Path
+    landing_dir: Path
+    quarantine_dir: Path
+    reports_dir: Path
+    dvc_remote: str
+
+
+class SplitConfig(_Section):
+    seed: int
+    train: float = Field(gt=0, lt=1)
+    valid: float = Field(ge=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitConfig:
+        total = self.train + self.valid + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + valid + test must be 1.0, got {total:.4f}")
+        return self
+
+
+class DataConfig(_Section):
+    source: str
+    views: tuple[Literal["Front", "FrontRight", "Back"], ...]
+    splits: SplitConfig
+
+
+class SourceConfig(_Section):
+    """What a batch from one source must look like: an exact size, or a size range and aspect."""
+
+    width: int | None = Field(default=None, gt=0)
+    height: int | None = Field(default=None, gt=0)
+    min_width: int | None = Field(default=None, gt=0)
+    max_width: int | None = Field(default=None, gt=0)
+    min_height: int | None = Field(default=None, gt=0)
+    max_height: int | None = Field(default=None, gt=0)
+    aspect: float | None = Field(default=None, gt=0)
+    aspect_tolerance: float = Field(default=0.0, ge=0)
+    views: tuple[Literal["Front", "FrontRight", "Back"], ...] = VIEWS
+    require_all_views: bool = True
+
+    @model_validator(mode="after")
+    def _exact_or_range(self) -> SourceConfig:
+        exact = self.width is not None and self.height is not None
+        ranged = None not in (self.min_width, self.max_width, self.min_height, self.max_height)
+        if not (exact or ranged):
+            raise ValueError("give width+height (exact size) or min/max_width+min/max_height (range)")
+        return self
+
+    @property
+    def exact_size(self) -> tuple[int, int] | None:
+        """(width, height) when the source demands one size, else None."""
+        if self.width is not None and self.height is not None:
+            return self.width, self.height
+        return None
+
+
+class HardCaseConfig(_Section):
+    low_contrast: float = Field(ge=0, le=1)
+    complex_pattern: float = Field(ge=0, le=1)
+    dip_hem: float = Field(ge=0, le=1)
+    noisy_truth: float = Field(ge=0, le=1)
+
+
+class SynthConfig(_Section):
+    garments: int = Field(gt=0)
+    seed: int
+    hard_cases: HardCaseConfig
+
+
+class ValidationConfig(_Section):
+    max_file_bytes: int = Field(gt=0)
+    max_pixels: int = Field(gt=0)
+    workers: int = Field(ge=1)
+    alpha_partial_max_share: float = Field(ge=0, le=1)
+    mask_area_min: float = Field(ge=0, le=1)
+    mask_area_max: float = Field(gt=0, le=1)
+    contrast_min: float = Field(ge=0)
+    cutout_rgb_max_diff: float = Field(ge=0)
+
+
+class ModelConfig(_Section):
+    arch: Literal["simple", "basic", "carvana"]
+    base_filters: int = Field(gt=0)
+    depth: int = Field(ge=1, le=7)
+    input_height: int = Field(gt=0)
+    input_width: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _divisible_by_pooling(self) -> ModelConfig:
+        step = 2**self.depth
+        for key in ("input_height", "input_width"):
+            if getattr(self, key) % step:
+                raise ValueError(f"{key}={getattr(self, key)} must be divisible by 2**depth={step}")
+        return self
+
+
+class LossConfig(_Section):
+    w_bce: float = Field(ge=0)
+    w_dice: float = Field(ge=0)
+    w_boundary: float = Field(ge=0)
+
+
+class AugmentConfig(_Section):
+    hflip: bool
+    hsv: bool
+    shift_scale_rotate: bool
+
+
+class EarlyStoppingConfig(_Section):
+    patience: int = Field(ge=1)
+    min_delta: float = Field(ge=0)
+
+
+class TrainingConfig(_Section):
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    optimizer: Literal["rmsprop", "adam", "sgd"]
+    learning_rate: float = Field(gt=0)
+    lr_schedule: Literal["constant", "plateau_cyclic"]
+    loss: LossConfig
+    augment: AugmentConfig
+    early_stopping: EarlyStoppingConfig
+    mixed_precision: bool
+    distribute: bool
+    seed: int
+
+
+class EvaluationConfig(_Section):
+    threshold_grid: tuple[float, ...]
+    outlier_iqr_k: float = Field(gt=0)
+    boundary_fraction: tuple[float, ...]
+    boundary_f_tolerance_px: int = Field(ge=0)
+    flip_tta: bool
+    manual_cutout_target_dice: float = Field(gt=0, le=1)
+    gallery_size: int = Field(ge=0)
+
+
+class RegistryConfig(_Section):
+    model_name: str
+    tracking_uri: str
+    artifact_root: str
+    experiment: str
+    dice_floor: float = Field(ge=0, le=1)
+    slice_tolerance: float = Field(ge=0, le=1)
+
+
+class ServingConfig(_Section):
+    host: str
+    port: int = Field(gt=0, lt=65536)
+    model_uri: str
+    max_request_bytes: int = Field(gt=0)
+    max_pixels: int = Field(gt=0)
+    max_batch_size: int = Field(ge=1)
+    max_latency_ms: int = Field(gt=0)
+    adaptive_batching: bool
+    latency_budget_ms: int = Field(gt=0)
+    auth_token_env: str
+
+
+class KubernetesConfig(_Section):
+    image: str
+    namespace: str
+    node_selector: dict[str, str]
+    tolerations: tuple[dict[str, str], ...]
+    gpu_limit: int = Field(ge=0)
+
+
+class AirflowConfig(_Section):
+    retrain_schedule: str
+    ingest_schedule: str
+    placement: Literal["celery", "kubernetes", "local"]
+    gpu_queue: str
+    dvc_pool: str
+    kubernetes: KubernetesConfig
+
+
+class Config(_Section):
+    """The resolved configuration of one profile, with paths made absolute against the project root."""
+
+    profile: str
+    root: Path
+    paths: PathsConfig
+    data: DataConfig
+    sources: dict[str, SourceConfig]
+    synth: SynthConfig
+    validation: ValidationConfig
+    model: ModelConfig
+    training: TrainingConfig
+    evaluation: EvaluationConfig
+    registry: RegistryConfig
+    serving: ServingConfig
+    airflow: AirflowConfig
+
+    @model_validator(mode="after")
+    def _source_exists(self) -> Config:
+        if self.data.source not in self.sources:
+            raise ValueError(
+                f"data.source={self.data.source!r} is not one of sources: {sorted(self.sources)}"
+            )
+        return self
+
+    def path(self, relative: str | Path) -> Path:
+        """A project path: absolute paths stay, relative ones hang off the project root."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def source(self) -> SourceConfig:
+        return self.sources[self.data.source]
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI: $MLFLOW_TRACKING_URI wins; a relative sqlite path hangs off the root."""
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.registry.tracking_uri
+        prefix = "sqlite:///"
+        if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+            return prefix + str(self.root / uri[len(prefix) :])
+        return uri
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value, for MLflow params and logs."""
+        return _flatten(self.model_dump(mode="json", exclude={"root", "sources"}))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Override wins key by key; nested mappings merge, everything else is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def find_params(start: Path | None = None) -> Path:
+    """$GARMENTSEG_PARAMS, else the nearest params.yaml from the working directory up, else the repo's."""
+    if env := os.environ.get(PARAMS_ENV):
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "params.yaml"
+        if candidate.is_file():
+            return candidate
+    packaged = Path(__file__).resolve().parents[2] / "params.yaml"
+    if packaged.is_file():
+        return packaged
+    raise ConfigError(f"no params.yaml found from {here} upwards; set ${PARAMS_ENV}")
+
+
+def load_config(
+    profile: str | None = None,
+    params_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Load params.yaml, apply the profile and any overrides, and validate the result."""
+    path = Path(params_path).resolve() if params_path else find_params()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read params: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    profiles = raw.pop("profiles", {}) or {}
+    default_profile = raw.pop("profile", "demo")
+    name = profile or os.environ.get(PROFILE_ENV) or default_profile
+    if name not in profiles:
+        raise ConfigError(f"{path}: profile {name!r} is not defined; profiles: {sorted(profiles)}")
+    merged = deep_merge(raw, profiles[name] or {})
+    if overrides:
+        merged = deep_merge(merged, overrides)
+    try:
+        return Config(profile=name, root=path.parent, **merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{path} (profile {name}): {problems}") from exc

@@ -1,0 +1,1 @@
+"""Datasets: the contract, the index and splits, the synthetic studio, DVC versioning."""

@@ -1,0 +1,28 @@
+import subprocess
+import sys
+import time
+
+from click.testing import CliRunner
+
+from garmentseg.cli import SUBCOMMANDS, main
+
+HEAVY = ("tensorflow", "airflow", "great_expectations", "mlflow", "bentoml")
+
+
+def test_help_lists_every_subcommand() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for name in SUBCOMMANDS:
+        assert name in result.output
+
+
+def test_import_is_light_and_fast() -> None:
+    code = (
+        "import sys, time; t = time.perf_counter(); import garmentseg, garmentseg.cli, garmentseg.config; "
+        f"print(time.perf_counter() - t); print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    seconds, heavy = out.strip().split("\n") + [""] * (2 - len(out.strip().split("\n")))
+    assert heavy == "", f"importing garmentseg pulled in {heavy}"
+    assert float(seconds) < 1.0, f"import took {seconds}s (wall {time.perf_counter() - started:.2f}s)"

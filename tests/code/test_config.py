@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from garmentseg.config import ConfigError, deep_merge, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("profile", ["demo", "cpu", "gpu", "real"])
+def test_every_profile_loads(profile: str) -> None:
+    cfg = load_config(profile, ROOT / "params.yaml")
+    assert cfg.profile == profile
+    assert cfg.model.input_height % 2**cfg.model.depth == 0
+    assert cfg.source.views
+
+
+def test_profile_overrides_base_and_keeps_the_rest() -> None:
+    demo = load_config("demo", ROOT / "params.yaml")
+    gpu = load_config("gpu", ROOT / "params.yaml")
+    assert gpu.model.input_height == 1024 and gpu.registry.dice_floor == pytest.approx(0.9832)
+    assert demo.training.optimizer == gpu.training.optimizer == "rmsprop"
+    assert demo.training.loss.w_bce == 0.5 and demo.training.loss.w_dice == 2.0
+
+
+def _write(tmp_path: Path, tree: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def _params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_bad_value_names_the_key(tmp_path: Path) -> None:
+    tree = _params()
+    tree["training"]["optimizer"] = "adamw"
+    with pytest.raises(ConfigError, match=r"training\.optimizer"):
+        load_config("demo", _write(tmp_path, tree))
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    tree = _params()
+    tree["model"]["base_filter"] = 8
+    with pytest.raises(ConfigError, match=r"model\.base_filter"):
+        load_config("demo", _write(tmp_path, tree))
+
+
+def test_split_fractions_must_sum_to_one(tmp_path: Path) -> None:
+    tree = _params()
+    tree["data"]["splits"]["test"] = 0.5
+    with pytest.raises(ConfigError, match=r"data\.splits"):
+        load_config("demo", _write(tmp_path, tree))
+
+
+def test_input_size_must_survive_pooling(tmp_path: Path) -> None:
+    tree = _params()
+    tree["profiles"]["demo"]["model"]["input_height"] = 100
+    with pytest.raises(ConfigError, match="divisible"):
+        load_config("demo", _write(tmp_path, tree))
+
+
+def test_unknown_profile_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"'nope'.*demo"):
+        load_config("nope", ROOT / "params.yaml")
+
+
+def test_relative_sqlite_uri_hangs_off_the_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config("demo", ROOT / "params.yaml")
+    assert cfg.tracking_uri == f"sqlite:///{ROOT}/var/mlflow/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://db/mlflow")
+    assert cfg.tracking_uri == "postgresql://db/mlflow"
+
+
+def test_deep_merge_is_pure() -> None:
+    base = {"a": {"b": 1, "c": 2}}
+    merged = deep_merge(base, {"a": {"b": 3}})
+    assert merged == {"a": {"b": 3, "c": 2}} and base == {"a": {"b": 1, "c": 2}}
