@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("garmentseg.data.cli:data", "Synthesise, index, version and sync studio datasets (DVC)."),
     "validate": ("garmentseg.validation.cli:validate", "Validate a batch with Great Expectations."),
     "ingest": ("garmentseg.validation.cli:ingest", "Validate a batch, then ingest it or quarantine it."),
+    "registry": ("garmentseg.registry:registry_cli", "MLflow registry: register, gate, promote, rollback, show."),
 }
 
 

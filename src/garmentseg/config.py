@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 VIEWS = ("Front", "FrontRight", "Back")
 PARAMS_ENV = "GARMENTSEG_PARAMS"
 PROFILE_ENV = "GARMENTSEG_PROFILE"
+# GARMENTSEG__SECTION__KEY=value overrides params.yaml (values parsed as YAML), e.g.
+# GARMENTSEG__AIRFLOW__PLACEMENT=kubernetes: production settings without editing the file.
+OVERRIDE_ENV_PREFIX = "GARMENTSEG__"
 
 
 class ConfigError(ValueError):
@@ -276,6 +279,20 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """GARMENTSEG__A__B=v -> {"a": {"b": v}}; the value is parsed as YAML so numbers and lists work."""
+    tree: dict[str, Any] = {}
+    for key, value in (os.environ if environ is None else environ).items():
+        if not key.startswith(OVERRIDE_ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in key[len(OVERRIDE_ENV_PREFIX) :].split("__") if p]
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return tree
+
+
 def find_params(start: Path | None = None) -> Path:
     """$GARMENTSEG_PARAMS, else the nearest params.yaml from the working directory up, else the repo's."""
     if env := os.environ.get(PARAMS_ENV):
@@ -310,6 +327,7 @@ def load_config(
     if name not in profiles:
         raise ConfigError(f"{path}: profile {name!r} is not defined; profiles: {sorted(profiles)}")
     merged = deep_merge(raw, profiles[name] or {})
+    merged = deep_merge(merged, env_overrides())
     if overrides:
         merged = deep_merge(merged, overrides)
     try:

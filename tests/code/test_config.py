@@ -79,3 +79,13 @@ def test_deep_merge_is_pure() -> None:
     base = {"a": {"b": 1, "c": 2}}
     merged = deep_merge(base, {"a": {"b": 3}})
     assert merged == {"a": {"b": 3, "c": 2}} and base == {"a": {"b": 1, "c": 2}}
+
+
+def test_environment_overrides_any_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GARMENTSEG__AIRFLOW__PLACEMENT", "kubernetes")
+    monkeypatch.setenv("GARMENTSEG__TRAINING__EPOCHS", "3")
+    cfg = load_config("demo", ROOT / "params.yaml")
+    assert cfg.airflow.placement == "kubernetes" and cfg.training.epochs == 3
+    monkeypatch.setenv("GARMENTSEG__AIRFLOW__PLACEMENT", "mars")
+    with pytest.raises(ConfigError, match=r"airflow\.placement"):
+        load_config("demo", ROOT / "params.yaml")

@@ -1,0 +1,535 @@
+"""The MLflow Model Registry gate: register, gate, promote, rollback, show.
+
+A retrained model reaches production only through here. As TFX's Evaluator does, the gate re-scores the
+candidate *and* the current champion on the same current test split (a champion's historical metric is not
+comparable once the split grows). Aliases only (stages are deprecated): `challenger` marks the newest
+registered candidate, `champion` what serves, `previous` the champion before it. MLflow keeps no history of
+alias moves, so every move is appended to a promotion log kept as registered-model tags.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from garmentseg.config import Config
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+HEADLINE = "dice_median"
+MOVE_PREFIX = "promotion_log."
+GATE_PREFIX = "gate."
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that must not go ahead; the message says why."""
+
+
+@dataclass
+class GateDecision:
+    """What the gate decided about one candidate, with everything needed to audit it later."""
+
+    model_name: str
+    candidate_version: str
+    champion_version: str | None
+    data_version: str
+    candidate_score: float | None
+    champion_score: float | None
+    floor: float
+    slice_tolerance: float
+    candidate_slices: dict[str, float] = field(default_factory=dict)
+    champion_slices: dict[str, float] = field(default_factory=dict)
+    verdict: str = "error"  # pass | reject | error
+    mode: str = "compare"  # compare | bootstrap
+    reason: str = ""
+    rule: str = ""
+    decided_at: float = field(default_factory=time.time)
+    n_test: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "pass"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+def _client(cfg: Config) -> MlflowClient:
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _actor() -> str:
+    return os.environ.get("GARMENTSEG_ACTOR") or os.environ.get("AIRFLOW_CTX_DAG_OWNER") or getpass.getuser()
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description="Garment/background U-Net; aliases champion, challenger, previous."
+        )
+
+
+def register(run_id: str, cfg: Config, *, artifact_path: str = "model") -> ModelVersion:
+    """A trained run's model becomes a new registered version tagged with its lineage; alias `challenger`.
+
+    Idempotent: a run already registered returns its existing version (a retried task never registers twice).
+    """
+    client = _client(cfg)
+    name = cfg.registry.model_name
+    _ensure_registered_model(client, name)
+    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if existing:
+        version = max(existing, key=lambda v: int(v.version))
+        log.info("run %s is already %s version %s", run_id, name, version.version)
+    else:
+        run = client.get_run(run_id)
+        lineage = {
+            "run_id": run_id,
+            "git_commit": run.data.tags.get("git_commit", _git_commit(cfg.root)),
+            "data_version": run.data.tags.get("data_version", "unknown"),
+            "dataset_digest": run.data.tags.get("dataset_digest", "unknown"),
+            "profile": run.data.tags.get("profile", run.data.params.get("profile", cfg.profile)),
+            "threshold": str(run.data.metrics.get("threshold", run.data.params.get("threshold", "unknown"))),
+        }
+        lineage.update(
+            {f"metric.{k}": f"{v:.6f}" for k, v in run.data.metrics.items() if k.startswith("test_")}
+        )
+        source = f"runs:/{run_id}/{artifact_path}"
+        version = client.create_model_version(name, source, run_id=run_id, tags=lineage)
+        _wait_ready(client, name, version.version)
+        log.info("registered %s version %s from %s", name, version.version, source)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return client.get_model_version(name, version.version)
+
+
+def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = client.get_model_version(name, version).status
+        if status == "READY":
+            return
+        if status == "FAILED_REGISTRATION":
+            raise RegistryError(f"{name} version {version}: registration failed")
+        time.sleep(0.5)
+    raise RegistryError(f"{name} version {version}: not READY after {timeout_s:.0f}s")
+
+
+def _score(
+    model_uri: str, frame: pd.DataFrame, root: Path, cfg: Config
+) -> tuple[float, dict[str, float], int]:
+    """Median test Dice and per-view medians of one model, with the evaluation code of training."""
+    from garmentseg.evaluation import evaluate
+    from garmentseg.serving import load_cutout_model
+
+    model = load_cutout_model(model_uri, tracking_uri=cfg.tracking_uri)
+    report = evaluate(model, frame, root, cfg, split="test")
+    per_image = report.per_image
+    slices = {str(view): float(group["dice"].median()) for view, group in per_image.groupby("view")}
+    score = report.summary.get(HEADLINE)
+    if score is None or score != score:  # missing or NaN fails closed
+        raise RegistryError(f"{model_uri}: evaluation produced no {HEADLINE}")
+    return float(score), slices, int(report.summary.get("n", len(per_image)))
+
+
+def _rule_text(cfg: Config) -> str:
+    return (
+        f"candidate test {HEADLINE} >= champion's on the same split (ties pass) and >= floor "
+        f"{cfg.registry.dice_floor}; no view slice drops by more than {cfg.registry.slice_tolerance}"
+    )
+
+
+def _decide(decision: GateDecision) -> GateDecision:
+    """Apply the rule through MLflow's validator where it can express it, and the slice rule beside it."""
+    from mlflow.models import EvaluationResult, MetricThreshold
+    from mlflow.models.evaluation.validation import ModelValidationFailedException
+
+    assert decision.candidate_score is not None
+    bar = decision.floor if decision.champion_score is None else max(decision.floor, decision.champion_score)
+    thresholds = {HEADLINE: MetricThreshold(threshold=float(bar), greater_is_better=True)}
+    candidate = EvaluationResult(metrics={HEADLINE: decision.candidate_score}, artifacts={})
+    reasons = []
+    try:
+        import mlflow
+
+        mlflow.validate_evaluation_results(thresholds, candidate)
+    except ModelValidationFailedException:
+        if decision.candidate_score < decision.floor:
+            reasons.append(
+                f"{HEADLINE} {decision.candidate_score:.4f} is below the floor {decision.floor:.4f}"
+            )
+        else:
+            reasons.append(
+                f"{HEADLINE} {decision.candidate_score:.4f} is below champion v{decision.champion_version}'s "
+                f"{decision.champion_score:.4f} on the same split"
+            )
+    for view, champ in decision.champion_slices.items():
+        cand = decision.candidate_slices.get(view)
+        if cand is None:
+            reasons.append(f"view {view}: candidate has no score")
+        elif champ - cand > decision.slice_tolerance:
+            reasons.append(
+                f"view {view}: {HEADLINE} drops {champ - cand:.4f} ({champ:.4f} -> {cand:.4f}), "
+                f"tolerance {decision.slice_tolerance}"
+            )
+    decision.verdict = "reject" if reasons else "pass"
+    if reasons:
+        decision.reason = "; ".join(reasons)
+    elif decision.mode == "bootstrap":
+        decision.reason = f"bootstrap: no champion yet; {HEADLINE} {decision.candidate_score:.4f} >= floor {decision.floor:.4f}"
+    else:
+        decision.reason = (
+            f"{HEADLINE} {decision.candidate_score:.4f} >= champion v{decision.champion_version}'s "
+            f"{decision.champion_score:.4f} and floor {decision.floor:.4f}; no view slice dropped"
+        )
+    return decision
+
+
+def _decision_from_tags(tags: dict[str, str]) -> dict[str, Any] | None:
+    raw = tags.get(GATE_PREFIX + "decision")
+    return json.loads(raw) if raw else None
+
+
+def gate(version: str, cfg: Config, frame: pd.DataFrame, root: Path, data_version: str) -> GateDecision:
+    """Score candidate and champion on the same test split and decide; any error fails closed.
+
+    Idempotent per (candidate, data version): a second gate of the same candidate on the same data returns
+    the recorded decision instead of scoring again.
+    """
+    client = _client(cfg)
+    name = cfg.registry.model_name
+    mv = client.get_model_version(name, version)
+    recorded = _decision_from_tags(mv.tags)
+    if recorded and recorded.get("data_version") == data_version:
+        log.info("%s v%s already gated on data %s: %s", name, version, data_version, recorded["verdict"])
+        recorded.pop("passed", None)
+        return GateDecision(**recorded)
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is not None and champion.version == str(version):
+        champion = _alias_version(client, name, PREVIOUS)
+    decision = GateDecision(
+        model_name=name,
+        candidate_version=str(version),
+        champion_version=champion.version if champion else None,
+        data_version=data_version,
+        candidate_score=None,
+        champion_score=None,
+        floor=cfg.registry.dice_floor,
+        slice_tolerance=cfg.registry.slice_tolerance,
+        mode="compare" if champion else "bootstrap",
+        rule=_rule_text(cfg),
+    )
+    try:
+        decision.candidate_score, decision.candidate_slices, decision.n_test = _score(
+            f"models:/{name}/{version}", frame, root, cfg
+        )
+        if champion is not None:
+            decision.champion_score, decision.champion_slices, _ = _score(
+                f"models:/{name}/{champion.version}", frame, root, cfg
+            )
+        decision = _decide(decision)
+    except Exception as exc:  # fail closed: whatever broke, nothing is promoted
+        log.exception("gate of %s v%s failed closed", name, version)
+        decision.verdict = "error"
+        decision.reason = f"failed closed: {type(exc).__name__}: {exc}"
+    _record_decision(client, mv, decision)
+    log.info("gate %s v%s: %s (%s)", name, version, decision.verdict, decision.reason)
+    return decision
+
+
+def _record_decision(client: MlflowClient, mv: ModelVersion, decision: GateDecision) -> None:
+    payload = decision.to_json()
+    tags = {
+        "decision": json.dumps(payload, sort_keys=True),
+        "verdict": decision.verdict,
+        "mode": decision.mode,
+        "reason": decision.reason[:4900],
+        "candidate_dice_median": ""
+        if decision.candidate_score is None
+        else f"{decision.candidate_score:.6f}",
+        "champion_dice_median": "" if decision.champion_score is None else f"{decision.champion_score:.6f}",
+        "champion_version": decision.champion_version or "",
+        "data_version": decision.data_version,
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(mv.name, mv.version, GATE_PREFIX + key, value)
+    if mv.run_id:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(decision.decided_at))
+        client.log_dict(mv.run_id, payload, f"gate/decision-v{mv.version}-{stamp}.json")
+
+
+def _append_move(client: MlflowClient, name: str, move: dict[str, Any]) -> None:
+    """One tag per move (`promotion_log.000001`...): ordered, append-only, survives restarts."""
+    tags = client.get_registered_model(name).tags
+    index = 1 + max((int(k[len(MOVE_PREFIX) :]) for k in tags if k.startswith(MOVE_PREFIX)), default=0)
+    client.set_registered_model_tag(name, f"{MOVE_PREFIX}{index:06d}", json.dumps(move, sort_keys=True))
+
+
+def promotion_log(cfg: Config) -> list[dict[str, Any]]:
+    client = _client(cfg)
+    tags = client.get_registered_model(cfg.registry.model_name).tags
+    return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(MOVE_PREFIX))]
+
+
+def _move_champion(client: MlflowClient, name: str, target: str, action: str, reason: str) -> dict[str, Any]:
+    current = _alias_version(client, name, CHAMPION)
+    if current is not None and current.version == str(target):
+        return {}
+    if current is not None:
+        client.set_registered_model_alias(name, PREVIOUS, current.version)
+    client.set_registered_model_alias(name, CHAMPION, str(target))
+    move = {
+        "action": action,
+        "to_version": str(target),
+        "from_version": current.version if current else None,
+        "who": _actor(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "why": reason,
+    }
+    _append_move(client, name, move)
+    log.info("%s: champion %s -> %s (%s)", name, move["from_version"], target, action)
+    return move
+
+
+def promote(version: str, cfg: Config) -> dict[str, Any]:
+    """Move `champion` to the candidate, only with a recorded passing gate decision."""
+    client = _client(cfg)
+    name = cfg.registry.model_name
+    decision = _decision_from_tags(client.get_model_version(name, version).tags)
+    if not decision:
+        raise RegistryError(f"{name} v{version}: no gate decision recorded; run the gate first")
+    if decision["verdict"] != "pass":
+        raise RegistryError(
+            f"{name} v{version}: gate verdict is {decision['verdict']!r}: {decision['reason']}"
+        )
+    return _move_champion(client, name, str(version), "promote", decision["reason"])
+
+
+def rollback(cfg: Config, to_version: str | None = None, reason: str = "manual rollback") -> dict[str, Any]:
+    """Put `champion` back on `previous` (or a named version), logged like a promotion."""
+    client = _client(cfg)
+    name = cfg.registry.model_name
+    if to_version is None:
+        previous = _alias_version(client, name, PREVIOUS)
+        if previous is None:
+            raise RegistryError(f"{name}: no `previous` version to roll back to")
+        to_version = previous.version
+    client.get_model_version(name, str(to_version))  # raises for an unknown version
+    move = _move_champion(client, name, str(to_version), "rollback", reason)
+    if not move:
+        raise RegistryError(f"{name}: v{to_version} is already the champion")
+    return move
+
+
+def _version_view(mv: ModelVersion, client: MlflowClient) -> dict[str, Any]:
+    metrics: dict[str, float] = {}
+    if mv.run_id:
+        metrics = {k: float(v) for k, v in client.get_run(mv.run_id).data.metrics.items()}
+    return {
+        "version": mv.version,
+        "run_id": mv.run_id,
+        "source": mv.source,
+        "aliases": list(mv.aliases),
+        "created": mv.creation_timestamp,
+        "metrics": metrics,
+        "tags": dict(mv.tags),
+    }
+
+
+def show(cfg: Config, last: int = 10) -> dict[str, Any]:
+    """Champion, its lineage and the last decisions and moves, as one JSON-ready dict."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(cfg)
+    name = cfg.registry.model_name
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        return {
+            "model_name": name,
+            "champion": None,
+            "previous": None,
+            "challenger": None,
+            "decisions": [],
+            "promotions": [],
+        }
+    aliases = {
+        alias: (_version_view(mv, client) if (mv := _alias_version(client, name, alias)) else None)
+        for alias in (CHAMPION, PREVIOUS, CHALLENGER)
+    }
+    versions = client.search_model_versions(f"name = '{name}'")
+    decisions = [d for mv in versions if (d := _decision_from_tags(mv.tags))]
+    decisions.sort(key=lambda d: d["decided_at"], reverse=True)
+    return {
+        "model_name": name,
+        "tracking_uri": cfg.tracking_uri,
+        **aliases,
+        "decisions": decisions[:last],
+        "promotions": promotion_log(cfg)[-last:],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _cli_config(profile: str | None, params: str | None) -> Config:
+    from garmentseg.config import load_config
+
+    return load_config(profile, params)
+
+
+def _current_test_split(cfg: Config, dataset: str | None) -> tuple[pd.DataFrame, Path, str]:
+    from garmentseg.data.index import load_dataset
+    from garmentseg.data.versioning import data_version
+
+    frame, root = load_dataset(Path(dataset) if dataset else cfg.path(cfg.paths.data_dir), cfg)
+    return frame, root, data_version(cfg) if dataset is None else f"folder:{Path(dataset).resolve()}"
+
+
+def _format_state(state: dict[str, Any]) -> str:
+    lines = [f"model {state['model_name']} ({state.get('tracking_uri', '')})"]
+    for alias in (CHAMPION, PREVIOUS, CHALLENGER):
+        mv = state.get(alias)
+        if mv is None:
+            lines.append(f"  {alias:<10} -")
+            continue
+        score = mv["metrics"].get("test_dice_median")
+        tags = mv["tags"]
+        lines.append(
+            f"  {alias:<10} v{mv['version']}  test_dice_median={score if score is None else f'{score:.4f}'}  "
+            f"run={mv['run_id']}  data={tags.get('data_version', '?')}  git={tags.get('git_commit', '?')[:10]}"
+        )
+    lines.append("decisions (newest first):")
+    for d in state["decisions"]:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(d["decided_at"]))
+        lines.append(f"  {when}  v{d['candidate_version']}  {d['verdict']:<6} {d['reason']}")
+    lines.append("alias moves (oldest first):")
+    for m in state["promotions"]:
+        lines.append(
+            f"  {m['when']}  {m['action']:<8} v{m['from_version']} -> v{m['to_version']}  by {m['who']}: {m['why']}"
+        )
+    return "\n".join(lines)
+
+
+profile_opt = click.option(
+    "--profile", default=None, help="params.yaml profile (default: $GARMENTSEG_PROFILE / params)."
+)
+params_opt = click.option(
+    "--params", default=None, type=click.Path(dir_okay=False), help="params.yaml to use."
+)
+
+
+@click.group("registry")
+def registry_cli() -> None:
+    """MLflow Model Registry: register, gate, promote, rollback, show."""
+
+
+@registry_cli.command("register")
+@click.argument("run_id")
+@profile_opt
+@params_opt
+def register_cmd(run_id: str, profile: str | None, params: str | None) -> None:
+    """Register RUN_ID's model as a new version with alias `challenger`."""
+    mv = register(run_id, _cli_config(profile, params))
+    click.echo(f"{mv.name} version {mv.version} (alias {CHALLENGER})")
+
+
+@registry_cli.command("gate")
+@click.argument("version")
+@click.option("--dataset", default=None, help="Score on this contract folder instead of the DVC dataset.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@profile_opt
+@params_opt
+def gate_cmd(
+    version: str, dataset: str | None, as_json: bool, profile: str | None, params: str | None
+) -> None:
+    """Score VERSION and the champion on the same test split; exit 1 unless it passes."""
+    cfg = _cli_config(profile, params)
+    frame, root, data_version = _current_test_split(cfg, dataset)
+    decision = gate(version, cfg, frame, root, data_version)
+    click.echo(
+        json.dumps(decision.to_json(), indent=2) if as_json else f"{decision.verdict}: {decision.reason}"
+    )
+    raise SystemExit(0 if decision.passed else 1)
+
+
+@registry_cli.command("promote")
+@click.argument("version")
+@profile_opt
+@params_opt
+def promote_cmd(version: str, profile: str | None, params: str | None) -> None:
+    """Make VERSION the champion (needs a passing gate decision)."""
+    try:
+        move = promote(version, _cli_config(profile, params))
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"champion: v{version}" + (f" (previous: v{move['from_version']})" if move else " (unchanged)")
+    )
+
+
+@registry_cli.command("rollback")
+@click.option("--to", "to_version", default=None, help="Version to restore (default: alias `previous`).")
+@click.option("--reason", default="manual rollback", show_default=True)
+@profile_opt
+@params_opt
+def rollback_cmd(to_version: str | None, reason: str, profile: str | None, params: str | None) -> None:
+    """Put `champion` back on the previous (or a named) version."""
+    try:
+        move = rollback(_cli_config(profile, params), to_version, reason)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"champion: v{move['from_version']} -> v{move['to_version']}")
+
+
+@registry_cli.command("show")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object for scripts.")
+@click.option("--last", default=10, show_default=True, help="How many decisions and moves to list.")
+@profile_opt
+@params_opt
+def show_cmd(as_json: bool, last: int, profile: str | None, params: str | None) -> None:
+    """The champion, its lineage, and the last decisions and alias moves."""
+    state = show(_cli_config(profile, params), last)
+    if as_json:
+        click.echo(json.dumps(state, indent=2, default=str))
+        return
+    click.echo(_format_state(state))
