@@ -1,0 +1,74 @@
+"""What the Airflow DAGs share: config, the dataset asset, run params, retries, GPU placement.
+
+Only the DAG files import this; Airflow itself is imported inside the functions, so the library stays
+importable without it. Everything is read from params.yaml, the one source of truth for DAGs, CLI and service.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from garmentseg.config import PARAMS_ENV, Config, load_config
+
+PROJECT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "platform",
+    "retries": 1,
+    "retry_delay": timedelta(minutes=1),
+    "execution_timeout": timedelta(minutes=30),
+}
+
+
+def dag_config() -> Config:
+    """$GARMENTSEG_PARAMS (an image that keeps params elsewhere), else the project's params.yaml."""
+    return load_config(params_path=os.environ.get(PARAMS_ENV) or PROJECT_PARAMS)
+
+
+def dataset_asset(cfg: Config) -> Any:
+    """The DVC dataset's index as an Airflow asset: ingest emits it, the retrain DAG is scheduled on it."""
+    from airflow.sdk import Asset
+
+    index = cfg.path(cfg.paths.data_dir).resolve() / "index.parquet"
+    return Asset(name="garment_dataset", uri=f"file://{index}", group="garmentseg")
+
+
+def run_params(cfg: Config) -> dict[str, Any]:
+    from airflow.sdk import Param
+
+    return {
+        "profile": Param(cfg.profile, type="string", description="params.yaml profile to run with."),
+        "overrides": Param(
+            {},
+            type="object",
+            description='params.yaml fragment merged last, e.g. {"training": {"epochs": 1}}.',
+        ),
+    }
+
+
+def gpu_task(cfg: Config, **kwargs: Any) -> Any:
+    """The decorator for the GPU training task, by `airflow.placement` (celery | kubernetes | local)."""
+    from airflow.sdk import task
+
+    kwargs.setdefault("execution_timeout", timedelta(hours=12))
+    placement = cfg.airflow.placement
+    if placement == "kubernetes":
+        from kubernetes.client import models as k8s
+
+        k8s_cfg = cfg.airflow.kubernetes
+        gpus = {"nvidia.com/gpu": str(k8s_cfg.gpu_limit)}
+        return task.kubernetes(
+            image=k8s_cfg.image,
+            namespace=k8s_cfg.namespace,
+            node_selector=dict(k8s_cfg.node_selector),
+            tolerations=[k8s.V1Toleration(**t) for t in k8s_cfg.tolerations],
+            container_resources=k8s.V1ResourceRequirements(limits=gpus, requests=gpus),
+            do_xcom_push=True,
+            **kwargs,
+        )
+    if placement == "celery":
+        kwargs["queue"] = cfg.airflow.gpu_queue
+    return task(**kwargs)
