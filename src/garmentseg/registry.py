@@ -136,12 +136,26 @@ def register(run_id: str, cfg: Config, *, artifact_path: str = "model") -> Model
         lineage.update(
             {f"metric.{k}": f"{v:.6f}" for k, v in run.data.metrics.items() if k.startswith("test_")}
         )
-        source = f"runs:/{run_id}/{artifact_path}"
-        version = client.create_model_version(name, source, run_id=run_id, tags=lineage)
+        logged = _logged_model(client, run, artifact_path)
+        source = f"models:/{logged.model_id}"
+        version = client.create_model_version(
+            name, source, run_id=run_id, tags=lineage, model_id=logged.model_id
+        )
         _wait_ready(client, name, version.version)
         log.info("registered %s version %s from %s", name, version.version, source)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return client.get_model_version(name, version.version)
+
+
+def _logged_model(client: MlflowClient, run: Any, artifact_path: str) -> Any:
+    """The MLflow 3 logged model (`models:/m-...`) that a training run produced under `artifact_path`."""
+    found = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    named = [m for m in found if m.name == artifact_path] or list(found)
+    if not named:
+        raise RegistryError(f"run {run.info.run_id} logged no model named {artifact_path!r}")
+    return max(named, key=lambda m: m.creation_timestamp)
 
 
 def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float = 120) -> None:
@@ -246,12 +260,12 @@ def gate(version: str, cfg: Config, frame: pd.DataFrame, root: Path, data_versio
         recorded.pop("passed", None)
         return GateDecision(**recorded)
     champion = _alias_version(client, name, CHAMPION)
-    if champion is not None and champion.version == str(version):
+    if champion is not None and str(champion.version) == str(version):
         champion = _alias_version(client, name, PREVIOUS)
     decision = GateDecision(
         model_name=name,
         candidate_version=str(version),
-        champion_version=champion.version if champion else None,
+        champion_version=str(champion.version) if champion else None,
         data_version=data_version,
         candidate_score=None,
         champion_score=None,
@@ -314,15 +328,15 @@ def promotion_log(cfg: Config) -> list[dict[str, Any]]:
 
 def _move_champion(client: MlflowClient, name: str, target: str, action: str, reason: str) -> dict[str, Any]:
     current = _alias_version(client, name, CHAMPION)
-    if current is not None and current.version == str(target):
+    if current is not None and str(current.version) == str(target):
         return {}
     if current is not None:
-        client.set_registered_model_alias(name, PREVIOUS, current.version)
+        client.set_registered_model_alias(name, PREVIOUS, str(current.version))
     client.set_registered_model_alias(name, CHAMPION, str(target))
     move = {
         "action": action,
         "to_version": str(target),
-        "from_version": current.version if current else None,
+        "from_version": str(current.version) if current else None,
         "who": _actor(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "why": reason,
@@ -354,7 +368,7 @@ def rollback(cfg: Config, to_version: str | None = None, reason: str = "manual r
         previous = _alias_version(client, name, PREVIOUS)
         if previous is None:
             raise RegistryError(f"{name}: no `previous` version to roll back to")
-        to_version = previous.version
+        to_version = str(previous.version)
     client.get_model_version(name, str(to_version))  # raises for an unknown version
     move = _move_champion(client, name, str(to_version), "rollback", reason)
     if not move:
@@ -367,7 +381,7 @@ def _version_view(mv: ModelVersion, client: MlflowClient) -> dict[str, Any]:
     if mv.run_id:
         metrics = {k: float(v) for k, v in client.get_run(mv.run_id).data.metrics.items()}
     return {
-        "version": mv.version,
+        "version": str(mv.version),
         "run_id": mv.run_id,
         "source": mv.source,
         "aliases": list(mv.aliases),

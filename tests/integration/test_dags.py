@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,7 @@ def test_retrain_graph_schedule_and_placement(dagbag) -> None:
         "deploy",
         "smoke_test",
     ]
-    for upstream, downstream in zip(order, order[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(order):
         assert upstream in dag.get_task(downstream).upstream_task_ids or upstream in {
             u for t in dag.get_task(downstream).upstream_list for u in t.upstream_task_ids
         }, f"{upstream} -> {downstream}"
@@ -95,9 +96,13 @@ def test_dags_import_fast_without_tensorflow(airflow_home: Path) -> None:
         "print(','.join(m for m in ('tensorflow', 'great_expectations', 'mlflow', 'bentoml') if m in sys.modules))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], env=airflow_env(airflow_home), capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        env=airflow_env(airflow_home),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    seconds, heavy = (out.stdout.strip().split("\n") + [""])[:2]
+    seconds, heavy = ([*out.stdout.strip().split("\n"), ""])[:2]
     assert heavy == "", f"importing dags/ pulled in {heavy}"
     assert float(seconds) < 2.0
