@@ -20,6 +20,8 @@ PROFILE_ENV = "GARMENTSEG_PROFILE"
 # GARMENTSEG__SECTION__KEY=value overrides params.yaml (values parsed as YAML), e.g.
 # GARMENTSEG__AIRFLOW__PLACEMENT=kubernetes: production settings without editing the file.
 OVERRIDE_ENV_PREFIX = "GARMENTSEG__"
+# The project's own params.yaml (src layout: <root>/src/garmentseg/config.py).
+PROJECT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 
 class ConfigError(ValueError):
@@ -111,6 +113,9 @@ class ValidationConfig(_Section):
     mask_area_max: float = Field(gt=0, le=1)
     contrast_min: float = Field(ge=0)
     cutout_rgb_max_diff: float = Field(ge=0)
+    contrast_band_px: int = Field(ge=1)
+    gallery_size: int = Field(ge=0)
+    drift_z_warn: float = Field(gt=0)
 
 
 class ModelConfig(_Section):
@@ -185,16 +190,22 @@ class ServingConfig(_Section):
     model_uri: str
     max_request_bytes: int = Field(gt=0)
     max_pixels: int = Field(gt=0)
-    max_batch_size: int = Field(ge=1)
+    max_batch_size: int = Field(ge=2)  # BentoML's batchable APIs need max_batch_size > 1
     max_latency_ms: int = Field(gt=0)
     adaptive_batching: bool
     latency_budget_ms: int = Field(gt=0)
     auth_token_env: str
+    reload_interval_s: float = Field(ge=0)
+    workers: int = Field(ge=1)
+    threads: int = Field(ge=1)
+    timeout_s: int = Field(gt=0)
+    max_concurrency: int = Field(ge=1)
 
 
 class KubernetesConfig(_Section):
     image: str
     namespace: str
+    pod_template_file: str
     node_selector: dict[str, str]
     tolerations: tuple[dict[str, str], ...]
     gpu_limit: int = Field(ge=0)
@@ -302,9 +313,8 @@ def find_params(start: Path | None = None) -> Path:
         candidate = folder / "params.yaml"
         if candidate.is_file():
             return candidate
-    packaged = Path(__file__).resolve().parents[2] / "params.yaml"
-    if packaged.is_file():
-        return packaged
+    if PROJECT_PARAMS.is_file():
+        return PROJECT_PARAMS
     raise ConfigError(f"no params.yaml found from {here} upwards; set ${PARAMS_ENV}")
 
 

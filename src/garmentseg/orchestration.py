@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from garmentseg.config import PARAMS_ENV, Config, load_config
-
-PROJECT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+from garmentseg.config import PARAMS_ENV, PROJECT_PARAMS, Config, load_config
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "platform",
@@ -63,6 +60,7 @@ def gpu_task(cfg: Config, **kwargs: Any) -> Any:
         return task.kubernetes(
             image=k8s_cfg.image,
             namespace=k8s_cfg.namespace,
+            pod_template_file=k8s_cfg.pod_template_file,
             node_selector=dict(k8s_cfg.node_selector),
             tolerations=[k8s.V1Toleration(**t) for t in k8s_cfg.tolerations],
             container_resources=k8s.V1ResourceRequirements(limits=gpus, requests=gpus),

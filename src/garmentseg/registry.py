@@ -129,7 +129,7 @@ def register(run_id: str, cfg: Config, *, artifact_path: str = "model") -> Model
             "run_id": run_id,
             "git_commit": run.data.tags.get("git_commit", _git_commit(cfg.root)),
             "data_version": run.data.tags.get("data_version", "unknown"),
-            "dataset_digest": run.data.tags.get("dataset_digest", "unknown"),
+            "dataset_digest": _dataset_digest(run),
             "profile": run.data.tags.get("profile", run.data.params.get("profile", cfg.profile)),
             "threshold": str(run.data.metrics.get("threshold", run.data.params.get("threshold", "unknown"))),
         }
@@ -145,6 +145,12 @@ def register(run_id: str, cfg: Config, *, artifact_path: str = "model") -> Model
         log.info("registered %s version %s from %s", name, version.version, source)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return client.get_model_version(name, version.version)
+
+
+def _dataset_digest(run: Any) -> str:
+    """Digest of the dataset the run logged with mlflow.log_input (its mlflow.data lineage)."""
+    inputs = run.inputs.dataset_inputs if run.inputs else []
+    return inputs[0].dataset.digest if inputs else run.data.tags.get("dataset_digest", "unknown")
 
 
 def _logged_model(client: MlflowClient, run: Any, artifact_path: str) -> Any:

@@ -34,7 +34,11 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("airflow_home")
     env = airflow_env(home)
     subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     saved = {k: os.environ.get(k) for k in env if k.startswith("AIRFLOW")}
     os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW")})

@@ -1,0 +1,253 @@
+"""The platform's loops as steps: one function per Airflow task, so the DAGs stay thin shells.
+
+Each step takes a Config and small JSON-able dicts (what Airflow passes between tasks as XCom) and returns
+one. Steps are idempotent and keyed by the data version: a retried task finds the work it already did
+(the training run for this data and config, the registered version of that run, the recorded gate
+decision) instead of doing it twice. Nothing here moves the `champion` alias except `promote_candidate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from garmentseg.config import PARAMS_ENV, PROJECT_PARAMS, Config, load_config
+
+log = logging.getLogger(__name__)
+
+RUN_TAG_DATA = "data_version"
+RUN_TAG_CONFIG = "config_digest"
+
+
+def config_for(params: dict[str, Any] | None = None) -> Config:
+    """The Config of one DAG run: its `profile` and `overrides` params over the project's params.yaml."""
+    params = params or {}
+    return load_config(
+        params.get("profile"),
+        os.environ.get(PARAMS_ENV) or PROJECT_PARAMS,
+        overrides=params.get("overrides") or None,
+    )
+
+
+def config_digest(cfg: Config) -> str:
+    """Identifies everything that shapes a trained model (profile, model, training, evaluation settings)."""
+    relevant = {
+        k: v for k, v in cfg.flat().items() if k.split(".")[0] in {"model", "training", "evaluation", "data"}
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------- ingest
+def _landing(cfg: Config) -> Path:
+    return cfg.path(cfg.paths.landing_dir)
+
+
+def new_landed_batches(cfg: Config) -> list[str]:
+    """Batch folders in the landing dir that are neither in the dataset nor in quarantine yet."""
+    landing = _landing(cfg)
+    if not landing.is_dir():
+        return []
+    known_dataset = cfg.path(cfg.paths.data_dir) / "batches"
+    quarantine = cfg.path(cfg.paths.quarantine_dir)
+    return sorted(
+        p.name
+        for p in landing.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and not (known_dataset / p.name).exists()
+        and not (quarantine / p.name).exists()
+    )
+
+
+def validate_landed_batch(cfg: Config, batch_id: str) -> dict[str, Any]:
+    """GX validation of one landed batch; the report dict travels to the branch and the next task."""
+    from garmentseg.validation import validate_batch
+
+    result = validate_batch(_landing(cfg) / batch_id, cfg)
+    return {
+        "batch_id": batch_id,
+        "batch_dir": str(result.batch_dir),
+        "passed": result.passed,
+        "exit_code": result.exit_code,
+        "report_dir": str(result.report_dir),
+        "data_docs": str(result.data_docs_page or result.data_docs_index or ""),
+        "errors": sum(1 for f in result.findings if f["severity"] == "error"),
+        "warnings": sum(1 for f in result.findings if f["severity"] == "warning"),
+    }
+
+
+def ingest_landed_batch(cfg: Config, report: dict[str, Any]) -> dict[str, Any]:
+    """Add a passing batch to the DVC dataset; `changed` is False when it was already there."""
+    from garmentseg.data.dataset import add_batch
+
+    if not report["passed"]:
+        raise ValueError(f"batch {report['batch_id']} failed validation; it cannot be ingested")
+    added = add_batch(Path(report["batch_dir"]), cfg, batch_id=report["batch_id"])
+    return {
+        "batch_id": added.batch_id,
+        "changed": not added.already_present,
+        "pairs": added.n_pairs,
+        "data_version": added.data_version,
+    }
+
+
+def quarantine_landed_batch(cfg: Config, report: dict[str, Any]) -> dict[str, Any]:
+    """Move the whole failing batch, with its report, to the quarantine folder."""
+    from garmentseg.validation import quarantine_batch
+
+    destination = quarantine_batch(Path(report["batch_dir"]), Path(report["report_dir"]), cfg)
+    return {"batch_id": report["batch_id"], "quarantined_to": str(destination), "errors": report["errors"]}
+
+
+def publish_data_docs(cfg: Config, report: dict[str, Any]) -> str:
+    """Copy the Data Docs site where stewards read it (it is already rebuilt by validation)."""
+    log.info("Data Docs for batch %s: %s", report["batch_id"], report["data_docs"])
+    return report["data_docs"]
+
+
+# ------------------------------------------------------------------------------------------ retrain
+def sync_data(cfg: Config) -> dict[str, Any]:
+    """Make the workspace hold the DVC dataset version the repo points at, and name that version."""
+    from garmentseg.data import versioning
+
+    versioning.pull(cfg, missing_ok=True)
+    return {"data_version": versioning.data_version(cfg), "status": versioning.status(cfg)}
+
+
+def _dataset_folders(cfg: Config) -> list[Path]:
+    data = cfg.path(cfg.paths.data_dir)
+    return sorted(p for kind in ("synth", "batches") for p in (data / kind).glob("*") if (p / "raw").is_dir())
+
+
+def validate_training_set(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
+    """Validate every folder of the training set with the batch suite; any failure stops the retrain."""
+    from garmentseg.validation import validate_batch
+
+    reports_root = cfg.path(cfg.paths.reports_dir) / "training-set" / data["data_version"].replace(":", "_")
+    results = {}
+    for folder in _dataset_folders(cfg):
+        result = validate_batch(folder, cfg, report_dir=reports_root / folder.name)
+        results[folder.name] = {"passed": result.passed, "report_dir": str(result.report_dir)}
+    failed = [name for name, r in results.items() if not r["passed"]]
+    if not results:
+        raise RuntimeError(f"no dataset folders under {cfg.path(cfg.paths.data_dir)}; nothing to train on")
+    if failed:
+        raise RuntimeError(f"training set failed validation in {failed}; see {reports_root}")
+    return {"folders": results, "data_version": data["data_version"]}
+
+
+def prepare_tensors(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
+    """Resize once and cache the tensors for the model's input size (later steps never decode PNGs)."""
+    from garmentseg import prepare
+
+    frame, root = prepare.load_dataset(cfg)
+    prepared = prepare.prepare_for(cfg, frame, root)
+    return {"index_hash": prepared.index_hash, "input": f"{prepared.input_height}x{prepared.input_width}"}
+
+
+def _finished_run(cfg: Config, data_version: str, digest: str) -> Any | None:
+    import mlflow
+
+    from garmentseg.training import ensure_experiment
+
+    experiment_id = ensure_experiment(cfg)
+    runs = mlflow.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.{RUN_TAG_DATA} = '{data_version}' and tags.{RUN_TAG_CONFIG} = '{digest}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    return runs[0] if runs else None
+
+
+def train_candidate(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
+    """Train (on the GPU node when placed there); a retry for the same data and config reuses the run."""
+    from garmentseg import training
+
+    digest = config_digest(cfg)
+    if (run := _finished_run(cfg, data["data_version"], digest)) is not None:
+        log.info("reusing run %s for data %s, config %s", run.info.run_id, data["data_version"], digest)
+        return {"run_id": run.info.run_id, "reused": True}
+    result = training.train(cfg, extra_tags={RUN_TAG_CONFIG: digest, RUN_TAG_DATA: data["data_version"]})
+    return {"run_id": result.run_id, "model_uri": result.model_uri, "reused": False}
+
+
+def evaluate_candidate(cfg: Config, trained: dict[str, Any]) -> dict[str, Any]:
+    """The full-resolution test metrics of the run; a run without its headline metric stops here."""
+    from mlflow import MlflowClient
+
+    metrics = MlflowClient(cfg.tracking_uri).get_run(trained["run_id"]).data.metrics
+    if "test_dice_median" not in metrics:
+        raise RuntimeError(f"run {trained['run_id']} has no test_dice_median; evaluation did not finish")
+    return {k: v for k, v in metrics.items() if k.startswith(("test_", "valid_", "threshold"))}
+
+
+def register_candidate(cfg: Config, trained: dict[str, Any]) -> dict[str, Any]:
+    from garmentseg import registry
+
+    version = registry.register(trained["run_id"], cfg)
+    return {
+        "version": str(version.version),
+        "run_id": trained["run_id"],
+        "model_name": cfg.registry.model_name,
+    }
+
+
+def gate_candidate(cfg: Config, candidate: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    from garmentseg import prepare, registry
+
+    frame, root = prepare.load_dataset(cfg)
+    return registry.gate(candidate["version"], cfg, frame, root, data["data_version"]).to_json()
+
+
+def _held_out_shots(cfg: Config, count: int) -> list[Path]:
+    from garmentseg import prepare
+
+    frame, root = prepare.load_dataset(cfg)
+    test = frame[frame["split"] == "test"].sort_values(["garment_id", "view"]).head(count)
+    return [root / p for p in test["raw_path"]]
+
+
+def serving_check(cfg: Config, candidate: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+    """TFX's InfraValidator: serve the candidate for real and send it held-out shots before promotion."""
+    if not decision["passed"]:
+        return {"passed": False, "skipped": True, "reason": "gate did not pass"}
+    from garmentseg.service_runtime import serving_check as check
+
+    uri = f"models:/{candidate['model_name']}/{candidate['version']}"
+    return check(cfg, uri, _held_out_shots(cfg, 3), cfg.serving.latency_budget_ms)
+
+
+def promote_candidate(cfg: Config, candidate: dict[str, Any]) -> dict[str, Any]:
+    from garmentseg import registry
+
+    move = registry.promote(candidate["version"], cfg)
+    return {"version": candidate["version"], "model_name": candidate["model_name"], "move": move}
+
+
+def explain_stop(decision: dict[str, Any], check: dict[str, Any]) -> dict[str, Any]:
+    """The champion stays; say why, loudly, in the task log and the return value."""
+    reason = decision["reason"] if not decision["passed"] else f"serving check failed: {check.get('reason')}"
+    log.warning("candidate v%s not promoted: %s", decision["candidate_version"], reason)
+    return {"promoted": False, "candidate_version": decision["candidate_version"], "reason": reason}
+
+
+def deploy_champion(cfg: Config, promotion: dict[str, Any]) -> dict[str, Any]:
+    """Build the Bento pinned to the new champion; a running service hot-reloads it from the alias."""
+    from garmentseg.service_runtime import deploy
+
+    return deploy(cfg, f"models:/{promotion['model_name']}/{promotion['version']}")
+
+
+def smoke_test(cfg: Config, deployment: dict[str, Any]) -> dict[str, Any]:
+    """One held-out shot through the deployed endpoint; a wrong answer fails the run loudly."""
+    from garmentseg.service_runtime import smoke_test as smoke
+
+    return smoke(cfg, deployment, _held_out_shots(cfg, 1)[0])
