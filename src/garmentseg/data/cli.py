@@ -1,0 +1,164 @@
+"""`garmentseg data ...`: synthesise, index, add batches, show the version, push and pull (DVC)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from garmentseg.config import Config, ConfigError, load_config
+
+
+def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--profile/--params on every command; the loaded Config arrives as `cfg`; errors exit 1 with a line."""
+
+    @click.option("--profile", default=None, help="demo | cpu | gpu | real (default: params.yaml's)")
+    @click.option(
+        "--params", "params_path", type=click.Path(dir_okay=False), default=None, help="params.yaml"
+    )
+    @wraps(fn)
+    def wrapper(profile: str | None, params_path: str | None, **kwargs: Any) -> None:
+        try:
+            cfg = load_config(profile, params_path)
+            fn(cfg=cfg, **kwargs)
+        except (ConfigError, OSError, ValueError, RuntimeError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group()
+def data() -> None:
+    """Synthesise, index, version and sync studio datasets (DVC)."""
+
+
+@data.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--garments", type=int, default=None, help="default: synth.garments")
+@click.option("--seed", type=int, default=None, help="default: synth.seed")
+@click.option("--workers", type=int, default=None, help="processes (default: all cores)")
+@click.option("--width", type=int, default=None, help="default: the studio source's width")
+@click.option("--height", type=int, default=None, help="default: the studio source's height")
+@_options
+def synth(
+    cfg: Config,
+    out_dir: Path,
+    garments: int | None,
+    seed: int | None,
+    workers: int | None,
+    width: int | None,
+    height: int | None,
+) -> None:
+    """Render a synthetic studio batch (raw/, cutouts/, garments.csv) into OUT."""
+    from garmentseg.data.synth import synthesize
+
+    s = synthesize(
+        out_dir,
+        garments or cfg.synth.garments,
+        cfg.synth.seed if seed is None else seed,
+        cfg,
+        workers,
+        width=width,
+        height=height,
+    )
+    click.echo(
+        f"{s.pairs} pairs from {s.garments} garments in {s.seconds:.1f}s ({s.pairs_per_second:.2f} pairs/s) -> {s.out_dir}"
+    )
+
+
+@data.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="default: paths.data_dir",
+)
+@click.option("--fresh", is_flag=True, help="re-split every garment by the rule, ignoring the current index")
+@_options
+def index(cfg: Config, data_dir: Path | None, fresh: bool) -> None:
+    """(Re)build DATA_DIR/index.parquet over synth/* and batches/*."""
+    from garmentseg.data.index import INDEX_FILE, build_index, read_index, write_index
+
+    root = data_dir or cfg.path(cfg.paths.data_dir)
+    path = root / INDEX_FILE
+    previous = read_index(path) if path.is_file() and not fresh else None
+    df = build_index(root, cfg, previous)
+    write_index(df, path)
+    counts = df.drop_duplicates("garment_id")["split"].value_counts().to_dict()
+    click.echo(f"{len(df)} pairs, {df['garment_id'].nunique()} garments {counts} -> {path}")
+
+
+@data.command()
+@click.argument("batch_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--batch-id", default=None, help="default: the folder's name")
+@click.option("--push", is_flag=True, help="dvc push afterwards")
+@_options
+def add(cfg: Config, batch_dir: Path, batch_id: str | None, push: bool) -> None:
+    """Copy BATCH_DIR into the dataset, re-index and record it with DVC (all or nothing)."""
+    from garmentseg.data.dataset import add_batch
+
+    r = add_batch(batch_dir, cfg, batch_id=batch_id, push=push)
+    state = "already present" if r.already_present else "added"
+    click.echo(
+        f"batch {r.batch_id} {state}: {r.n_pairs} pairs at {r.dataset_path}; data version {r.data_version}"
+    )
+
+
+@data.command()
+@_options
+def version(cfg: Config) -> None:
+    """Show the data version, the git commit and DVC's hashes of the tracked data (JSON)."""
+    from garmentseg.data.versioning import version_info
+
+    click.echo(json.dumps(version_info(cfg), indent=2))
+
+
+@data.command()
+@click.option("--remote", default=None, help="default: the DVC default remote")
+@_options
+def push(cfg: Config, remote: str | None) -> None:
+    """dvc push the tracked data."""
+    from garmentseg.data.versioning import push as dvc_push
+
+    dvc_push(cfg.root, remote=remote)
+    click.echo("pushed")
+
+
+@data.command()
+@click.option("--remote", default=None, help="default: the DVC default remote")
+@_options
+def pull(cfg: Config, remote: str | None) -> None:
+    """dvc pull the tracked data."""
+    from garmentseg.data.versioning import pull as dvc_pull
+
+    dvc_pull(cfg.root, remote=remote)
+    click.echo("pulled")
+
+
+@data.command(name="init-dvc")
+@_options
+def init_dvc(cfg: Config) -> None:
+    """dvc init (if needed) and set the default remote `local` to paths.dvc_remote."""
+    from garmentseg.data.versioning import init
+
+    init(cfg.root, cfg.paths.dvc_remote)  # a relative path is taken from the root; DVC stores it from .dvc/
+    click.echo(f"DVC ready in {cfg.root}, default remote local -> {cfg.paths.dvc_remote}")
+
+
+@data.command(name="contact-sheet")
+@click.argument("batch_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_png", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-n", "count", type=int, default=12, show_default=True, help="shots on the sheet")
+@_options
+def contact_sheet(cfg: Config, batch_dir: Path, out_png: Path, count: int) -> None:
+    """Write a PNG of COUNT shots beside their cutouts."""
+    from garmentseg.data.preview import contact_sheet as make_sheet
+
+    path = make_sheet(batch_dir, out_png, n=count, max_pixels=cfg.validation.max_pixels)
+    click.echo(f"{path} ({path.stat().st_size // 1024} KB)")
