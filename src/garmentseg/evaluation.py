@@ -1,0 +1,328 @@
+"""Full-resolution evaluation through the serving code path: threshold tuning on validation, per-image
+Dice / IoU / boundary scores on test, the seed's summaries (median headline, outlier-corrected mean and
+median), slices by view and difficulty tag, the needs-manual-cutout flag, and a gallery.
+
+Images are streamed a batch at a time; only per-image numbers (and small gallery thumbnails) are kept, so
+memory does not grow with the test set.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from garmentseg.model import metrics as M
+from garmentseg.prepare import read_pair
+from garmentseg.serving import CutoutModel, manual_cutout_score, to_mask
+
+if TYPE_CHECKING:
+    from garmentseg.config import Config
+
+log = logging.getLogger(__name__)
+
+META_COLUMNS = ("garment_id", "view", "split", "garment_type", "difficulty", "batch_id", "raw_path")
+GALLERY_HEIGHT = 432  # thumbnail height of each gallery panel (a quarter of the studio's 1728)
+OVERLAY_GREEN = np.array([0, 255, 0], np.float32)
+
+
+@dataclass
+class ThresholdChoice:
+    threshold: float
+    flag_threshold: float
+    valid_summary: dict[str, Any]
+    dice_median_by_threshold: dict[float, float] = field(default_factory=dict)
+
+
+@dataclass
+class EvalReport:
+    summary: dict[str, Any]
+    per_image: pd.DataFrame
+    gallery: list[tuple[str, dict[str, Any], np.ndarray]] = field(default_factory=list)
+
+
+def _rows(frame: pd.DataFrame, split: str | None) -> pd.DataFrame:
+    if split in (None, "all"):
+        return frame.reset_index(drop=True)
+    return frame[frame["split"] == split].reset_index(drop=True)
+
+
+def stream_predictions(
+    model: CutoutModel, frame: pd.DataFrame, root: Path, cfg: Config, *, flip: bool | None = None
+) -> Iterator[tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]]:
+    """(row, shot RGB, truth mask, full-resolution probability) per index row, one model batch at a time."""
+    flip = cfg.evaluation.flip_tta if flip is None else flip
+    for start in range(0, len(frame), model.batch_size):
+        rows = [row for _, row in frame.iloc[start : start + model.batch_size].iterrows()]
+        pairs = [read_pair(root, row, cfg.validation.max_pixels) for row in rows]
+        probs = model.predict_proba([image for image, _ in pairs], flip=flip)
+        for row, (image, truth), prob in zip(rows, pairs, probs, strict=True):
+            yield row, image, truth, prob
+
+
+def tune_threshold(
+    model: CutoutModel, frame: pd.DataFrame, root: Path, cfg: Config, split: str = "valid"
+) -> ThresholdChoice:
+    """Pick the mask threshold (best median Dice over cfg.evaluation.threshold_grid) and the
+    needs-manual-cutout threshold (best F2 at catching Dice < target) on the validation split."""
+    part = _rows(frame, split)
+    grid = [float(t) for t in cfg.evaluation.threshold_grid]
+    if part.empty:
+        log.warning(
+            "no %s rows: keeping threshold %.2f and flagging only empty masks", split, model.threshold
+        )
+        return ThresholdChoice(model.threshold, model.flag_threshold, {})
+    dice_at: dict[float, list[float]] = {t: [] for t in grid}
+    score_at: dict[float, list[float]] = {t: [] for t in grid}
+    for _, _, truth, prob in stream_predictions(model, part, root, cfg):
+        for t in grid:
+            dice_at[t].append(M.dice(prob >= t, truth))
+            score_at[t].append(manual_cutout_score(prob, t))
+    best = M.best_threshold(dice_at)
+    needs_person = [d < cfg.evaluation.manual_cutout_target_dice for d in dice_at[best]]
+    flag = M.best_flag_threshold(score_at[best], needs_person)
+    summary = M.summarise(dice_at[best], "dice_")
+    log.info(
+        "%s: threshold %.2f (median Dice %.4f), flag threshold %.3f",
+        split,
+        best,
+        summary["dice_median"],
+        flag,
+    )
+    return ThresholdChoice(best, flag, summary, {t: float(np.median(v)) for t, v in dice_at.items()})
+
+
+def _slices(per_image: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {"view": {}, "difficulty": {}}
+    for view, group in per_image.groupby("view", sort=True):
+        out["view"][str(view)] = _slice_stats(group)
+    tags = per_image.assign(tag=per_image["difficulty"].astype(str).str.split(",")).explode("tag")
+    tags["tag"] = tags["tag"].str.strip()
+    for tag, group in tags[tags["tag"] != ""].groupby("tag", sort=True):
+        out["difficulty"][str(tag)] = _slice_stats(group)
+    return out
+
+
+def _slice_stats(group: pd.DataFrame) -> dict[str, float]:
+    return {
+        "n": len(group),
+        "dice_median": float(group["dice"].median()),
+        "dice_mean": float(group["dice"].mean()),
+        "iou_median": float(group["iou"].median()),
+    }
+
+
+def summarise(per_image: pd.DataFrame, model: CutoutModel, cfg: Config) -> dict[str, Any]:
+    """The report's summary: the seed's statistics, boundary scores, flag quality and slices."""
+    ev = cfg.evaluation
+    dice = per_image["dice"].to_numpy()
+    summary: dict[str, Any] = {
+        **M.summarise(dice, "dice_"),
+        **{k: v for k, v in M.summarise(per_image["iou"], "iou_").items() if k != "iou_n"},
+        **M.outlier_corrected(dice, ev.outlier_iqr_k),
+        "outlier_rule": f"Dice < Q1 - {ev.outlier_iqr_k:g} * IQR",
+        "bf_score_median": float(per_image["bf_score"].median()),
+        "bf_tolerance_px": ev.boundary_f_tolerance_px,
+        "threshold": float(model.threshold),
+        "flag_threshold": float(model.flag_threshold),
+        "manual_cutout_target_dice": ev.manual_cutout_target_dice,
+        "flip_tta": bool(ev.flip_tta),
+        "slices": _slices(per_image),
+    }
+    summary["n"] = summary.pop("dice_n")
+    for fraction in ev.boundary_fraction:
+        key = M.boundary_iou_key(fraction)
+        summary[f"{key}_median"] = float(per_image[key].median())
+        summary[f"{key}_mean"] = float(per_image[key].mean())
+    summary.update(
+        M.flag_precision_recall(per_image["manual_score"], per_image["needs_person"], model.flag_threshold)
+    )
+    return summary
+
+
+def evaluate(
+    model: CutoutModel,
+    frame: pd.DataFrame,
+    root: Path,
+    cfg: Config,
+    split: str | None = "test",
+    *,
+    flip: bool | None = None,
+) -> EvalReport:
+    """Score every row of `split` ("all"/None for the whole index) at the shot's own resolution."""
+    part = _rows(frame, split)
+    if part.empty:
+        raise ValueError(f"the index has no rows in split {split!r}; nothing to evaluate")
+    ev = cfg.evaluation
+    records = []
+    for row, _, truth, prob in stream_predictions(model, part, root, cfg, flip=flip):
+        pred = to_mask(prob, model.threshold)
+        scores = M.mask_scores(pred, truth, ev.boundary_fraction, ev.boundary_f_tolerance_px)
+        score = manual_cutout_score(prob, model.threshold)
+        meta = {c: row[c] for c in META_COLUMNS if c in row.index}
+        records.append(
+            {
+                **meta,
+                "height": truth.shape[0],
+                "width": truth.shape[1],
+                **scores,
+                "manual_score": score,
+                "flagged": score >= model.flag_threshold,
+                "needs_person": scores["dice"] < ev.manual_cutout_target_dice,
+            }
+        )
+    per_image = pd.DataFrame.from_records(records)
+    for column in ("difficulty", "view"):
+        if column not in per_image:
+            per_image[column] = "unknown"
+    summary = summarise(per_image, model, cfg)
+    gallery = build_gallery(model, part, per_image, root, cfg, flip=flip)
+    log.info(
+        "%s: %d images, Dice median %.4f mean %.4f p10 %.4f",
+        split or "all",
+        summary["n"],
+        summary["dice_median"],
+        summary["dice_mean"],
+        summary["dice_p10"],
+    )
+    return EvalReport(summary, per_image, gallery)
+
+
+def overlay(image_rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The seed's green overlay of a predicted mask on the shot."""
+    out = image_rgb.astype(np.float32)
+    on = mask > 0
+    out[on] = (1 - alpha) * out[on] + alpha * OVERLAY_GREEN
+    return out.astype(np.uint8)
+
+
+def _panel(image_rgb: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """shot | truth | prediction | overlay, side by side, at GALLERY_HEIGHT."""
+    import cv2
+
+    h, w = truth.shape
+    width = max(1, round(w * GALLERY_HEIGHT / h))
+
+    def small(a: np.ndarray) -> np.ndarray:
+        return cv2.resize(a, (width, GALLERY_HEIGHT), interpolation=cv2.INTER_AREA)
+
+    grey = [np.repeat((m > 0).astype(np.uint8)[..., None] * 255, 3, axis=2) for m in (truth, pred)]
+    return np.hstack([small(image_rgb), small(grey[0]), small(grey[1]), small(overlay(image_rgb, pred))])
+
+
+def build_gallery(
+    model: CutoutModel,
+    part: pd.DataFrame,
+    per_image: pd.DataFrame,
+    root: Path,
+    cfg: Config,
+    *,
+    flip: bool | None = None,
+) -> list[tuple[str, dict[str, Any], np.ndarray]]:
+    """Re-predict the worst and best cfg.evaluation.gallery_size images and render their panels."""
+    k = cfg.evaluation.gallery_size
+    if k == 0:
+        return []
+    order = per_image["dice"].sort_values(kind="stable")
+    picks = [("worst", i) for i in order.index[:k]] + [("best", i) for i in order.index[::-1][:k]]
+    seen: set[int] = set()
+    chosen = [(kind, i) for kind, i in picks if not (i in seen or seen.add(i))]
+    rows = part.loc[[i for _, i in chosen]]
+    gallery = []
+    for (kind, i), (row, image, truth, prob) in zip(
+        chosen, stream_predictions(model, rows, root, cfg, flip=flip), strict=True
+    ):
+        info = {
+            "garment_id": row["garment_id"],
+            "view": row["view"],
+            "dice": float(per_image.loc[i, "dice"]),
+            "difficulty": str(row.get("difficulty", "unknown")),
+        }
+        gallery.append((kind, info, _panel(image, truth, to_mask(prob, model.threshold))))
+    return gallery
+
+
+def _dice_histogram(per_image: pd.DataFrame, summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(per_image["dice"], bins=30, color="tab:green")
+    ax.axvline(summary["dice_median"], color="k", label=f"median {summary['dice_median']:.4f}")
+    if np.isfinite(summary.get("outlier_floor", np.nan)):
+        ax.axvline(summary["outlier_floor"], color="r", ls="--", label=summary["outlier_rule"])
+    ax.set_xlabel("Dice (full resolution)")
+    ax.set_ylabel("images")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def finite(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None (DVC and browsers reject bare NaN)."""
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
+    """metrics.json, per_image.csv/.parquet, slices.csv, dice_hist.png and gallery/{*.png,index.html}."""
+    from garmentseg.imageio import write_png
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics": out / "metrics.json",
+        "per_image_csv": out / "per_image.csv",
+        "per_image_parquet": out / "per_image.parquet",
+        "slices": out / "slices.csv",
+        "histogram": out / "dice_hist.png",
+        "gallery": out / "gallery" / "index.html",
+    }
+    paths["metrics"].write_text(json.dumps(finite(report.summary), indent=2, sort_keys=True))
+    report.per_image.to_csv(paths["per_image_csv"], index=False)
+    report.per_image.to_parquet(paths["per_image_parquet"], index=False)
+    slices = [
+        {"kind": kind, "name": name, **stats}
+        for kind, groups in report.summary["slices"].items()
+        for name, stats in groups.items()
+    ]
+    pd.DataFrame(slices).to_csv(paths["slices"], index=False)
+    _dice_histogram(report.per_image, report.summary, paths["histogram"])
+    gallery_dir = out / "gallery"
+    gallery_dir.mkdir(exist_ok=True)
+    items = []
+    for rank, (kind, info, panel) in enumerate(report.gallery):
+        name = f"{kind}_{rank:02d}_{info['garment_id']}_{info['view']}.png"
+        write_png(gallery_dir / name, panel)
+        caption = (
+            f"{kind}: {info['garment_id']} {info['view']}, Dice {info['dice']:.4f} ({info['difficulty']})"
+        )
+        items.append(
+            f'<figure><img src="{html.escape(name)}" width="100%"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        )
+    s = report.summary
+    paths["gallery"].write_text(
+        "<!doctype html><meta charset='utf-8'><title>garmentseg gallery</title>"
+        "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}figure{margin:1em 0}</style>"
+        f"<h1>Worst and best test images</h1><p>n={s['n']}, median Dice {s['dice_median']:.4f}, "
+        f"threshold {s['threshold']:.2f}. Panels: shot | truth | prediction | green overlay.</p>"
+        + "\n".join(items)
+    )
+    return paths

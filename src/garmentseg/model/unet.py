@@ -1,0 +1,91 @@
+"""The seed's three U-Nets as Keras 3 functions, parameterised by base filters and depth.
+
+- simple:  one conv-BN-ReLU encoder level, a 4x wider centre, one decoder level (the seed's first model).
+- basic:   `depth` levels of one conv-BN-ReLU block, filters doubling per level (the seed's 62M-parameter
+           model is base_filters=128, depth=4 at 256x256).
+- carvana: Heng CherKeng's / petrosgk's Carvana U-Net: two conv-BN-ReLU per encoder level and in the centre,
+           three per decoder level, max-pool down, upsample + concatenate up (the seed's final model is
+           base_filters=32, depth=5).
+
+The classifier is a 1x1 sigmoid convolution kept in float32 so mixed precision never rounds probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from garmentseg.config import ModelConfig
+
+ARCHS = ("simple", "basic", "carvana")
+# Keras' default 0.99 needs hundreds of steps before the moving statistics used at inference settle; the
+# demo and test datasets give tens of steps per run, so the statistics follow the batches faster.
+BN_MOMENTUM = 0.9
+
+
+def _conv_block(x: Any, filters: int, repeats: int, name: str) -> Any:
+    from keras import layers
+
+    for i in range(repeats):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return x
+
+
+def _unet(
+    input_shape: tuple[int, int, int],
+    level_filters: list[int],
+    centre_filters: int,
+    enc_convs: int,
+    dec_convs: int,
+    name: str,
+) -> Any:
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    skips = []
+    for level, filters in enumerate(level_filters):
+        x = _conv_block(x, filters, enc_convs, f"down{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
+    x = _conv_block(x, centre_filters, enc_convs, "centre")
+    for level in reversed(range(len(level_filters))):
+        x = layers.UpSampling2D(2, name=f"up{level}_upsample")(x)
+        x = layers.Concatenate(axis=-1, name=f"up{level}_concat")([skips[level], x])
+        x = _conv_block(x, level_filters[level], dec_convs, f"up{level}")
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_unet(model_cfg: ModelConfig) -> Any:
+    """A fresh, uncompiled keras.Model mapping (N, H, W, 3) normalised images to (N, H, W, 1) probabilities."""
+    return build_arch(
+        model_cfg.arch,
+        base_filters=model_cfg.base_filters,
+        depth=model_cfg.depth,
+        input_height=model_cfg.input_height,
+        input_width=model_cfg.input_width,
+    )
+
+
+def build_arch(arch: str, *, base_filters: int, depth: int, input_height: int, input_width: int) -> Any:
+    """build_unet without a config object (benchmarks, notebooks)."""
+    shape = (input_height, input_width, 3)
+    levels = 1 if arch == "simple" else depth
+    if input_height % 2**levels or input_width % 2**levels:
+        raise ValueError(
+            f"{arch} U-Net: input {input_height}x{input_width} must be divisible by 2**{levels}={2**levels}"
+        )
+    f = base_filters
+    if arch == "simple":
+        # The seed's simplest model: 32 filters down, 128 in the centre, 32 up, one conv each.
+        return _unet(shape, [f], 4 * f, 1, 1, "unet_simple")
+    filters = [f * 2**i for i in range(depth)]
+    if arch == "basic":
+        return _unet(shape, filters, f * 2**depth, 1, 1, "unet_basic")
+    if arch == "carvana":
+        return _unet(shape, filters, f * 2**depth, 2, 3, "unet_carvana")
+    raise ValueError(f"model.arch={arch!r} is not one of {', '.join(ARCHS)}")

@@ -1,0 +1,45 @@
+"""Every U-Net variant builds with the right output shape; the seed's sizes and the gpu profile build."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from garmentseg.config import load_config
+from garmentseg.model.unet import build_arch, build_unet
+
+
+@pytest.mark.parametrize("arch", ["simple", "basic", "carvana"])
+@pytest.mark.parametrize(("height", "width"), [(32, 32), (48, 32)])
+def test_every_variant_maps_images_to_one_probability_per_pixel(arch, height, width):
+    model = build_arch(arch, base_filters=4, depth=3, input_height=height, input_width=width)
+    out = np.asarray(model(np.zeros((2, height, width, 3), np.float32), training=False))
+    assert out.shape == (2, height, width, 1)
+    assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+
+
+def test_depth_and_base_filters_scale_the_carvana_net():
+    small = build_arch("carvana", base_filters=4, depth=2, input_height=32, input_width=32)
+    deep = build_arch("carvana", base_filters=4, depth=4, input_height=32, input_width=32)
+    wide = build_arch("carvana", base_filters=8, depth=2, input_height=32, input_width=32)
+    assert small.count_params() < deep.count_params() and small.count_params() < wide.count_params()
+    # two convs per encoder level + centre, three per decoder level
+    convs = [layer.name for layer in small.layers if layer.name.endswith(("_conv0", "_conv1", "_conv2"))]
+    assert len(convs) == 2 * 2 + 2 + 3 * 2
+
+
+def test_the_seeds_basic_model_has_its_62_million_parameters():
+    model = build_arch("basic", base_filters=128, depth=4, input_height=256, input_width=256)
+    assert 61e6 < model.count_params() < 63e6  # the seed reports 61,963,281
+
+
+def test_gpu_profile_builds_the_1024_model(project_root):
+    cfg = load_config("gpu", project_root / "params.yaml")
+    model = build_unet(cfg.model)
+    assert model.output_shape == (None, 1024, 1024, 1)
+    assert 30e6 < model.count_params() < 40e6
+
+
+def test_input_not_divisible_by_the_pooling_is_refused():
+    with pytest.raises(ValueError, match="divisible by 2"):
+        build_arch("carvana", base_filters=4, depth=4, input_height=40, input_width=32)

@@ -1,0 +1,154 @@
+"""Training end to end on real engines: a tiny drawn studio, a real SQLite MLflow, the logged model loaded
+back through serving, evaluation and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from garmentseg import evaluation
+from garmentseg.cli import main
+from garmentseg.config import load_config
+from garmentseg.imageio import read_image, write_png
+from garmentseg.model.unet import build_unet
+from garmentseg.serving import CutoutModel, load_cutout_model
+from garmentseg.training import train_on_frame
+from tests.model.studio import draw_shot, make_studio, tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, project_root):
+    tmp = tmp_path_factory.mktemp("training")
+    frame = make_studio(tmp / "studio", garments=18, height=96, width=64, seed=3)
+    overrides = tiny_overrides(tmp, epochs=15)
+    overrides["training"].update({"batch_size": 4, "optimizer": "adam", "learning_rate": 1e-3})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        cfg = load_config("demo", project_root / "params.yaml", overrides=overrides)
+        result = train_on_frame(cfg, frame, tmp / "studio", out_dir=tmp / "out")
+    return cfg, frame, tmp, result
+
+
+def test_training_provably_learns(trained_run):
+    cfg, frame, tmp, result = trained_run
+    import keras
+
+    keras.utils.set_random_seed(cfg.training.seed)
+    untrained = CutoutModel(
+        build_unet(cfg.model), (0.5,) * 3, (0.25,) * 3, 0.5, cfg.model.input_height, cfg.model.input_width
+    )
+    baseline = evaluation.tune_threshold(untrained, frame, tmp / "studio", cfg).valid_summary["dice_median"]
+    assert result.metrics["valid_dice_median"] > 0.8
+    assert result.metrics["valid_dice_median"] > baseline + 0.3
+    assert result.metrics["test_dice_median"] > 0.8
+
+
+def test_the_run_carries_params_metrics_artifacts_and_lineage(trained_run):
+    from mlflow import MlflowClient
+
+    cfg, _, _, result = trained_run
+    client = MlflowClient(cfg.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.data.params["model.arch"] == "carvana" and run.data.params["training.optimizer"] == "adam"
+    for key in ("test_dice_median", "valid_dice_median", "test_iou_median", "test_dice_p10", "threshold"):
+        assert key in run.data.metrics
+    assert "test_dice_median_view_Front" in run.data.metrics
+    assert "test_boundary_iou_2pct_median" in run.data.metrics
+    assert len(client.get_metric_history(result.run_id, "val_loss")) == result.metrics["epochs_trained"]
+    assert run.data.tags["data_version"].startswith("index:") and run.data.tags["git_commit"]
+    assert len(run.inputs.dataset_inputs) == 1 and run.inputs.dataset_inputs[0].dataset.digest
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"curves.png", "history.csv", "metrics.json", "threshold_sweep.csv", "evaluation"} <= artifacts
+    report = {a.path for a in client.list_artifacts(result.run_id, "evaluation")}
+    assert {"evaluation/per_image.csv", "evaluation/dice_hist.png", "evaluation/gallery"} <= report
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.artifact_location.startswith("file://")
+
+
+def test_the_logged_model_loads_by_run_alias_and_version_with_its_preprocessing(trained_run):
+    import mlflow
+
+    cfg, _, _, result = trained_run
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    version = mlflow.register_model(result.model_uri, "fixture-unet")
+    mlflow.MlflowClient(cfg.tracking_uri).set_registered_model_alias(
+        "fixture-unet", "champion", version.version
+    )
+    by_uri = load_cutout_model(result.model_uri, cfg.tracking_uri)
+    by_run = load_cutout_model(f"runs:/{result.run_id}/model", cfg.tracking_uri)
+    by_alias = load_cutout_model("models:/fixture-unet@champion", cfg.tracking_uri)
+    assert (by_alias.model_name, by_alias.model_version) == ("fixture-unet", str(version.version))
+    assert by_uri.threshold == pytest.approx(result.metrics["threshold"])
+    assert by_uri.flag_threshold == pytest.approx(result.metrics["flag_threshold"])
+    assert (by_uri.input_height, by_uri.input_width) == (cfg.model.input_height, cfg.model.input_width)
+    assert by_run.mean == by_uri.mean and by_alias.std == by_uri.std
+    shot, _ = draw_shot(np.random.default_rng(0), 96, 64)
+    assert np.allclose(by_uri.predict_proba([shot])[0], by_alias.predict_proba([shot])[0], atol=1e-6)
+    pyfunc = mlflow.pyfunc.load_model(result.model_uri)
+    batch = np.stack([by_uri.preprocess(shot)])
+    assert np.allclose(np.asarray(pyfunc.predict(batch))[..., 0], by_uri.predict_small(batch), atol=1e-5)
+    model_id = result.model_uri.removeprefix("models:/")
+    files = mlflow.MlflowClient(cfg.tracking_uri).list_logged_model_artifacts(model_id, "extra_files")
+    assert [f.path for f in files] == ["extra_files/preprocessing.json"]
+
+
+def test_evaluating_the_logged_model_reproduces_the_training_metrics(trained_run, tmp_path):
+    cfg, frame, tmp, result = trained_run
+    model = load_cutout_model(result.model_uri, cfg.tracking_uri)
+    report = evaluation.evaluate(model, frame, tmp / "studio", cfg, split="test")
+    assert report.summary["dice_median"] == pytest.approx(result.metrics["test_dice_median"], abs=1e-6)
+    assert len(report.per_image) == (frame["split"] == "test").sum()
+    assert set(report.summary["slices"]["view"]) == {"Front", "FrontRight", "Back"}
+    assert "complex_pattern" in report.summary["slices"]["difficulty"]
+    paths = evaluation.write_report(report, tmp_path / "report")
+    assert all(p.exists() for p in paths.values())
+    assert "<img" in paths["gallery"].read_text()
+    assert json.loads(paths["metrics"].read_text())["n"] == len(report.per_image)
+
+
+def test_predict_cli_writes_cutouts_and_masks_and_names_bad_files(trained_run, tmp_path):
+    cfg, _, _, result = trained_run
+    shots = tmp_path / "in"
+    for i in range(2):
+        write_png(shots / f"shot{i}.png", draw_shot(np.random.default_rng(i), 96, 64)[0])
+    (shots / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    res = runner.invoke(
+        main,
+        ["predict", "--model-uri", result.model_uri, str(shots), str(out)],
+        env={"MLFLOW_TRACKING_URI": cfg.tracking_uri},
+    )
+    assert res.exit_code == 1, res.output
+    assert "broken.png" in res.stderr and "2 cutouts written" in res.stdout
+    cutout = read_image(out / "cutouts" / "shot0.png", max_pixels=10**6, alpha=True)
+    mask = read_image(out / "masks" / "shot1.png", max_pixels=10**6)
+    assert cutout.shape == (96, 64, 4) and mask.shape[:2] == (96, 64)
+    assert set(np.unique(cutout[..., 3])) <= {0, 255} and cutout[..., 3].any()
+    assert (out / "scores.csv").read_text().count("\n") == 3
+
+
+def test_evaluate_cli_on_a_contract_folder_prints_json(trained_run):
+    cfg, frame, tmp, result = trained_run
+    res = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--model-uri",
+            result.model_uri,
+            "--dataset",
+            str(tmp / "studio"),
+            "--split",
+            "all",
+            "--json",
+        ],
+        env={"MLFLOW_TRACKING_URI": cfg.tracking_uri},
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["n"] == len(frame) and summary["dice_median"] > 0.8
