@@ -99,8 +99,14 @@ def quarantine_landed_batch(cfg: Config, report: dict[str, Any]) -> dict[str, An
     """Move the whole failing batch, with its report, to the quarantine folder."""
     from garmentseg.validation import quarantine_batch
 
-    destination = quarantine_batch(Path(report["batch_dir"]), Path(report["report_dir"]), cfg)
-    return {"batch_id": report["batch_id"], "quarantined_to": str(destination), "errors": report["errors"]}
+    outcome = quarantine_batch(
+        Path(report["batch_dir"]),
+        cfg,
+        Path(report["report_dir"]),
+        batch_id=report["batch_id"],
+        data_docs_page=Path(report["data_docs"]) if report["data_docs"] else None,
+    )
+    return {"batch_id": report["batch_id"], "quarantined_to": str(outcome.destination), "errors": report["errors"]}
 
 
 def publish_data_docs(cfg: Config, report: dict[str, Any]) -> str:
@@ -111,27 +117,29 @@ def publish_data_docs(cfg: Config, report: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------ retrain
 def sync_data(cfg: Config) -> dict[str, Any]:
-    """Make the workspace hold the DVC dataset version the repo points at, and name that version."""
+    """Make the workspace hold the dataset the repo's DVC files point at (`dvc pull` when anything is
+    missing, e.g. on a fresh worker), and name that data version."""
     from garmentseg.data import versioning
 
-    versioning.pull(cfg, missing_ok=True)
-    return {"data_version": versioning.data_version(cfg), "status": versioning.status(cfg)}
-
-
-def _dataset_folders(cfg: Config) -> list[Path]:
     data = cfg.path(cfg.paths.data_dir)
-    return sorted(p for kind in ("synth", "batches") for p in (data / kind).glob("*") if (p / "raw").is_dir())
+    tracked = versioning.tracked_hashes(cfg)
+    missing = sorted(path for path in tracked if not (cfg.root / path).exists())
+    if missing or not (data / "index.parquet").is_file():
+        log.info("pulling %d missing data paths from the DVC remote: %s", len(missing), missing[:5])
+        versioning.pull(cfg.root)
+    return {"data_version": versioning.data_version(cfg), "pulled": missing, "dvc": tracked}
 
 
 def validate_training_set(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
     """Validate every folder of the training set with the batch suite; any failure stops the retrain."""
+    from garmentseg.data.index import dataset_folders
     from garmentseg.validation import validate_batch
 
     reports_root = cfg.path(cfg.paths.reports_dir) / "training-set" / data["data_version"].replace(":", "_")
     results = {}
-    for folder in _dataset_folders(cfg):
-        result = validate_batch(folder, cfg, report_dir=reports_root / folder.name)
-        results[folder.name] = {"passed": result.passed, "report_dir": str(result.report_dir)}
+    for batch_id, folder in dataset_folders(cfg.path(cfg.paths.data_dir)):
+        result = validate_batch(folder, cfg, report_dir=reports_root / batch_id.replace("/", "_"))
+        results[batch_id] = {"passed": result.passed, "report_dir": str(result.report_dir)}
     failed = [name for name, r in results.items() if not r["passed"]]
     if not results:
         raise RuntimeError(f"no dataset folders under {cfg.path(cfg.paths.data_dir)}; nothing to train on")

@@ -1,0 +1,301 @@
+"""`garmentseg demo`: the platform's whole loop on embedded defaults, narrated for a newcomer.
+
+Synthesise the studio dataset (`dvc repro`), land a good and a deliberately broken batch and ingest each
+through the `garment_ingest` DAG, run `garment_retrain` through Airflow (real Airflow executing it: train,
+evaluate, register, gate, serving check, promote, deploy, smoke test), serve the champion with BentoML,
+cut out a held-out shot, and summarise where everything is. Safe to run again: every run lands a new
+batch, so the second retrain is gated against the first run's champion.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from garmentseg.config import PARAMS_ENV, PROJECT_PARAMS, Config, load_config
+
+log = logging.getLogger(__name__)
+
+GOOD_BATCH_SEED, BROKEN_BATCH_SEED = 1000, 5000
+
+
+@dataclass
+class DemoSummary:
+    """Everything the closing summary prints, also written as JSON for tests and scripts."""
+
+    data_version: str = ""
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_docs: str = ""
+    retrain_state: str = ""
+    gate: dict[str, Any] = field(default_factory=dict)
+    champion: dict[str, Any] = field(default_factory=dict)
+    test_dice_median: float | None = None
+    cutout_png: str = ""
+    endpoint_latency_ms: float | None = None
+    seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed; the message says which and where its log is."""
+
+
+@contextmanager
+def step(summary: DemoSummary, title: str) -> Iterator[None]:
+    """Print a step header and its wall time; the seconds go into the summary."""
+    number = len(summary.steps) + 1
+    click.secho(f"\n[{number}] {title}", bold=True)
+    started = time.monotonic()
+    yield
+    took = time.monotonic() - started
+    summary.steps[title] = round(took, 1)
+    click.secho(f"    done in {took:.0f}s", fg="green")
+
+
+def _params_path(cfg: Config) -> Path:
+    return cfg.root / "params.yaml"
+
+
+def _dags_folder(cfg: Config) -> Path:
+    local = cfg.root / "dags"
+    return local if local.is_dir() else PROJECT_PARAMS.parent / "dags"
+
+
+def airflow_env(cfg: Config) -> dict[str, str]:
+    """Embedded Airflow: SQLite metadata DB under var/airflow, the project's DAGs, this project's params."""
+    home = cfg.path(cfg.paths.state_dir) / "airflow"
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(_dags_folder(cfg)),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        PARAMS_ENV: str(_params_path(cfg)),
+        "GX_ANALYTICS_ENABLED": "False",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+
+
+def _run(cmd: list[str], cfg: Config, log_file: Path, env: dict[str, str] | None = None) -> str:
+    """Run a command, keep its whole output in `log_file`, echo only its progress lines."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    with log_file.open("w") as sink:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cfg.root,
+            env=env or os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sink.write(line)
+            lines.append(line)
+            if "[DAG TEST] end task" in line or "Running stage" in line:
+                click.echo("    " + _progress_line(line))
+        code = proc.wait()
+    if code != 0:
+        tail = "".join(lines[-15:])
+        raise DemoError(f"{' '.join(cmd[:4])} failed (exit {code}); full log: {log_file}\n{tail}")
+    return "".join(lines)
+
+
+def _progress_line(line: str) -> str:
+    if "task_id=" in line:
+        return "task " + line.split("task_id=", 1)[1].split()[0] + " finished"
+    return line.strip()
+
+
+def prepare_airflow(cfg: Config, logs: Path) -> dict[str, str]:
+    env = airflow_env(cfg)
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    _run([sys.executable, "-m", "airflow", "db", "migrate"], cfg, logs / "airflow-db-migrate.log", env)
+    _run(
+        [sys.executable, "-m", "airflow", "pools", "set", cfg.airflow.dvc_pool, "1", "DVC locks its repo"],
+        cfg,
+        logs / "airflow-pools.log",
+        env,
+    )
+    return env
+
+
+def run_dag(cfg: Config, env: dict[str, str], dag_id: str, conf: dict[str, Any], log_file: Path) -> str:
+    """`airflow dags test`: real Airflow executes every task of one DAG run; returns the run's final state."""
+    out = _run(
+        [sys.executable, "-m", "airflow", "dags", "test", dag_id, "--conf", json.dumps(conf)],
+        cfg,
+        log_file,
+        env,
+    )
+    finished = [line for line in out.splitlines() if "DagRun Finished" in line]
+    state = finished[-1].split("state=", 1)[1].split(",")[0] if finished else "unknown"
+    if state != "success":
+        raise DemoError(f"DAG {dag_id} ended {state}; full log: {log_file}")
+    return state
+
+
+def build_dataset(cfg: Config, logs: Path) -> None:
+    """`dvc repro index`: the demo dataset from its seed (skipped by DVC when nothing changed)."""
+    _run([sys.executable, "-m", "dvc", "repro", "index"], cfg, logs / "dvc-repro.log")
+
+
+def land_batches(cfg: Config, batch_garments: int) -> tuple[str, str]:
+    """A new good batch and a broken one in the landing folder; their names count up run by run."""
+    from garmentseg.data.synth import synthesize
+    from garmentseg.validation.defects import inject_defects
+
+    landing = cfg.path(cfg.paths.landing_dir)
+    landing.mkdir(parents=True, exist_ok=True)
+    runs = 1 + len(list(landing.glob("studio-week-*")))
+    good, broken = f"studio-week-{runs:03d}", f"studio-broken-{runs:03d}"
+    synthesize(landing / good, batch_garments, GOOD_BATCH_SEED + runs, cfg)
+    synthesize(landing / broken, 3, BROKEN_BATCH_SEED + runs, cfg)
+    defects = inject_defects(landing / broken)
+    click.echo(f"    landed {good} ({batch_garments} garments) and {broken} with {len(defects)} defects")
+    return good, broken
+
+
+def serve_and_cut_out(cfg: Config, out_png: Path) -> tuple[float, str]:
+    """Start the Bento service with the champion, cut out one held-out test shot, stop the service."""
+    import httpx
+
+    from garmentseg import prepare
+    from garmentseg.service_runtime import running_service
+
+    frame, root = prepare.load_dataset(cfg)
+    shot = root / frame[frame["split"] == "test"].sort_values(["garment_id", "view"]).iloc[0]["raw_path"]
+    with running_service(cfg, cfg.serving.model_uri) as url, httpx.Client(timeout=60) as client:
+        client.post(f"{url}/cutout", files={"image": (shot.name, shot.read_bytes(), "image/png")})  # warm up
+        started = time.perf_counter()
+        response = client.post(f"{url}/cutout", files={"image": (shot.name, shot.read_bytes(), "image/png")})
+        latency_ms = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        raise DemoError(f"/cutout answered {response.status_code}: {response.text[:300]}")
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    out_png.write_bytes(response.content)
+    return latency_ms, response.headers.get("x-model-version", "?")
+
+
+def run_demo(cfg: Config, *, batch_garments: int = 6) -> DemoSummary:
+    from garmentseg import registry
+    from garmentseg.data.versioning import data_version
+
+    started = time.monotonic()
+    summary = DemoSummary()
+    state = cfg.path(cfg.paths.state_dir)
+    logs = state / "demo" / "logs"
+    with step(summary, "Embedded Airflow: migrate the SQLite metadata DB, create the one-slot DVC pool"):
+        env = prepare_airflow(cfg, logs)
+    with step(summary, "Studio dataset: `dvc repro index` (synthetic studio -> garment-level index)"):
+        build_dataset(cfg, logs)
+        click.echo(f"    data version {data_version(cfg)}")
+    with step(summary, "A studio delivers: one good batch and one broken batch land"):
+        good, broken = land_batches(cfg, batch_garments)
+    for batch in (good, broken):
+        with step(summary, f"Airflow garment_ingest for {batch}: GX validation -> ingest or quarantine"):
+            run_dag(cfg, env, "garment_ingest", {"batch_id": batch}, logs / f"ingest-{batch}.log")
+            summary.batches[batch] = _batch_outcome(cfg, batch)
+            click.echo(f"    {batch}: {summary.batches[batch]['status']}")
+    summary.data_version = data_version(cfg)
+    summary.data_docs = str(cfg.path(cfg.paths.reports_dir) / "data_docs" / "index.html")
+    with step(
+        summary, "Airflow garment_retrain: train -> evaluate -> register -> gate -> serve check -> promote"
+    ):
+        summary.retrain_state = run_dag(
+            cfg, env, "garment_retrain", {"profile": cfg.profile}, logs / "retrain.log"
+        )
+    shown = registry.show(cfg, last=1)
+    summary.gate = shown["decisions"][0] if shown["decisions"] else {}
+    champion = shown.get("champion") or {}
+    summary.champion = {"version": champion.get("version"), "tags": champion.get("tags", {})}
+    summary.test_dice_median = (champion.get("metrics") or {}).get("test_dice_median")
+    with step(summary, "BentoML: serve the champion, cut out a held-out shot"):
+        out = state / "demo" / "cutout.png"
+        summary.endpoint_latency_ms, served = serve_and_cut_out(cfg, out)
+        summary.cutout_png = str(out)
+        click.echo(f"    model v{served} answered in {summary.endpoint_latency_ms:.0f} ms -> {out}")
+    summary.seconds = round(time.monotonic() - started, 1)
+    (state / "demo" / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=str))
+    return summary
+
+
+def _batch_outcome(cfg: Config, batch: str) -> dict[str, Any]:
+    ingested = cfg.path(cfg.paths.data_dir) / "batches" / batch
+    quarantined = cfg.path(cfg.paths.quarantine_dir) / batch
+    report = cfg.path(cfg.paths.reports_dir) / batch
+    status = "ingested" if ingested.is_dir() else "quarantined" if quarantined.is_dir() else "unknown"
+    findings = report / "findings.json"
+    errors = (
+        [f for f in json.loads(findings.read_text()) if f["severity"] == "error"] if findings.exists() else []
+    )
+    return {
+        "status": status,
+        "where": str(ingested if status == "ingested" else quarantined),
+        "report": str(report),
+        "errors": len(errors),
+        "checks_failed": sorted({f["check"] for f in errors}),
+    }
+
+
+def print_summary(cfg: Config, summary: DemoSummary) -> None:
+    home = airflow_env(cfg)["AIRFLOW_HOME"]
+    gate = summary.gate
+    dice = "n/a" if summary.test_dice_median is None else f"{summary.test_dice_median:.4f}"
+    click.secho("\nSummary", bold=True)
+    lines = [
+        f"data version         {summary.data_version}",
+        *(
+            f"batch {name:<15} {o['status']}"
+            + (f" ({o['errors']} errors: {', '.join(o['checks_failed'])})" if o["errors"] else "")
+            + f"  report: {o['report']}"
+            for name, o in summary.batches.items()
+        ),
+        f"Data Docs            {summary.data_docs}",
+        f"retrain DAG          {summary.retrain_state}",
+        f"gate decision        {gate.get('verdict', '?')} ({gate.get('mode', '?')}): {gate.get('reason', '')}",
+        f"champion             {cfg.registry.model_name} v{summary.champion.get('version')}  test median Dice {dice}",
+        f"endpoint latency     {summary.endpoint_latency_ms:.0f} ms for one {cfg.sources['studio'].width}x"
+        f"{cfg.sources['studio'].height} shot -> {summary.cutout_png}",
+        f"wall time            {summary.seconds:.0f} s",
+        "",
+        "Look at what it produced:",
+        f"  Data Docs   open {summary.data_docs}",
+        f"  MLflow UI   uv run mlflow ui --backend-store-uri {cfg.tracking_uri}  (http://127.0.0.1:5000)",
+        f"  Airflow UI  AIRFLOW_HOME={home} AIRFLOW__CORE__DAGS_FOLDER={_dags_folder(cfg)} uv run airflow standalone",
+        "  Registry    uv run garmentseg registry show",
+    ]
+    click.echo("\n".join("  " + line for line in lines))
+
+
+@click.command("demo")
+@click.option("--profile", default=None, help="params.yaml profile (default: demo).")
+@click.option("--params", default=None, type=click.Path(dir_okay=False), help="params.yaml to use.")
+@click.option("--batch-garments", default=6, show_default=True, help="Garments in the landed good batch.")
+@click.option(
+    "--fresh", is_flag=True, help="Start from nothing: delete var/ (MLflow, Airflow, reports) first."
+)
+def demo(profile: str | None, params: str | None, batch_garments: int, fresh: bool) -> None:
+    """Run the whole loop end to end on embedded defaults and summarise it."""
+    cfg = load_config(profile or "demo", params)
+    if fresh:
+        shutil.rmtree(cfg.path(cfg.paths.state_dir), ignore_errors=True)
+    try:
+        summary = run_demo(cfg, batch_garments=batch_garments)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from exc
+    print_summary(cfg, summary)
