@@ -1,0 +1,199 @@
+"""Validate, then hand a passing batch to the dataset or move a failing one, whole, to quarantine.
+
+Nothing is lost: the input is never modified, overwritten or deleted except by the atomic rename that
+moves it into quarantine (or, across file systems, after every byte of the copy has been verified).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from garmentseg.config import Config
+from garmentseg.data.contract import batch_id_of
+from garmentseg.validation.metadata import REPORT_DIR_NAME
+from garmentseg.validation.validate import EXIT_FAILED, EXIT_PASSED, EXIT_UNREADABLE, validate_batch
+
+log = logging.getLogger(__name__)
+
+INGESTED, ALREADY_INGESTED, QUARANTINED, UNREADABLE = (
+    "ingested",
+    "already_ingested",
+    "quarantined",
+    "unreadable",
+)
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """Where a batch ended up."""
+
+    status: str  # ingested | already_ingested | quarantined | unreadable
+    batch_id: str
+    exit_code: int  # 0 ingested or already, 1 quarantined, 2 unreadable
+    report_dir: Path | None
+    destination: Path | None  # data/batches/<id>, or quarantine/<id>[.<n>]
+    message: str
+    n_pairs: int | None = None
+    data_version: str | None = None
+    data_docs_page: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+
+def ingest_batch(
+    batch_dir: Path,
+    cfg: Config,
+    source: str | None = None,
+    *,
+    batch_id: str | None = None,
+    push: bool = False,
+) -> IngestOutcome:
+    """Validate the batch; add it to the dataset when it passes, quarantine it whole when it fails."""
+    batch_dir = Path(batch_dir)
+    batch_id = batch_id or batch_id_of(batch_dir)
+    if not batch_dir.exists() and (earlier := _quarantined(cfg, batch_id)):
+        return IngestOutcome(
+            QUARANTINED,
+            batch_id,
+            EXIT_FAILED,
+            earlier / REPORT_DIR_NAME,
+            earlier,
+            f"batch {batch_id} was already quarantined at {earlier}",
+        )
+    result = validate_batch(batch_dir, cfg, cfg.path(cfg.paths.reports_dir) / batch_id, source=source)
+    if result.exit_code == EXIT_UNREADABLE:
+        return IngestOutcome(
+            UNREADABLE, batch_id, EXIT_UNREADABLE, result.report_dir, None, result.findings[0]["message"]
+        )
+    if not result.passed:
+        return quarantine_batch(
+            batch_dir, cfg, result.report_dir, batch_id=batch_id, data_docs_page=result.data_docs_page
+        )
+    return admit_batch(
+        batch_dir,
+        cfg,
+        batch_id=batch_id,
+        report_dir=result.report_dir,
+        push=push,
+        data_docs_page=result.data_docs_page,
+    )
+
+
+def admit_batch(
+    batch_dir: Path,
+    cfg: Config,
+    *,
+    batch_id: str | None = None,
+    report_dir: Path | None = None,
+    push: bool = False,
+    data_docs_page: Path | None = None,
+) -> IngestOutcome:
+    """Hand a validated batch to the dataset (copied atomically, indexed, versioned; input untouched)."""
+    from garmentseg.data.dataset import add_batch
+
+    added = add_batch(Path(batch_dir), cfg, batch_id=batch_id, push=push)
+    status = ALREADY_INGESTED if added.already_present else INGESTED
+    log.info("batch %s: %s (%d pairs) at %s", added.batch_id, status, added.n_pairs, added.dataset_path)
+    return IngestOutcome(
+        status,
+        added.batch_id,
+        EXIT_PASSED,
+        report_dir,
+        Path(added.dataset_path),
+        f"batch {added.batch_id} {status.replace('_', ' ')}: {added.n_pairs} pairs, data version "
+        f"{added.data_version}",
+        n_pairs=added.n_pairs,
+        data_version=added.data_version,
+        data_docs_page=data_docs_page,
+    )
+
+
+def quarantine_batch(
+    batch_dir: Path,
+    cfg: Config,
+    report_dir: Path | None,
+    *,
+    batch_id: str | None = None,
+    data_docs_page: Path | None = None,
+) -> IngestOutcome:
+    """Move the whole batch to <quarantine_dir>/<batch_id>/ (never over an earlier one) with its report."""
+    batch_dir = Path(batch_dir)
+    if not batch_dir.is_dir():
+        raise FileNotFoundError(f"{batch_dir}: batch folder to quarantine does not exist")
+    batch_id = batch_id or batch_id_of(batch_dir)
+    destination = _reserve(cfg.path(cfg.paths.quarantine_dir), batch_id)
+    _move_tree(batch_dir, destination)
+    report_copy = destination / REPORT_DIR_NAME
+    if report_dir and Path(report_dir).is_dir():
+        shutil.copytree(report_dir, report_copy)
+    report_copy.mkdir(exist_ok=True)
+    (report_copy / "README.txt").write_text(
+        f"Batch {batch_id} failed validation and was moved here whole from {batch_dir.resolve()}.\n"
+        f"findings.json: one finding per problem; gallery.html: the failing pairs.\n"
+        f"Data Docs: {data_docs_page or 'not built'}\n"
+        f"Report at validation time: {report_dir}\n"
+    )
+    log.warning("batch %s quarantined at %s", batch_id, destination)
+    return IngestOutcome(
+        QUARANTINED,
+        batch_id,
+        EXIT_FAILED,
+        report_copy,
+        destination,
+        f"batch {batch_id} failed validation; moved whole to {destination}",
+        data_docs_page=data_docs_page,
+    )
+
+
+def _quarantined(cfg: Config, batch_id: str) -> Path | None:
+    folder = cfg.path(cfg.paths.quarantine_dir) / batch_id
+    return folder if folder.is_dir() else None
+
+
+def _reserve(root: Path, batch_id: str) -> Path:
+    """A fresh folder <root>/<id>, or <id>.2, <id>.3... when earlier deliveries are already there."""
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        candidate = root / (batch_id if n == 1 else f"{batch_id}.{n}")
+        try:
+            candidate.mkdir()  # atomic: two quarantines of one id cannot pick the same folder
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"{root}: no free quarantine folder for batch {batch_id}")
+
+
+def _move_tree(source: Path, destination: Path) -> None:
+    """Rename source onto the (empty, reserved) destination; across file systems copy, verify, then delete."""
+    try:
+        os.rename(source, destination)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            destination.rmdir()
+            raise
+    shutil.copytree(source, destination, dirs_exist_ok=True, copy_function=shutil.copy2)
+    if tree_digest(source) != tree_digest(destination):
+        raise OSError(f"{destination}: copy of {source} does not match byte for byte; source kept")
+    shutil.rmtree(source)
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under folder."""
+    out = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                    digest.update(block)
+            out[path.relative_to(folder).as_posix()] = digest.hexdigest()
+    return out

@@ -1,0 +1,101 @@
+"""Ingest for real: a failing batch is quarantined whole (every byte kept), a passing one goes into a
+temporary git + DVC project once (a second ingest is a no-op), an unreadable one is left alone."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from garmentseg.cli import main
+from garmentseg.config import Config
+from garmentseg.validation import ingest_batch
+from garmentseg.validation.defects import inject_defects, write_clean_batch
+from garmentseg.validation.ingest import tree_digest
+from tests.data.test_validation import GARMENTS, H, W, small_project
+
+
+@pytest.fixture
+def project(tmp_path) -> Config:
+    """A throwaway project: params.yaml (small studio size), git and DVC initialised, local remote."""
+    cfg = small_project(tmp_path / "project")
+    subprocess.run(["git", "init", "-q"], cwd=cfg.root, check=True)
+    from garmentseg.data import versioning
+
+    versioning.init(cfg.root, cfg.path(cfg.paths.dvc_remote))
+    return cfg
+
+
+def landed(cfg: Config, name: str, *, broken: bool, seed: int = 0) -> Path:
+    batch = cfg.path(cfg.paths.landing_dir) / name
+    write_clean_batch(batch, GARMENTS if broken else 2, width=W, height=H, seed=seed)
+    if broken:
+        inject_defects(batch)
+    return batch
+
+
+def without_report(digest: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in digest.items() if not k.startswith("_report/")}
+
+
+def test_failing_batch_is_quarantined_whole_with_its_report(tmp_path):
+    cfg = small_project(tmp_path / "project")
+    batch = landed(cfg, "b-bad", broken=True)
+    before = tree_digest(batch)
+    outcome = ingest_batch(batch, cfg)
+    quarantine = cfg.path(cfg.paths.quarantine_dir)
+    assert (outcome.status, outcome.exit_code, outcome.destination) == (
+        "quarantined",
+        1,
+        quarantine / "b-bad",
+    )
+    assert not batch.exists()
+    assert without_report(tree_digest(outcome.destination)) == before  # every byte, nothing else
+    report = outcome.destination / "_report"
+    assert {"findings.json", "metadata.parquet", "gallery.html", "summary.json", "README.txt"} <= {
+        p.name for p in report.iterdir()
+    }
+    assert str(outcome.data_docs_page) in (report / "README.txt").read_text()
+
+    again = ingest_batch(batch, cfg)  # the landed folder is gone: the batch is already in quarantine
+    assert (again.status, again.exit_code, again.destination) == ("quarantined", 1, quarantine / "b-bad")
+
+    # A second delivery under the same id never overwrites the first one.
+    first = tree_digest(outcome.destination)
+    batch = landed(cfg, "b-bad", broken=True, seed=1)
+    second_before = tree_digest(batch)
+    second = ingest_batch(batch, cfg)
+    assert second.destination == quarantine / "b-bad.2"
+    assert tree_digest(outcome.destination) == first
+    assert without_report(tree_digest(second.destination)) == second_before
+
+
+def test_unreadable_batch_is_left_alone(tmp_path):
+    cfg = small_project(tmp_path / "project")
+    folder = cfg.path(cfg.paths.landing_dir) / "b-photos"
+    (folder / "photos").mkdir(parents=True)
+    (folder / "photos" / "a.png").write_bytes(b"x")
+    result = CliRunner().invoke(main, ["ingest", str(folder), "--params", str(cfg.root / "params.yaml")])
+    assert result.exit_code == 2 and result.output.startswith("unreadable:")
+    assert (folder / "photos" / "a.png").read_bytes() == b"x"
+    assert not cfg.path(cfg.paths.quarantine_dir).exists()
+
+
+@pytest.mark.slow
+def test_passing_batch_is_ingested_once(project):
+    pytest.importorskip("garmentseg.data.dataset")
+    batch = landed(project, "b-good", broken=False)
+    before = tree_digest(batch)
+    first = ingest_batch(batch, project)
+    assert (first.status, first.exit_code, first.n_pairs) == ("ingested", 0, 6)
+    assert first.destination == project.path(project.paths.data_dir) / "batches" / "b-good"
+    assert tree_digest(first.destination) == before and tree_digest(batch) == before  # input untouched
+    assert (project.path(project.paths.data_dir) / "batches" / "b-good.dvc").is_file()
+
+    second = ingest_batch(batch, project)
+    assert (second.status, second.exit_code) == ("already_ingested", 0)
+    assert tree_digest(batch) == before
+    shutil.rmtree(batch)
