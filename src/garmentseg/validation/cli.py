@@ -74,11 +74,16 @@ def ingest(
 
     Exit 0 ingested (or already), 1 quarantined, 2 not a readable batch.
     """
+    from garmentseg.data.dataset import DatasetError
+    from garmentseg.data.versioning import DvcError
     from garmentseg.validation.ingest import ingest_batch
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     cfg = load_config(profile, params_path)
-    outcome = ingest_batch(batch_dir, cfg, source, batch_id=batch_id, push=push)
+    try:
+        outcome = ingest_batch(batch_dir, cfg, source, batch_id=batch_id, push=push)
+    except (DatasetError, DvcError) as exc:  # refused or rolled back: nothing half-ingested, say why
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"{outcome.status}: {outcome.message}")
     if outcome.report_dir:
         click.echo(f"  report: {outcome.report_dir}")
