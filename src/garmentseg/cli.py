@@ -49,3 +49,7 @@ def main(log_level: str | None) -> None:
     """garmentseg: garment cutout masks from studio shots, and the platform that keeps the model improving."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     setup_logging(log_level)
+
+
+if __name__ == "__main__":
+    main()

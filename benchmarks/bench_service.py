@@ -1,0 +1,320 @@
+"""Benchmark the Bento service against the bare library pipeline, with a demo-profile-sized U-Net.
+
+One command, several figures (JSON on stdout and in --out):
+  1. latency of POST /cutout for a 1152x1728 shot vs the bare pipeline (decode -> model -> encode) in the
+     same run: p50/p95 and their ratio (target: endpoint p50 <= 1.10x bare);
+  2. throughput and latency with 1, 4 and 16 concurrent clients, adaptive batching off and on
+     (on only where it gives >= 1.2x throughput with p95 <= 2x);
+  3. bf16 (keras mixed_bfloat16) forward/pipeline speed and mask agreement with float32;
+  4. a load test of --seconds with concurrent clients and one champion switch in the middle: zero errors.
+
+    uv run python benchmarks/bench_service.py --seconds 120 --out var/bench/service.json
+
+The model is untrained (build_unet of the demo profile: carvana, 8 filters, depth 4, 192x128): speed does
+not depend on the weights. Everything runs on loopback in a temporary SQLite registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from garmentseg import service_runtime as rt
+from garmentseg.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def studio_shot(height: int = 1728, width: int = 1152, seed: int = 0) -> np.ndarray:
+    """A studio-like RGB shot: graded backdrop with sensor noise, a mannequin, a patterned garment."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = np.full((height, width, 3), 214, np.float32)
+    img += np.linspace(-10, 10, height, dtype=np.float32)[:, None, None]
+    cv2.ellipse(img, (width // 2, height // 8), (width // 10, height // 14), 0, 0, 360, (205, 170, 140), -1)
+    cv2.rectangle(img, (width // 3, height // 5), (2 * width // 3, int(height * 0.95)), (205, 170, 140), -1)
+    poly = np.array(
+        [
+            [0.3 * width, 0.25 * height],
+            [0.7 * width, 0.25 * height],
+            [0.8 * width, 0.8 * height],
+            [0.2 * width, 0.8 * height],
+        ],
+        np.int32,
+    )
+    cv2.fillPoly(img, [poly], (60, 90, 150))
+    for y in range(int(0.25 * height), int(0.8 * height), 24):
+        cv2.line(img, (0, y), (width, y), (200, 200, 60), 3)
+    img += rng.normal(0, 3, img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def setup_registry(tmp: Path) -> Config:
+    """Two versions of a demo-size U-Net in a temporary SQLite registry; champion -> v1."""
+    import keras
+    import mlflow
+
+    from garmentseg.model.unet import build_unet
+    from garmentseg.serving import log_cutout_model
+
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    cfg = load_config("demo", ROOT / "params.yaml", overrides={"registry": {"tracking_uri": uri}})
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench", artifact_location=str(tmp / "art")))
+    client = mlflow.MlflowClient(uri, uri)
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        with mlflow.start_run():
+            model_uri = log_cutout_model(
+                build_unet(cfg.model),
+                mean=(0.5, 0.5, 0.5),
+                std=(0.25, 0.25, 0.25),
+                threshold=0.5,
+                flag_threshold=30.0,
+                input_height=cfg.model.input_height,
+                input_width=cfg.model.input_width,
+            )
+        mlflow.register_model(model_uri, cfg.registry.model_name)
+    client.set_registered_model_alias(cfg.registry.model_name, "champion", "1")
+    return cfg
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    arr = np.asarray(ms)
+    return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)), "n": len(ms)}
+
+
+def latency(cfg: Config, url: str, png: bytes, n: int) -> dict[str, Any]:
+    """Bare pipeline (decode -> predict_proba -> to_mask -> to_cutout -> encode_png in this process) and
+    POST /cutout, alternated request by request so both see the same background load (shared cores)."""
+    import httpx
+
+    from garmentseg.imageio import decode, encode_png
+    from garmentseg.serving import load_cutout_model, to_cutout, to_mask
+
+    model = load_cutout_model(f"models:/{cfg.registry.model_name}/1", tracking_uri=cfg.tracking_uri)
+    bare: list[float] = []
+    endpoint: list[float] = []
+    with httpx.Client(timeout=120) as client:
+        for i in range(n + 3):
+            start = time.perf_counter()
+            rgb = decode(png, max_pixels=cfg.serving.max_pixels)
+            out = encode_png(to_cutout(rgb, to_mask(model.predict_proba([rgb])[0], model.threshold)))
+            mid = time.perf_counter()
+            resp = client.post(f"{url}/cutout", files={"image": ("shot.png", png)})
+            resp.raise_for_status()
+            if i >= 3:  # warm-up rounds
+                bare.append(1000 * (mid - start))
+                endpoint.append(1000 * (time.perf_counter() - mid))
+    b, e = percentiles(bare), percentiles(endpoint)
+    return {
+        "bare_pipeline": {**b, "output_bytes": len(out)},
+        "endpoint_cutout": e,
+        "p50_ratio": e["p50"] / b["p50"],
+        "p95_ratio": e["p95"] / b["p95"],
+    }
+
+
+def load(url: str, png: bytes, clients: int, seconds: float, during: Any = None) -> dict[str, Any]:
+    """`clients` threads posting /cutout back to back for `seconds`; `during(stop_event)` runs beside them."""
+    import httpx
+
+    stop = threading.Event()
+    times: list[float] = []
+    statuses: Counter[str] = Counter()
+    versions: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def client_loop() -> None:
+        with httpx.Client(timeout=120) as client:
+            while not stop.is_set():
+                start = time.perf_counter()
+                try:
+                    resp = client.post(f"{url}/cutout", files={"image": ("shot.png", png)})
+                    key, version = str(resp.status_code), resp.headers.get(rt.HEADER_VERSION, "?")
+                except httpx.HTTPError as exc:
+                    key, version = type(exc).__name__, "-"
+                with lock:
+                    statuses[key] += 1
+                    versions[version] += 1
+                    if key == "200":
+                        times.append(1000 * (time.perf_counter() - start))
+
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    begin = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    extra = None
+    if during is not None:
+        extra = during(seconds)
+    else:
+        time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - begin
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "throughput_rps": round(statuses["200"] / elapsed, 3),
+        **(percentiles(times) if times else {}),
+        "statuses": dict(statuses),
+        "versions": dict(versions),
+        "errors": sum(n for k, n in statuses.items() if k != "200"),
+        **({"switch": extra} if extra else {}),
+    }
+
+
+def bf16(cfg: Config, shots: list[np.ndarray], n: int) -> dict[str, Any]:
+    """Forward and pipeline speed of the same weights under mixed_bfloat16, and mask agreement (Dice)."""
+    import keras
+
+    from garmentseg.imageio import encode_png
+    from garmentseg.model.unet import build_unet
+    from garmentseg.serving import CutoutModel, load_cutout_model, to_cutout, to_mask
+
+    fp32 = load_cutout_model(f"models:/{cfg.registry.model_name}/1", tracking_uri=cfg.tracking_uri)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        net = build_unet(cfg.model)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    net.set_weights(fp32.keras_model.get_weights())
+    half = CutoutModel(net, fp32.mean, fp32.std, fp32.threshold, fp32.input_height, fp32.input_width)
+    out: dict[str, Any] = {}
+    for name, model in (("float32", fp32), ("bfloat16", half)):
+        batch = np.stack([model.preprocess(s) for s in shots[:1]])
+        fwd, full = [], []
+        for i in range(n + 3):
+            start = time.perf_counter()
+            model.predict_small(batch)
+            mid = time.perf_counter()
+            encode_png(to_cutout(shots[0], to_mask(model.predict_proba([shots[0]])[0], model.threshold)))
+            if i >= 3:
+                fwd.append(1000 * (mid - start))
+                full.append(1000 * (time.perf_counter() - mid))
+        out[name] = {"forward_ms_p50": float(np.median(fwd)), "pipeline_ms_p50": float(np.median(full))}
+    dice = []
+    for shot in shots:
+        a = fp32.predict_proba([shot])[0] >= fp32.threshold
+        b = half.predict_proba([shot])[0] >= half.threshold
+        dice.append(2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1))
+    out["mask_dice_bf16_vs_fp32"] = {"min": float(min(dice)), "mean": float(np.mean(dice))}
+    out["forward_speedup"] = out["float32"]["forward_ms_p50"] / out["bfloat16"]["forward_ms_p50"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=120, help="load test duration (champion switch midway)"
+    )
+    parser.add_argument("--window", type=float, default=20, help="seconds per throughput measurement")
+    parser.add_argument("--n", type=int, default=30, help="sequential requests for the latency comparison")
+    parser.add_argument("--load-clients", type=int, default=8)
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["latency", "throughput", "bf16", "loadtest"]
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "service.json")
+    args = parser.parse_args()
+
+    from garmentseg.imageio import encode_png
+
+    shot = studio_shot()
+    png = encode_png(shot)
+    report: dict[str, Any] = {
+        "shot": {"width": shot.shape[1], "height": shot.shape[0], "png_bytes": len(png)},
+        "cpus": os.cpu_count(),
+        "load_average_start": os.getloadavg(),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+        cfg = setup_registry(Path(tmp))
+        report["model"] = cfg.model.model_dump()
+        uri = f"models:/{cfg.registry.model_name}@champion"
+        env = {"GARMENTSEG__SERVING__RELOAD_INTERVAL_S": "2"}
+        with rt.running_service(
+            cfg, uri, env={**env, "GARMENTSEG__SERVING__ADAPTIVE_BATCHING": "false"}
+        ) as url:
+            if "latency" not in args.skip:
+                report["latency_ms"] = latency(cfg, url, png, args.n)
+                log_step("latency", report["latency_ms"])
+            if "throughput" not in args.skip:
+                report["throughput_batching_off"] = [load(url, png, c, args.window) for c in (1, 4, 16)]
+                log_step("throughput off", report["throughput_batching_off"])
+            if "loadtest" not in args.skip:
+                report["load_test"] = load(
+                    url, png, args.load_clients, args.seconds, during=switcher(cfg, url)
+                )
+                log_step("load test", report["load_test"])
+        if "throughput" not in args.skip:
+            with rt.running_service(
+                cfg, uri, env={**env, "GARMENTSEG__SERVING__ADAPTIVE_BATCHING": "true"}
+            ) as url:
+                report["throughput_batching_on"] = [load(url, png, c, args.window) for c in (1, 4, 16)]
+            log_step("throughput on", report["throughput_batching_on"])
+            report["batching_verdict"] = verdict(
+                report["throughput_batching_off"], report["throughput_batching_on"]
+            )
+        if "bf16" not in args.skip:
+            report["bf16"] = bf16(cfg, [studio_shot(seed=s) for s in range(4)], args.n)
+    report["load_average_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+def switcher(cfg: Config, url: str) -> Any:
+    """Move champion v1 -> v2 halfway through the load test; report when the service answered with v2."""
+
+    def during(seconds: float) -> dict[str, Any]:
+        from mlflow import MlflowClient
+
+        time.sleep(seconds / 2)
+        moved = time.perf_counter()
+        MlflowClient(cfg.tracking_uri, cfg.tracking_uri).set_registered_model_alias(
+            cfg.registry.model_name, "champion", "2"
+        )
+        rt.wait_for_version(url, "2", timeout_s=seconds, interval_s=0.25)
+        took = time.perf_counter() - moved
+        time.sleep(max(0.0, seconds / 2 - took))
+        return {"to_version": "2", "serving_after_s": round(took, 1)}
+
+    return during
+
+
+def verdict(off: list[dict[str, Any]], on: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batching wins at a concurrency if it gives >= 1.2x throughput with p95 <= 2x."""
+    rows = {}
+    for a, b in zip(off, on, strict=True):
+        gain = b["throughput_rps"] / a["throughput_rps"] if a["throughput_rps"] else float("nan")
+        p95 = b.get("p95", float("inf")) / a.get("p95", float("inf"))
+        rows[str(a["clients"])] = {
+            "throughput_gain": round(gain, 3),
+            "p95_ratio": round(p95, 3),
+            "wins": bool(gain >= 1.2 and p95 <= 2.0),
+        }
+    return rows
+
+
+def log_step(name: str, value: Any) -> None:
+    print(f"--- {name}: {json.dumps(value)}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

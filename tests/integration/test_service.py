@@ -1,0 +1,432 @@
+"""The Bento service for real: `bentoml serve` on a free loopback port over a SQLite MLflow registry.
+
+Models are tiny U-Nets logged with the platform's own packaging and registered like production models, so
+the service loads `models:/<name>@champion` exactly as it does in production. They are untrained: the
+tests check plumbing and parity with the library pipeline, not accuracy. The server runs with the bearer
+token set, a 1 s alias poll and a slowed warm-up (so /readyz is observed flipping).
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from garmentseg import service_runtime as rt
+from garmentseg.config import Config, load_config
+from garmentseg.imageio import decode, read_header
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "test-token-3f9a"
+MODEL_NAME = "garmentseg-unet-service-test"
+pytestmark = pytest.mark.slow
+
+
+def _shot(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """RGB studio-like shot: light backdrop with noise, a darker garment polygon."""
+    rng = np.random.default_rng(seed)
+    img = np.full((height, width, 3), 205, np.float32) + rng.normal(0, 4, (height, width, 3))
+    poly = np.array(
+        [
+            [width * 0.3, height * 0.2],
+            [width * 0.7, height * 0.2],
+            [width * 0.8, height * 0.85],
+            [width * 0.2, height * 0.85],
+        ],
+        np.int32,
+    )
+    cv2.fillPoly(img, [poly], (150, 40, 70))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG signature + IHDR claiming width x height, and nothing else."""
+    chunk = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+def _log_version(cfg: Config, seed: int, threshold: float) -> str:
+    """Log a tiny U-Net with log_cutout_model, register it; returns the version."""
+    import keras
+    import mlflow
+
+    from garmentseg.model.unet import build_arch
+    from garmentseg.serving import log_cutout_model
+
+    keras.utils.set_random_seed(seed)
+    model = build_arch("basic", base_filters=4, depth=2, input_height=64, input_width=48)
+    with mlflow.start_run():
+        uri = log_cutout_model(
+            model,
+            mean=(0.5, 0.45, 0.4),
+            std=(0.25, 0.25, 0.25),
+            threshold=threshold,
+            flag_threshold=25.0,
+            input_height=64,
+            input_width=48,
+        )
+    return str(mlflow.register_model(uri, MODEL_NAME).version)
+
+
+def _set_champion(cfg: Config, version: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(cfg.tracking_uri, cfg.tracking_uri).set_registered_model_alias(
+        MODEL_NAME, "champion", version
+    )
+
+
+@pytest.fixture(scope="module")
+def scfg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
+    """Demo config over a temporary SQLite registry holding champion v1."""
+    import mlflow
+
+    tmp = tmp_path_factory.mktemp("service_mlflow")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    cfg = load_config(
+        "demo", ROOT / "params.yaml", overrides={"registry": {"tracking_uri": uri, "model_name": MODEL_NAME}}
+    )
+    saved = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.create_experiment("service-test", artifact_location=str(tmp / "artifacts"))
+    mlflow.set_experiment(experiment_id=experiment)
+    _set_champion(cfg, _log_version(cfg, seed=1, threshold=0.5))
+    yield cfg
+    mlflow.set_tracking_uri(saved)
+
+
+class Server:
+    def __init__(self, url: str, readiness: list[tuple[int, int]]):
+        self.url, self.readiness = url, readiness
+        self.auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def post(
+        self, route: str, shot: bytes, *, field: str = "image", auth: bool = True, **kw: Any
+    ) -> httpx.Response:
+        files = {field: ("shot.png", shot)}
+        return httpx.post(
+            f"{self.url}{route}", files=files, headers=self.auth if auth else {}, timeout=60, **kw
+        )
+
+
+def _start(cfg: Config, tmp: Path, **env: str) -> tuple[Any, str, list[tuple[int, int]]]:
+    """Start `bentoml serve`; record (/livez, /readyz) statuses until ready."""
+    port = rt.free_port()
+    settings = {
+        "GARMENTSEG_API_TOKEN": TOKEN,
+        "GARMENTSEG__SERVING__RELOAD_INTERVAL_S": "1",
+        rt.WARMUP_DELAY_ENV: "4",
+        **env,
+    }
+    env = rt.service_env(cfg, f"models:/{MODEL_NAME}@champion", **settings)
+    log = open(tmp / f"serve-{port}.log", "wb")  # noqa: SIM115 (lives as long as the server)
+    proc = rt.start_service(cfg, None, "127.0.0.1", port, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    seen: list[tuple[int, int]] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            live = httpx.get(f"{url}/livez", timeout=5).status_code
+            ready = httpx.get(f"{url}/readyz", timeout=5).status_code
+        except httpx.HTTPError:
+            time.sleep(0.3)
+            continue
+        seen.append((live, ready))
+        if ready == 200:
+            return proc, url, seen
+        time.sleep(0.3)
+    rt.stop_service(proc)
+    raise AssertionError(
+        f"service never became ready; log: {(tmp / f'serve-{port}.log').read_text()[-3000:]}"
+    )
+
+
+@pytest.fixture(scope="module")
+def server(scfg: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    proc, url, seen = _start(scfg, tmp_path_factory.mktemp("serve"))
+    try:
+        yield Server(url, seen)
+    finally:
+        rt.stop_service(proc)
+
+
+_MODELS: dict[str, Any] = {}
+
+
+def _library_model(cfg: Config, version: str) -> Any:
+    from garmentseg.serving import load_cutout_model
+
+    if version not in _MODELS:
+        _MODELS[version] = load_cutout_model(f"models:/{MODEL_NAME}/{version}", tracking_uri=cfg.tracking_uri)
+    return _MODELS[version]
+
+
+def _library_cutout(cfg: Config, version: str, rgb: np.ndarray) -> np.ndarray:
+    """What `garmentseg predict` does: load the version, predict_proba, to_mask, to_cutout."""
+    from garmentseg.serving import to_cutout, to_mask
+
+    model = _library_model(cfg, version)
+    return to_cutout(rgb, to_mask(model.predict_proba([rgb])[0], model.threshold))
+
+
+def test_readyz_flips_only_after_warm_up(server: Server) -> None:
+    assert (200, 503) in server.readiness, f"never observed live-but-not-ready: {server.readiness}"
+    assert server.readiness[-1] == (200, 200)
+    state = httpx.get(f"{server.url}/version").json()
+    assert state["ready"] and state["model_version"] == "1" and state["follows_alias"]
+
+
+@pytest.mark.parametrize(("height", "width"), [(432, 288), (1728, 1152)])
+def test_cutout_matches_library_pipeline(server: Server, scfg: Config, height: int, width: int) -> None:
+    rgb = _shot(height, width)
+    resp = server.post("/cutout", _png(rgb))
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "image/png"
+    assert resp.headers[rt.HEADER_NAME] == MODEL_NAME
+    version = resp.headers[rt.HEADER_VERSION]
+    header = read_header(resp.content)
+    assert (header.width, header.height, header.channels) == (width, height, 4)
+    served = decode(resp.content, max_pixels=10**8, alpha=True)
+    expected = _library_cutout(scfg, version, rgb)
+    assert np.array_equal(served, expected), f"{np.count_nonzero(served != expected)} values differ"
+
+
+def test_mask_probability_and_analyze(server: Server, scfg: Config) -> None:
+    from garmentseg.serving import to_mask
+
+    rgb = _shot(432, 288, seed=3)
+    model = _library_model(scfg, "1")
+    prob = model.predict_proba([rgb])[0]
+
+    mask = server.post("/mask", _png(rgb))
+    assert mask.status_code == 200 and read_header(mask.content).channels == 1
+    assert np.array_equal(decode(mask.content, max_pixels=10**8)[..., 0], to_mask(prob, model.threshold))
+
+    proba = server.post("/mask", _png(rgb), data={"probability": "true"})
+    got = decode(proba.content, max_pixels=10**8)[..., 0].astype(int)
+    assert np.abs(got - np.rint(prob * 255)).max() == 0
+
+    body = server.post("/analyze", _png(rgb)).json()
+    stats = rt.mask_stats(to_mask(prob, model.threshold))
+    assert body["garment_fraction"] == pytest.approx(stats["garment_fraction"])
+    assert body["bbox"] == stats["bbox"] and body["components"] == stats["components"]
+    score, flagged = model.needs_manual_cutout(prob)
+    assert body["manual_cutout_score"] == pytest.approx(score) and body["needs_manual_cutout"] == flagged
+    assert (body["model_name"], body["model_version"]) == (MODEL_NAME, "1")
+
+
+MULTIPART_XX = {"Content-Type": "multipart/form-data; boundary=xx"}
+BAD_INPUTS = {
+    # case: (route, httpx.post keyword arguments, expected status, expected error code)
+    "zero-byte file": ("/cutout", {"files": {"image": ("s.png", b"")}}, 400, "empty"),
+    "not an image": ("/cutout", {"files": {"image": ("s.png", b"%PDF-1.4 hello")}}, 415, "not_image"),
+    "truncated png": (
+        "/cutout",
+        {"files": {"image": ("s.png", _png(_shot(432, 288))[:3000])}},
+        400,
+        "corrupt",
+    ),
+    "truncated header": (
+        "/cutout",
+        {"files": {"image": ("s.png", _png(_shot(64, 48))[:20])}},
+        400,
+        "truncated",
+    ),
+    "decompression bomb": (
+        "/cutout",
+        {"files": {"image": ("s.png", _bomb_png(100_000, 100_000))}},
+        413,
+        "too_large",
+    ),
+    "over the size limit": ("/cutout", {"files": {"image": ("s.png", bytes(20_000_001))}}, 413, "too_large"),
+    "missing field": ("/mask", {"files": {"probability": (None, b"true")}}, 400, "missing_field"),
+    "unknown field": (
+        "/cutout",
+        {"files": {"picture": ("s.png", _png(_shot(64, 48)))}},
+        400,
+        "unexpected_field",
+    ),
+    "image sent as text": ("/cutout", {"files": {"image": (None, b"abc")}}, 400, "not_a_file"),
+    "empty form": ("/cutout", {"content": b"--xx--\r\n", "headers": MULTIPART_XX}, 400, "bad_multipart"),
+    "garbage form": ("/cutout", {"content": b"garbage" * 50, "headers": MULTIPART_XX}, 400, "bad_multipart"),
+    "no boundary": (
+        "/cutout",
+        {"content": b"abc", "headers": {"Content-Type": "multipart/form-data"}},
+        400,
+        "bad_multipart",
+    ),
+    "raw png body": (
+        "/cutout",
+        {"content": b"\x89PNG", "headers": {"Content-Type": "image/png"}},
+        415,
+        "unsupported_media_type",
+    ),
+    "json body": ("/analyze", {"json": {"image": "http://169.254.169.254/"}}, 415, "unsupported_media_type"),
+    "GET": ("/cutout", {"method": "GET"}, 405, "method_not_allowed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_a_4xx_with_a_json_reason(server: Server, case: str) -> None:
+    route, kwargs, status, code = BAD_INPUTS[case]
+    kwargs = dict(kwargs)
+    headers = {**server.auth, **kwargs.pop("headers", {})}
+    method = kwargs.pop("method", "POST")
+    resp = httpx.request(method, f"{server.url}{route}", headers=headers, timeout=60, **kwargs)
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert body["error"] == code and body["message"], body
+    assert resp.headers[rt.HEADER_VERSION]
+
+
+def test_chunked_upload_over_the_limit_is_refused(server: Server) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(21):
+            yield bytes(1_000_000)
+
+    headers = {**server.auth, "Content-Type": "multipart/form-data; boundary=xx"}
+    resp = httpx.post(f"{server.url}/cutout", content=chunks(), headers=headers, timeout=60)
+    assert resp.status_code == 413 and resp.json()["error"] == "too_large"
+
+
+def test_auth_required_on_apis_but_not_on_health(server: Server) -> None:
+    png = _png(_shot(64, 48))
+    assert server.post("/cutout", png, auth=False).status_code == 401
+    wrong = httpx.post(
+        f"{server.url}/cutout", files={"image": ("s.png", png)}, headers={"Authorization": "Bearer nope"}
+    )
+    assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
+    for path in ("/livez", "/readyz", "/metrics", "/version"):
+        assert httpx.get(f"{server.url}{path}").status_code == 200, path
+    assert httpx.get(f"{server.url}/readyz").headers[rt.HEADER_VERSION]
+
+
+def test_metrics_count_statuses_and_expose_the_model(server: Server) -> None:
+    server.post("/cutout", b"not an image at all")
+    server.post("/cutout", _png(_shot(64, 48)))
+    text = httpx.get(f"{server.url}/metrics").text
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+
+    def total(status: str) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in lines
+            if line.startswith("bentoml_service_request_total")
+            and 'endpoint="/cutout"' in line
+            and f'http_response_code="{status}"' in line
+        )
+
+    assert total("200") >= 1 and total("415") >= 1
+    assert any(
+        line.startswith("garmentseg_model_info") and 'model_version="1"' in line and line.endswith(" 1.0")
+        for line in lines
+    )
+    assert any(
+        line.startswith("garmentseg_rejected_requests_total") and 'reason="not_image"' in line
+        for line in lines
+    )
+    assert any(line.startswith("bentoml_service_request_duration_seconds_bucket") for line in lines)
+    assert any(line.startswith("garmentseg_forward_batch_size_count") for line in lines)
+
+
+def test_champion_switch_under_load_has_no_failed_request(server: Server, scfg: Config) -> None:
+    """Register v2, move the alias while clients loop: every request succeeds, the service ends on v2."""
+    png = _png(_shot(432, 288, seed=5))
+    results: Counter[tuple[int, str | None]] = Counter()
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                resp = server.post("/cutout", png)
+                results[(resp.status_code, resp.headers.get(rt.HEADER_VERSION))] += 1
+            except httpx.HTTPError as exc:
+                results[(0, type(exc).__name__)] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        version = _log_version(scfg, seed=2, threshold=0.45)
+        _set_champion(scfg, version)
+        state = rt.wait_for_version(server.url, version, timeout_s=90, interval_s=0.5)
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert state["model_version"] == version
+    failed = {key: n for key, n in results.items() if key[0] != 200}
+    assert not failed, f"failed requests during the switch: {failed} (all: {dict(results)})"
+    assert results[(200, "1")] > 0 and results[(200, version)] > 0, dict(results)
+    resp = server.post("/cutout", png)
+    assert resp.headers[rt.HEADER_VERSION] == version
+    assert np.array_equal(
+        decode(resp.content, max_pixels=10**8, alpha=True),
+        _library_cutout(scfg, version, _shot(432, 288, seed=5)),
+    )
+
+
+def test_adaptive_batching_path_serves_the_same_cutouts(scfg: Config, tmp_path: Path) -> None:
+    """With serving.adaptive_batching on, concurrent /cutout calls share forward passes and agree with the
+    library pipeline (batched convolutions may round differently: at most a few boundary pixels flip)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    proc, url, _ = _start(
+        scfg, tmp_path, GARMENTSEG__SERVING__ADAPTIVE_BATCHING="true", **{rt.WARMUP_DELAY_ENV: "0"}
+    )
+    try:
+        shots = [_shot(432, 288, seed=s) for s in range(8)]
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+
+        def call(rgb: np.ndarray) -> httpx.Response:
+            return httpx.post(
+                f"{url}/cutout", files={"image": ("s.png", _png(rgb))}, headers=auth, timeout=60
+            )
+
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(call, shots))
+        version = responses[0].headers[rt.HEADER_VERSION]
+        for rgb, resp in zip(shots, responses, strict=True):
+            assert resp.status_code == 200, resp.text
+            served = decode(resp.content, max_pixels=10**8, alpha=True)
+            expected = _library_cutout(scfg, version, rgb)
+            assert np.array_equal(served[..., :3], expected[..., :3])
+            assert np.mean(served[..., 3] != expected[..., 3]) < 1e-3
+        metrics = httpx.get(f"{url}/metrics").text
+        sizes = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("bentoml_service_adaptive_batch_size_count")
+        ]
+        assert sum(sizes) >= 1
+    finally:
+        rt.stop_service(proc)
+
+
+def test_serving_check_reports_sizes_versions_and_budget(
+    scfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Airflow serving-check step: a real server for one pinned version, RGBA outputs, latency budget."""
+    monkeypatch.setenv("GARMENTSEG_API_TOKEN", TOKEN)
+    shots = [_png(_shot(432, 288, seed=7)), _png(_shot(96, 64, seed=8))]
+    report = rt.serving_check(scfg, f"models:/{MODEL_NAME}/1", shots, latency_budget_ms=30_000)
+    assert report["passed"], report["problems"]
+    assert report["model_version"] == "1" and report["n_images"] == 2
+    assert report["latency_ms"]["p95"] < 30_000
