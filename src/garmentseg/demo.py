@@ -29,6 +29,15 @@ from garmentseg.config import PARAMS_ENV, PROJECT_PARAMS, Config, load_config
 log = logging.getLogger(__name__)
 
 GOOD_BATCH_SEED, BROKEN_BATCH_SEED = 1000, 5000
+# What a careless delivery looks like: a broken file, a cutout without alpha, two garments' cutouts
+# swapped, a mis-named file and a decompression bomb (3 garments x 3 views leave room for all of them).
+DEMO_DEFECTS = (
+    "truncated_png",
+    "cutout_without_alpha",
+    "swapped_cutouts",
+    "bad_file_name",
+    "decompression_bomb",
+)
 
 
 @dataclass
@@ -82,7 +91,6 @@ def airflow_env(cfg: Config) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(_dags_folder(cfg)),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         PARAMS_ENV: str(_params_path(cfg)),
         "GX_ANALYTICS_ENABLED": "False",
         "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -165,7 +173,7 @@ def land_batches(cfg: Config, batch_garments: int) -> tuple[str, str]:
     good, broken = f"studio-week-{runs:03d}", f"studio-broken-{runs:03d}"
     synthesize(landing / good, batch_garments, GOOD_BATCH_SEED + runs, cfg)
     synthesize(landing / broken, 3, BROKEN_BATCH_SEED + runs, cfg)
-    defects = inject_defects(landing / broken)
+    defects = inject_defects(landing / broken, DEMO_DEFECTS)
     click.echo(f"    landed {good} ({batch_garments} garments) and {broken} with {len(defects)} defects")
     return good, broken
 

@@ -1,0 +1,133 @@
+"""The whole loop with real engines on a tiny project: `garmentseg demo` (DVC, GX, Airflow executing
+garment_ingest and garment_retrain, MLflow registry, BentoML), then a deliberately weak retrain that the
+gate must reject while the champion stays. Slow: minutes on two cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+# Small shots and a small model keep the real loop to minutes; the code path is the production one.
+TINY = {
+    "GARMENTSEG__SYNTH__GARMENTS": "8",
+    "GARMENTSEG__SOURCES__STUDIO__WIDTH": "288",
+    "GARMENTSEG__SOURCES__STUDIO__HEIGHT": "432",
+    "GARMENTSEG__MODEL__INPUT_HEIGHT": "96",
+    "GARMENTSEG__MODEL__INPUT_WIDTH": "64",
+    "GARMENTSEG__TRAINING__EPOCHS": "12",
+    "GARMENTSEG__TRAINING__BATCH_SIZE": "4",
+    "GARMENTSEG__REGISTRY__DICE_FLOOR": "0.5",
+}
+
+
+def _project(tmp: Path) -> Path:
+    """A fresh git + DVC project holding this repo's params, pipeline and DAGs (code via a symlink)."""
+    project = tmp / "project"
+    project.mkdir()
+    for name in ("params.yaml", "dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, project / name)
+    shutil.copytree(ROOT / "dags", project / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "src").symlink_to(ROOT / "src")
+    (project / "data" / "batches").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "init", "-q"], cwd=project, check=True)
+    subprocess.run([*dvc, "remote", "add", "-d", "local", "../var/dvc-remote"], cwd=project, check=True)
+    return project
+
+
+def _env(project: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_", "GARMENTSEG"))}
+    return {**env, **TINY, "GARMENTSEG_PARAMS": str(project / "params.yaml"), "GX_ANALYTICS_ENABLED": "False"}
+
+
+def _garmentseg(project: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "garmentseg.cli", *args],
+        cwd=project,
+        env=_env(project),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    project = _project(tmp_path_factory.mktemp("e2e"))
+    done = _garmentseg(project, "demo", "--params", str(project / "params.yaml"), "--batch-garments", "3")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "Summary" in done.stdout and "gate decision" in done.stdout
+    return project, json.loads((project / "var" / "demo" / "summary.json").read_text())
+
+
+def test_demo_quarantines_the_broken_batch_with_its_report(demo_run) -> None:
+    project, summary = demo_run
+    outcomes = {name: o for name, o in summary["batches"].items()}
+    good = next(o for name, o in outcomes.items() if name.startswith("studio-week"))
+    broken = next(o for name, o in outcomes.items() if name.startswith("studio-broken"))
+    assert good["status"] == "ingested" and Path(good["where"]).is_dir()
+    assert broken["status"] == "quarantined" and broken["errors"] > 0
+    quarantined = Path(broken["where"])
+    assert (quarantined / "raw").is_dir() and list(quarantined.rglob("findings.json"))
+    assert not (project / "var" / "landing" / quarantined.name).exists()
+    findings = json.loads(next(quarantined.rglob("findings.json")).read_text())
+    assert {f["severity"] for f in findings} >= {"error"} and all(
+        f["file"] and f["message"] for f in findings
+    )
+
+
+def test_demo_registers_a_champion_with_lineage_and_serves_a_cutout(demo_run) -> None:
+    project, summary = demo_run
+    assert summary["retrain_state"] == "success"
+    assert summary["gate"]["verdict"] == "pass" and summary["gate"]["mode"] == "bootstrap"
+    tags = summary["champion"]["tags"]
+    for key in ("run_id", "git_commit", "data_version", "dataset_digest", "profile", "threshold"):
+        assert tags.get(key), f"champion lacks lineage tag {key}"
+    assert summary["test_dice_median"] > 0.5
+    from garmentseg.imageio import read_header
+
+    header = read_header(Path(summary["cutout_png"]).read_bytes())
+    assert (header.width, header.height, header.has_alpha) == (288, 432, True)
+
+
+def test_weaker_retrain_is_rejected_and_the_champion_stays(demo_run) -> None:
+    project, summary = demo_run
+    champion = summary["champion"]["version"]
+    weak = {"profile": "demo", "overrides": {"training": {"epochs": 1, "learning_rate": 1e-7}}}
+    env = {**_env(project), **_airflow(project)}
+    run = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", "garment_retrain", "--conf", json.dumps(weak)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert "DagRun Finished" in run.stdout + run.stderr, (run.stdout + run.stderr)[-4000:]
+    shown = _garmentseg(project, "registry", "show", "--json", "--params", str(project / "params.yaml"))
+    state = json.loads(shown.stdout)
+    assert state["champion"]["version"] == champion
+    latest = state["decisions"][0]
+    assert latest["verdict"] == "reject" and latest["champion_version"] == champion
+    assert latest["candidate_score"] < latest["champion_score"]
+
+
+def _airflow(project: Path) -> dict[str, str]:
+    home = project / "var" / "airflow"
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+    }
