@@ -15,6 +15,14 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_env_is_per_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which Config.tracking_uri honours; undo it after
+    each test so one test's (possibly dropped) tracking database never leaks into the next."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")  # records the value to restore at teardown
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return ROOT

@@ -15,8 +15,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("garmentseg.data.cli:data", "Synthesise, index, version and sync studio datasets (DVC)."),
     "validate": ("garmentseg.validation.cli:validate", "Validate a batch with Great Expectations."),
     "ingest": ("garmentseg.validation.cli:ingest", "Validate a batch, then ingest it or quarantine it."),
-    "registry": ("garmentseg.registry:registry_cli", "MLflow registry: register, gate, promote, rollback, show."),
-    "serve": ("garmentseg.servecli:serve", "Serve the champion over HTTP (BentoML), or build a pinned Bento."),
+    "registry": (
+        "garmentseg.registry:registry_cli",
+        "MLflow registry: register, gate, promote, rollback, show.",
+    ),
+    "serve": (
+        "garmentseg.servecli:serve",
+        "Serve the champion over HTTP (BentoML), or build a pinned Bento.",
+    ),
     "train": ("garmentseg.modelcli:train", "Train the U-Net, tune on valid, score test, log to MLflow."),
     "evaluate": ("garmentseg.modelcli:evaluate", "Score a model at full resolution, with slices."),
     "predict": ("garmentseg.modelcli:predict", "Cut out a folder of shots with a model (RGBA + masks)."),

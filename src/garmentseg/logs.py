@@ -12,5 +12,15 @@ def setup_logging(level: str | int | None = None) -> None:
     """Configure the root logger once; $GARMENTSEG_LOG_LEVEL overrides the default INFO."""
     chosen = level or os.environ.get("GARMENTSEG_LOG_LEVEL", "INFO")
     logging.basicConfig(level=chosen, format=LOG_FORMAT, datefmt="%H:%M:%S")
-    for noisy in ("great_expectations", "alembic", "urllib3", "matplotlib", "PIL", "h5py", "absl"):
+    for noisy in (
+        "great_expectations",
+        "alembic",
+        "urllib3",
+        "httpx",
+        "httpcore",
+        "matplotlib",
+        "PIL",
+        "h5py",
+        "absl",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -106,7 +106,11 @@ def quarantine_landed_batch(cfg: Config, report: dict[str, Any]) -> dict[str, An
         batch_id=report["batch_id"],
         data_docs_page=Path(report["data_docs"]) if report["data_docs"] else None,
     )
-    return {"batch_id": report["batch_id"], "quarantined_to": str(outcome.destination), "errors": report["errors"]}
+    return {
+        "batch_id": report["batch_id"],
+        "quarantined_to": str(outcome.destination),
+        "errors": report["errors"],
+    }
 
 
 def publish_data_docs(cfg: Config, report: dict[str, Any]) -> str:

@@ -18,11 +18,12 @@ def test_help_lists_every_subcommand() -> None:
 
 def test_import_is_light_and_fast() -> None:
     code = (
-        "import sys, time; t = time.perf_counter(); import garmentseg, garmentseg.cli, garmentseg.config; "
-        f"print(time.perf_counter() - t); print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+        "import sys, time; t = time.process_time(); import garmentseg, garmentseg.cli, garmentseg.config; "
+        f"print(time.process_time() - t); print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     seconds, heavy = out.strip().split("\n") + [""] * (2 - len(out.strip().split("\n")))
     assert heavy == "", f"importing garmentseg pulled in {heavy}"
-    assert float(seconds) < 1.0, f"import took {seconds}s (wall {time.perf_counter() - started:.2f}s)"
+    # CPU time, not wall time: a busy machine must not fail this, an import that does real work must.
+    assert float(seconds) < 1.0, f"import took {seconds}s of CPU (wall {time.perf_counter() - started:.2f}s)"

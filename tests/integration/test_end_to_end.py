@@ -88,7 +88,7 @@ def test_demo_quarantines_the_broken_batch_with_its_report(demo_run) -> None:
 
 
 def test_demo_registers_a_champion_with_lineage_and_serves_a_cutout(demo_run) -> None:
-    project, summary = demo_run
+    _, summary = demo_run
     assert summary["retrain_state"] == "success"
     assert summary["gate"]["verdict"] == "pass" and summary["gate"]["mode"] == "bootstrap"
     tags = summary["champion"]["tags"]

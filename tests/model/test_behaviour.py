@@ -71,7 +71,10 @@ def test_doubt_inside_the_garment_raises_the_manual_cutout_score(trained):
     shot, truth = _shots(1, seed=9)[0]
     (prob,) = trained.predict_proba([shot])
     inside = cv2.erode(truth.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
-    holed = np.where(inside, np.float32(0.5), prob)  # the model unsure across the garment: burnt holes
+    # The model unsure across the garment's inside, yet still above its threshold, so the mask (and its
+    # edge) stays the same and only the doubt grows: what burnt-in holes look like before they burn through.
+    unsure = np.float32((trained.threshold + 0.9) / 2)
+    holed = np.where(inside, unsure, prob)
     score, _ = trained.needs_manual_cutout(prob)
     holed_score, _ = trained.needs_manual_cutout(holed)
     assert holed_score > 1.2 * score
