@@ -13,7 +13,6 @@ import getpass
 import json
 import logging
 import os
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,16 +76,6 @@ def _client(cfg: Config) -> MlflowClient:
     return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
 
 
-def _git_commit(root: Path) -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _actor() -> str:
     return os.environ.get("GARMENTSEG_ACTOR") or os.environ.get("AIRFLOW_CTX_DAG_OWNER") or getpass.getuser()
 
@@ -127,7 +116,8 @@ def register(run_id: str, cfg: Config, *, artifact_path: str = "model") -> Model
         run = client.get_run(run_id)
         lineage = {
             "run_id": run_id,
-            "git_commit": run.data.tags.get("git_commit", _git_commit(cfg.root)),
+            # the commit the run was trained from; the registering host's checkout says nothing about it
+            "git_commit": run.data.tags.get("git_commit", "unknown"),
             "data_version": run.data.tags.get("data_version", "unknown"),
             "dataset_digest": _dataset_digest(run),
             "profile": run.data.tags.get("profile", run.data.params.get("profile", cfg.profile)),
