@@ -12,6 +12,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# garment_retrain's tasks on the promote path, upstream to downstream (`stop` is the other branch).
+RETRAIN_PROMOTE_PATH = (
+    "sync_data",
+    "validate_training_set",
+    "prepare",
+    "train",
+    "evaluate",
+    "register",
+    "gate",
+    "serving_check",
+    "promote_or_stop",
+    "promote",
+    "deploy",
+    "smoke_test",
+)
+
 
 def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     """Environment for an isolated embedded Airflow: SQLite metadata DB in `home`, the project's DAGs."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, airflow_env
+from tests.integration.conftest import RETRAIN_PROMOTE_PATH, ROOT, airflow_env
 
 DAG_IDS = {"garment_retrain", "garment_ingest", "garment_landing_scan"}
 
@@ -38,21 +38,7 @@ def test_retrain_graph_schedule_and_placement(dagbag) -> None:
     dag = dagbag.get_dag("garment_retrain")
     assert dag.timetable.timetable.expression == "0 3 * * 1"
     assert "garment_dataset" in repr(dag.timetable.asset_condition)
-    order = [
-        "sync_data",
-        "validate_training_set",
-        "prepare",
-        "train",
-        "evaluate",
-        "register",
-        "gate",
-        "serving_check",
-        "promote_or_stop",
-        "promote",
-        "deploy",
-        "smoke_test",
-    ]
-    for upstream, downstream in itertools.pairwise(order):
+    for upstream, downstream in itertools.pairwise(RETRAIN_PROMOTE_PATH):
         assert upstream in dag.get_task(downstream).upstream_task_ids or upstream in {
             u for t in dag.get_task(downstream).upstream_list for u in t.upstream_task_ids
         }, f"{upstream} -> {downstream}"
