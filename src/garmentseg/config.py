@@ -74,6 +74,9 @@ class SourceConfig(_Section):
     aspect_tolerance: float = Field(default=0.0, ge=0)
     views: tuple[Literal["Front", "FrontRight", "Back"], ...] = VIEWS
     require_all_views: bool = True
+    # Checks whose findings only warn for this source: the steward sees them in the report, but a delivery
+    # is not refused for them (e.g. the labels of an outside dataset, which nobody here can fix).
+    warn_only: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _exact_or_range(self) -> SourceConfig:
@@ -144,6 +147,10 @@ class AugmentConfig(_Section):
     hflip: bool
     hsv: bool
     shift_scale_rotate: bool
+    # Limits of the random affine when shift_scale_rotate is on (the seed's: 0.01, 0.1, 5 degrees).
+    shift_limit: float = Field(ge=0, lt=0.5)
+    scale_limit: float = Field(ge=0, lt=1)
+    rotate_limit_deg: float = Field(ge=0, le=180)
 
 
 class EarlyStoppingConfig(_Section):
@@ -156,7 +163,10 @@ class TrainingConfig(_Section):
     batch_size: int = Field(gt=0)
     optimizer: Literal["rmsprop", "adam", "sgd"]
     learning_rate: float = Field(gt=0)
-    lr_schedule: Literal["constant", "plateau_cyclic"]
+    lr_schedule: Literal["constant", "plateau_cyclic", "cosine"]
+    # Wall-clock cap on fitting (0 = none): training stops before an epoch that would overrun it, so a
+    # profile's "trains in N minutes on this machine" holds whatever the epoch count says.
+    time_budget_minutes: float = Field(ge=0)
     loss: LossConfig
     augment: AugmentConfig
     early_stopping: EarlyStoppingConfig

@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 HUE_DELTA = 0.05
 SATURATION_RANGE = (0.95, 1.05)
 VALUE_DELTA = 15 / 255
-# Shift / scale / rotate limits from the seed's (petrosgk's) generator.
-SHIFT_LIMIT, SCALE_LIMIT, ROTATE_LIMIT_DEG = 0.01, 0.1, 5.0
 # The seed's cyclic LR: plateau for 2 epochs at the mean, then triangles of half-period 10 epochs between
 # 5e-5 and 5e-4 whose peak decays by 1.2 per cycle; scaled here with training.learning_rate / 3e-4.
 CLR_PLATEAU, CLR_STEP, CLR_MIN, CLR_MAX, CLR_DECAY = 2, 10, 5e-5, 5e-4, 1.2
@@ -66,16 +64,59 @@ def plateau_cyclic_lr(epoch: int, base_lr: float = SEED_LR) -> float:
     return lo + (hi - lo) * max(0.0, 1 - x) / CLR_DECAY ** (cycle - 1)
 
 
+def cosine_lr(progress: float, base_lr: float) -> float:
+    """Half a cosine from base_lr down to 0 as training progresses from 0 to 1: with a fixed budget the last
+    epochs refine at a small rate instead of bouncing at the starting one."""
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+def training_progress(epochs: int, budget_minutes: float) -> Any:
+    """epoch -> share of training done: of the planned epochs, or of the time budget when that runs out
+    first (so a schedule still anneals on a slower machine)."""
+    started = time.monotonic()
+
+    def progress(epoch: int) -> float:
+        done = epoch / epochs
+        if budget_minutes:
+            done = max(done, (time.monotonic() - started) / (budget_minutes * 60))
+        return min(done, 1.0)
+
+    return progress
+
+
+def time_budget_callback(minutes: float) -> Any:
+    """Stops fitting before an epoch that would end after `minutes` of wall clock (judged by the slowest
+    epoch so far), so the best checkpoint is kept and evaluation still runs inside the budget."""
+    import keras
+
+    class TimeBudget(keras.callbacks.Callback):
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self.started = time.monotonic()
+            self.slowest = 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.epoch_started = time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            now = time.monotonic()
+            self.slowest = max(self.slowest, now - self.epoch_started)
+            if now - self.started + self.slowest >= minutes * 60:
+                log.info("time budget of %.0f min reached after epoch %d: stopping", minutes, epoch + 1)
+                self.model.stop_training = True
+
+    return TimeBudget()
+
+
 def _augment_fn(aug: AugmentConfig):
     import tensorflow as tf
     from keras import ops
 
     def shift_scale_rotate(x: Any, y: Any) -> tuple[Any, Any]:
         h, w = tf.cast(tf.shape(x)[0], tf.float32), tf.cast(tf.shape(x)[1], tf.float32)
-        angle = tf.random.uniform([], -ROTATE_LIMIT_DEG, ROTATE_LIMIT_DEG) * math.pi / 180
-        scale = 1.0 + tf.random.uniform([], -SCALE_LIMIT, SCALE_LIMIT)
-        dx = tf.random.uniform([], -SHIFT_LIMIT, SHIFT_LIMIT) * w
-        dy = tf.random.uniform([], -SHIFT_LIMIT, SHIFT_LIMIT) * h
+        angle = tf.random.uniform([], -aug.rotate_limit_deg, aug.rotate_limit_deg) * math.pi / 180
+        scale = 1.0 + tf.random.uniform([], -aug.scale_limit, aug.scale_limit)
+        dx = tf.random.uniform([], -aug.shift_limit, aug.shift_limit) * w
+        dy = tf.random.uniform([], -aug.shift_limit, aug.shift_limit) * h
         cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
         cx, cy = (w - 1) / 2, (h - 1) / 2
         # output pixel -> input pixel: rotate/scale about the centre, then shift
@@ -237,6 +278,13 @@ def fit(cfg: Config, prepared: Prepared, *, log_to_mlflow: bool = True) -> tuple
             callbacks.append(
                 keras.callbacks.LearningRateScheduler(lambda e: plateau_cyclic_lr(e, tc.learning_rate))
             )
+        elif tc.lr_schedule == "cosine":
+            progress = training_progress(tc.epochs, tc.time_budget_minutes)
+            callbacks.append(
+                keras.callbacks.LearningRateScheduler(lambda e: cosine_lr(progress(e), tc.learning_rate))
+            )
+        if tc.time_budget_minutes:
+            callbacks.append(time_budget_callback(tc.time_budget_minutes))
         if log_to_mlflow:
             callbacks.append(mlflow_epoch_logger())
         history = model.fit(
