@@ -9,13 +9,10 @@ from pathlib import Path
 
 import click
 
+from garmentseg.cliopts import config_options
+from garmentseg.config import load_config
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-
-
-def _config(profile: str | None, params: str | None):
-    from garmentseg.config import load_config
-
-    return load_config(profile, params)
 
 
 def _echo_json(payload: dict) -> None:
@@ -25,10 +22,7 @@ def _echo_json(payload: dict) -> None:
 
 
 @click.command()
-@click.option("--profile", default=None, help="demo | cpu | gpu | real (default: params.yaml's profile).")
-@click.option(
-    "--params", default=None, type=click.Path(exists=True, dir_okay=False), help="params.yaml to use."
-)
+@config_options
 @click.option(
     "--dataset",
     default=None,
@@ -50,7 +44,7 @@ def train(
 
     # Keras prints its epoch lines on stdout; keep stdout for the result (a URI or one JSON object)
     with contextlib.redirect_stdout(sys.stderr):
-        result = run_training(_config(profile, params), dataset, out_dir=out)
+        result = run_training(load_config(profile, params), dataset, out_dir=out)
     if as_json:
         _echo_json({"run_id": result.run_id, "model_uri": result.model_uri, "metrics": result.metrics})
     else:
@@ -61,11 +55,13 @@ def train(
 @click.option(
     "--model-uri", required=True, help="runs:/..., models:/name@alias, models:/name/version or a folder."
 )
-@click.option("--profile", default=None)
-@click.option("--params", default=None, type=click.Path(exists=True, dir_okay=False))
+@config_options
 @click.option("--dataset", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
-    "--split", default="test", type=click.Choice(["train", "valid", "test", "all"]), show_default=True
+    "--split",
+    default=None,
+    type=click.Choice(["train", "valid", "test", "all"]),
+    help="Default: all with --dataset (a folder is scored whole), else test.",
 )
 @click.option("--flip-tta/--no-flip-tta", default=None, help="Override evaluation.flip_tta.")
 @click.option(
@@ -77,7 +73,7 @@ def evaluate(
     profile: str | None,
     params: str | None,
     dataset: Path | None,
-    split: str,
+    split: str | None,
     flip_tta: bool | None,
     out: Path | None,
     as_json: bool,
@@ -87,9 +83,10 @@ def evaluate(
     from garmentseg.prepare import load_dataset
     from garmentseg.serving import load_cutout_model
 
-    cfg = _config(profile, params)
+    cfg = load_config(profile, params)
     model = load_cutout_model(model_uri, cfg.tracking_uri)
     frame, root = load_dataset(cfg, dataset)
+    split = split or ("all" if dataset else "test")
     report = evaluation.evaluate(model, frame, root, cfg, split=split, flip=flip_tta)
     if out:
         evaluation.write_report(report, out)
@@ -108,8 +105,7 @@ def evaluate(
 @click.option(
     "--model-uri", required=True, help="runs:/..., models:/name@alias, models:/name/version or a folder."
 )
-@click.option("--profile", default=None)
-@click.option("--params", default=None, type=click.Path(exists=True, dir_okay=False))
+@config_options
 @click.argument("in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 def predict(model_uri: str, profile: str | None, params: str | None, in_dir: Path, out_dir: Path) -> None:
@@ -121,7 +117,7 @@ def predict(model_uri: str, profile: str | None, params: str | None, in_dir: Pat
     from garmentseg.imageio import ImageError, read_image, write_png
     from garmentseg.serving import load_cutout_model, to_cutout, to_mask
 
-    cfg = _config(profile, params)
+    cfg = load_config(profile, params)
     model = load_cutout_model(model_uri, cfg.tracking_uri)
     files = sorted(p for p in in_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     out_dir.mkdir(parents=True, exist_ok=True)

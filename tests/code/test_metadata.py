@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from garmentseg.config import load_config
+from garmentseg.config import ConfigError, load_config
 from garmentseg.imageio import encode_png
 from garmentseg.validation import compare_batches
 from garmentseg.validation import metadata as md
@@ -146,6 +146,16 @@ def test_checks_follow_the_source(cfg):
     assert "views" not in {s.check for s in ccp}
     mask = studio["mask_area"].message({"garment_fraction": 0.0})
     assert mask.startswith("mask is empty") and "2%..85%" in mask
+
+
+def test_a_source_can_turn_named_checks_into_warnings(cfg):
+    ccp = {s.check: s for s in build_checks(cfg, "ccp")}
+    studio = {s.check: s for s in build_checks(cfg, "studio")}
+    assert ccp["mask_area"].severity == "warning" and studio["mask_area"].severity == "error"
+    assert ccp["alpha_channel"].severity == "error"
+    typo = cfg.sources["ccp"].model_copy(update={"warn_only": ("mask_aera",)})
+    with pytest.raises(ConfigError, match="mask_aera"):
+        build_checks(cfg.model_copy(update={"sources": {**cfg.sources, "ccp": typo}}), "ccp")
 
 
 def test_build_metadata_reads_each_pair_once(tmp_path, cfg, monkeypatch):

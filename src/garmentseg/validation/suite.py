@@ -11,13 +11,13 @@ import contextlib
 import fcntl
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from garmentseg.config import Config
+from garmentseg.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,13 @@ def build_checks(cfg: Config, source_name: str | None = None) -> list[CheckSpec]
                 ),
             )
         )
-    return specs
+    unknown = set(src.warn_only) - {spec.check for spec in specs}
+    if unknown:
+        raise ConfigError(
+            f"sources.{name}.warn_only names {', '.join(sorted(unknown))}, which are not checks of this "
+            f"source; checks: {', '.join(spec.check for spec in specs)}"
+        )
+    return [replace(spec, severity="warning") if spec.check in src.warn_only else spec for spec in specs]
 
 
 def _mask_area_message(fraction: float, lo: float, hi: float) -> str:
