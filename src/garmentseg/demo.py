@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from garmentseg.cliopts import params_option
 from garmentseg.config import PARAMS_ENV, PROJECT_PARAMS, Config, load_config
 
 log = logging.getLogger(__name__)
@@ -292,7 +293,7 @@ def print_summary(cfg: Config, summary: DemoSummary) -> None:
 
 @click.command("demo")
 @click.option("--profile", default=None, help="params.yaml profile (default: demo).")
-@click.option("--params", default=None, type=click.Path(dir_okay=False), help="params.yaml to use.")
+@params_option
 @click.option("--batch-garments", default=6, show_default=True, help="Garments in the landed good batch.")
 @click.option(
     "--fresh", is_flag=True, help="Start from nothing: delete var/ (MLflow, Airflow, reports) first."

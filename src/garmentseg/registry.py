@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from garmentseg.cliopts import config_options
+from garmentseg.config import load_config
+
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
@@ -421,12 +424,6 @@ def show(cfg: Config, last: int = 10) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def _cli_config(profile: str | None, params: str | None) -> Config:
-    from garmentseg.config import load_config
-
-    return load_config(profile, params)
-
-
 def _current_test_split(cfg: Config, dataset: str | None) -> tuple[pd.DataFrame, Path, str]:
     from garmentseg.data.index import load_dataset
     from garmentseg.data.versioning import data_version
@@ -460,14 +457,6 @@ def _format_state(state: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-profile_opt = click.option(
-    "--profile", default=None, help="params.yaml profile (default: $GARMENTSEG_PROFILE / params)."
-)
-params_opt = click.option(
-    "--params", default=None, type=click.Path(dir_okay=False), help="params.yaml to use."
-)
-
-
 @click.group("registry")
 def registry_cli() -> None:
     """MLflow Model Registry: register, gate, promote, rollback, show."""
@@ -475,11 +464,10 @@ def registry_cli() -> None:
 
 @registry_cli.command("register")
 @click.argument("run_id")
-@profile_opt
-@params_opt
+@config_options
 def register_cmd(run_id: str, profile: str | None, params: str | None) -> None:
     """Register RUN_ID's model as a new version with alias `challenger`."""
-    mv = register(run_id, _cli_config(profile, params))
+    mv = register(run_id, load_config(profile, params))
     click.echo(f"{mv.name} version {mv.version} (alias {CHALLENGER})")
 
 
@@ -487,13 +475,12 @@ def register_cmd(run_id: str, profile: str | None, params: str | None) -> None:
 @click.argument("version")
 @click.option("--dataset", default=None, help="Score on this contract folder instead of the DVC dataset.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
-@profile_opt
-@params_opt
+@config_options
 def gate_cmd(
     version: str, dataset: str | None, as_json: bool, profile: str | None, params: str | None
 ) -> None:
     """Score VERSION and the champion on the same test split; exit 1 unless it passes."""
-    cfg = _cli_config(profile, params)
+    cfg = load_config(profile, params)
     frame, root, data_version = _current_test_split(cfg, dataset)
     decision = gate(version, cfg, frame, root, data_version)
     click.echo(
@@ -504,12 +491,11 @@ def gate_cmd(
 
 @registry_cli.command("promote")
 @click.argument("version")
-@profile_opt
-@params_opt
+@config_options
 def promote_cmd(version: str, profile: str | None, params: str | None) -> None:
     """Make VERSION the champion (needs a passing gate decision)."""
     try:
-        move = promote(version, _cli_config(profile, params))
+        move = promote(version, load_config(profile, params))
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
@@ -520,12 +506,11 @@ def promote_cmd(version: str, profile: str | None, params: str | None) -> None:
 @registry_cli.command("rollback")
 @click.option("--to", "to_version", default=None, help="Version to restore (default: alias `previous`).")
 @click.option("--reason", default="manual rollback", show_default=True)
-@profile_opt
-@params_opt
+@config_options
 def rollback_cmd(to_version: str | None, reason: str, profile: str | None, params: str | None) -> None:
     """Put `champion` back on the previous (or a named) version."""
     try:
-        move = rollback(_cli_config(profile, params), to_version, reason)
+        move = rollback(load_config(profile, params), to_version, reason)
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"champion: v{move['from_version']} -> v{move['to_version']}")
@@ -534,11 +519,10 @@ def rollback_cmd(to_version: str | None, reason: str, profile: str | None, param
 @registry_cli.command("show")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object for scripts.")
 @click.option("--last", default=10, show_default=True, help="How many decisions and moves to list.")
-@profile_opt
-@params_opt
+@config_options
 def show_cmd(as_json: bool, last: int, profile: str | None, params: str | None) -> None:
     """The champion, its lineage, and the last decisions and alias moves."""
-    state = show(_cli_config(profile, params), last)
+    state = show(load_config(profile, params), last)
     if as_json:
         click.echo(json.dumps(state, indent=2, default=str))
         return

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from garmentseg.cliopts import config_options
+
 log = logging.getLogger(__name__)
 
 
@@ -23,8 +25,7 @@ log = logging.getLogger(__name__)
     help="Model to serve (default: $GARMENTSEG_MODEL_URI, then serving.model_uri, the champion alias).",
 )
 @click.option("--build", is_flag=True, help="Build a Bento pinned to the model's current version instead.")
-@click.option("--profile", default=None, help="params.yaml profile (default: $GARMENTSEG_PROFILE / params).")
-@click.option("--params", default=None, type=click.Path(dir_okay=False), help="params.yaml to use.")
+@config_options
 def serve(
     host: str | None,
     port: int | None,

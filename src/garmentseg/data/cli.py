@@ -11,20 +11,18 @@ from typing import Any
 
 import click
 
+from garmentseg.cliopts import config_options
 from garmentseg.config import Config, ConfigError, load_config
 
 
 def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--profile/--params on every command; the loaded Config arrives as `cfg`; errors exit 1 with a line."""
 
-    @click.option("--profile", default=None, help="demo | cpu | gpu | real (default: params.yaml's)")
-    @click.option(
-        "--params", "params_path", type=click.Path(dir_okay=False), default=None, help="params.yaml"
-    )
+    @config_options
     @wraps(fn)
-    def wrapper(profile: str | None, params_path: str | None, **kwargs: Any) -> None:
+    def wrapper(profile: str | None, params: str | None, **kwargs: Any) -> None:
         try:
-            cfg = load_config(profile, params_path)
+            cfg = load_config(profile, params)
             fn(cfg=cfg, **kwargs)
         except (ConfigError, OSError, ValueError, RuntimeError) as exc:
             click.echo(f"error: {exc}", err=True)

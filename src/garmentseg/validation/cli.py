@@ -8,15 +8,12 @@ from pathlib import Path
 
 import click
 
+from garmentseg.cliopts import config_options
 from garmentseg.config import load_config
 
 _batch = click.argument("batch_dir", type=click.Path(path_type=Path))
 _source = click.option(
     "--source", default=None, help="Entry of `sources` the batch must satisfy (default data.source)."
-)
-_profile = click.option("--profile", default=None, help="params.yaml profile (demo | cpu | gpu | real).")
-_params = click.option(
-    "--params", "params_path", default=None, type=click.Path(path_type=Path), help="params.yaml."
 )
 
 
@@ -35,21 +32,20 @@ _params = click.option(
     help="metadata.parquet of a reference batch for drift (default: latest passing batch).",
 )
 @_source
-@_profile
-@_params
+@config_options
 def validate(
     batch_dir: Path,
     report_dir: Path | None,
     reference: Path | None,
     source: str | None,
     profile: str | None,
-    params_path: Path | None,
+    params: str | None,
 ) -> None:
     """Validate BATCH_DIR; exit 0 pass, 1 fail, 2 not a readable batch."""
     from garmentseg.validation.validate import validate_batch
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    cfg = load_config(profile, params_path)
+    cfg = load_config(profile, params)
     result = validate_batch(batch_dir, cfg, report_dir=report_dir, source=source, reference=reference)
     click.echo(result.text())
     sys.exit(result.exit_code)
@@ -60,15 +56,14 @@ def validate(
 @click.option("--batch-id", default=None, help="Batch id (default: the folder name).")
 @click.option("--push/--no-push", default=False, help="Push the new data to the DVC remote.")
 @_source
-@_profile
-@_params
+@config_options
 def ingest(
     batch_dir: Path,
     batch_id: str | None,
     push: bool,
     source: str | None,
     profile: str | None,
-    params_path: Path | None,
+    params: str | None,
 ) -> None:
     """Validate BATCH_DIR, then add it to the dataset or move it whole to quarantine.
 
@@ -79,7 +74,7 @@ def ingest(
     from garmentseg.validation.ingest import ingest_batch
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    cfg = load_config(profile, params_path)
+    cfg = load_config(profile, params)
     try:
         outcome = ingest_batch(batch_dir, cfg, source, batch_id=batch_id, push=push)
     except (DatasetError, DvcError) as exc:  # refused or rolled back: nothing half-ingested, say why
