@@ -12,10 +12,11 @@ used: the cost does not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
+
+from _report import emit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -68,10 +69,7 @@ def main() -> None:
         "gallery_images": len(report.gallery),
         "cpus": os.cpu_count(),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,13 @@ One command, several figures (JSON on stdout and in --out):
      same run: p50/p95 and their ratio (target: endpoint p50 <= 1.10x bare);
   2. throughput and latency with 1, 4 and 16 concurrent clients, adaptive batching off and on
      (on only where it gives >= 1.2x throughput with p95 <= 2x);
-  3. bf16 (keras mixed_bfloat16) forward/pipeline speed and mask agreement with float32;
-  4. a load test of --seconds with concurrent clients and one champion switch in the middle: zero errors.
+  3. a load test of --seconds with concurrent clients and one champion switch in the middle: zero errors.
 
     uv run python benchmarks/bench_service.py --seconds 120 --out var/bench/service.json
 
 The model is untrained (build_unet of the demo profile: carvana, 8 filters, depth 4, 192x128): speed does
-not depend on the weights. Everything runs on loopback in a temporary SQLite registry.
+not depend on the weights. Everything runs on loopback in a temporary SQLite registry. bf16 inference
+is measured on a trained model, where Dice can move: benchmarks/bench_bf16.py.
 """
 
 from __future__ import annotations
@@ -179,45 +179,6 @@ def load(url: str, png: bytes, clients: int, seconds: float, during: Any = None)
     }
 
 
-def bf16(cfg: Config, shots: list[np.ndarray], n: int) -> dict[str, Any]:
-    """Forward and pipeline speed of the same weights under mixed_bfloat16, and mask agreement (Dice)."""
-    import keras
-
-    from garmentseg.imageio import encode_png
-    from garmentseg.model.unet import build_unet
-    from garmentseg.serving import CutoutModel, load_cutout_model, to_cutout, to_mask
-
-    fp32 = load_cutout_model(f"models:/{cfg.registry.model_name}/1", tracking_uri=cfg.tracking_uri)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        net = build_unet(cfg.model)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    net.set_weights(fp32.keras_model.get_weights())
-    half = CutoutModel(net, fp32.mean, fp32.std, fp32.threshold, fp32.input_height, fp32.input_width)
-    out: dict[str, Any] = {}
-    for name, model in (("float32", fp32), ("bfloat16", half)):
-        batch = np.stack([model.preprocess(s) for s in shots[:1]])
-        fwd, full = [], []
-        for i in range(n + 3):
-            start = time.perf_counter()
-            model.predict_small(batch)
-            mid = time.perf_counter()
-            encode_png(to_cutout(shots[0], to_mask(model.predict_proba([shots[0]])[0], model.threshold)))
-            if i >= 3:
-                fwd.append(1000 * (mid - start))
-                full.append(1000 * (time.perf_counter() - mid))
-        out[name] = {"forward_ms_p50": float(np.median(fwd)), "pipeline_ms_p50": float(np.median(full))}
-    dice = []
-    for shot in shots:
-        a = fp32.predict_proba([shot])[0] >= fp32.threshold
-        b = half.predict_proba([shot])[0] >= half.threshold
-        dice.append(2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1))
-    out["mask_dice_bf16_vs_fp32"] = {"min": float(min(dice)), "mean": float(np.mean(dice))}
-    out["forward_speedup"] = out["float32"]["forward_ms_p50"] / out["bfloat16"]["forward_ms_p50"]
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -228,9 +189,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=20, help="seconds per throughput measurement")
     parser.add_argument("--n", type=int, default=30, help="sequential requests for the latency comparison")
     parser.add_argument("--load-clients", type=int, default=8)
-    parser.add_argument(
-        "--skip", nargs="*", default=[], choices=["latency", "throughput", "bf16", "loadtest"]
-    )
+    parser.add_argument("--skip", nargs="*", default=[], choices=["latency", "throughput", "loadtest"])
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "service.json")
     args = parser.parse_args()
 
@@ -271,8 +230,6 @@ def main() -> None:
             report["batching_verdict"] = verdict(
                 report["throughput_batching_off"], report["throughput_batching_on"]
             )
-        if "bf16" not in args.skip:
-            report["bf16"] = bf16(cfg, [studio_shot(seed=s) for s in range(4)], args.n)
     report["load_average_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

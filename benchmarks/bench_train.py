@@ -12,10 +12,11 @@ Target: pipeline overhead = pipeline time / bare time - 1 <= 10%.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
+
+from _report import emit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -97,10 +98,7 @@ def main() -> None:
         "augment": cfg.training.augment.model_dump(),
         "cpus": os.cpu_count(),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

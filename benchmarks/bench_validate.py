@@ -14,7 +14,6 @@ GX's cost is a constant per batch, not per image.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import resource
@@ -23,6 +22,8 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from _report import emit
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -130,9 +131,7 @@ def main() -> None:
         "passed": all(r.passed for r in results),
         "errors": results[0].summary["errors"],
     }
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    emit(figures, args.json)
     sys.exit(0 if figures["passed"] else 1)
 
 

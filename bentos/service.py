@@ -19,6 +19,7 @@ import bentoml
 import numpy as np
 from bentoml.validators import ContentType
 from pydantic import Field
+from starlette.formparsers import MultiPartParser
 from starlette.responses import JSONResponse, Response
 
 from garmentseg import service_runtime as rt
@@ -29,6 +30,10 @@ logging.getLogger("garmentseg").setLevel(os.environ.get("GARMENTSEG_LOG_LEVEL", 
 CFG = load_config()
 SERVING = CFG.serving
 BATCH_ROUTE = "/predict_batch"
+# Starlette spools each uploaded file to disk past 1 MB: a studio PNG (~5 MB) would be written to disk and
+# read back (through a thread hop) before BentoML copies it again. Uploads are already capped at
+# max_request_bytes by the guard, so keep them in memory up to that size.
+MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, SERVING.max_request_bytes)
 ImageField = Annotated[Path, Field(description="The studio shot (PNG or JPEG), multipart field `image`.")]
 PngOut = Annotated[Path, ContentType("image/png")]
 
