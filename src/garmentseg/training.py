@@ -32,11 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Colour jitter: the seed's saturation (+-5 of 255) and value (+-15 of 255) limits; hue is kept milder than
-# the seed's +-50 deg, which its own ablation found harmful.
-HUE_DELTA = 0.05
-SATURATION_RANGE = (0.95, 1.05)
-VALUE_DELTA = 15 / 255
 # The seed's cyclic LR: plateau for 2 epochs at the mean, then triangles of half-period 10 epochs between
 # 5e-5 and 5e-4 whose peak decays by 1.2 per cycle; scaled here with training.learning_rate / 3e-4.
 CLR_PLATEAU, CLR_STEP, CLR_MIN, CLR_MAX, CLR_DECAY = 2, 10, 5e-5, 5e-4, 1.2
@@ -133,9 +128,9 @@ def _augment_fn(aug: AugmentConfig):
             x = tf.cond(flip, lambda: tf.image.flip_left_right(x), lambda: x)
             y = tf.cond(flip, lambda: tf.image.flip_left_right(y), lambda: y)
         if aug.hsv:
-            x = tf.image.random_hue(x, HUE_DELTA)
-            x = tf.image.random_saturation(x, *SATURATION_RANGE)
-            x = tf.clip_by_value(tf.image.random_brightness(x, VALUE_DELTA), 0.0, 1.0)
+            x = tf.image.random_hue(x, aug.hue_delta)
+            x = tf.image.random_saturation(x, 1 - aug.saturation_delta, 1 + aug.saturation_delta)
+            x = tf.clip_by_value(tf.image.random_brightness(x, aug.value_delta), 0.0, 1.0)
         if aug.shift_scale_rotate:
             x, y = shift_scale_rotate(x, y)
         return x, y
@@ -209,7 +204,7 @@ def build_and_compile(cfg: Config) -> Any:
         model = build_unet(cfg.model)
         model.compile(
             optimizer=make_optimizer(cfg.training.optimizer, cfg.training.learning_rate),
-            loss=make_loss(loss_cfg.w_bce, loss_cfg.w_dice, loss_cfg.w_boundary),
+            loss=make_loss(loss_cfg.w_bce, loss_cfg.w_dice, loss_cfg.w_boundary, loss_cfg.pos_weight),
             metrics=[dice_coeff],
         )
     finally:
@@ -469,6 +464,8 @@ def train_on_frame(
                 "arch": cfg.model.arch,
                 "base_filters": cfg.model.base_filters,
                 "depth": cfg.model.depth,
+                "block": cfg.model.block,
+                "attention": cfg.model.attention,
                 "index_hash": prepared.index_hash,
                 "data_version": version,
             },

@@ -48,6 +48,17 @@ def test_boundary_term_adds_only_where_edges_are_wrong():
     assert float(weighted(y, y)) == pytest.approx(float(plain(y, y)), abs=1e-4)
 
 
+def test_pos_weight_scales_only_the_garment_pixels_share_of_the_bce():
+    y = _mask()
+    p = np.full_like(y, 0.25)  # under-confident everywhere: garment pixels cost -log(0.25)
+    share = float(y.mean())
+    garment, background = -math.log(0.25), -math.log(0.75)
+    for weight in (1.0, 3.0):
+        expected = weight * share * garment + (1 - share) * background
+        assert float(make_loss(1.0, 0.0, pos_weight=weight)(y, p)) == pytest.approx(expected, rel=1e-4)
+    assert float(make_loss(0.5, 2.0, pos_weight=4.0)(y, y)) == pytest.approx(0.0, abs=1e-4)
+
+
 @pytest.mark.parametrize(
     ("epoch", "expected"),
     [(0, 2.75e-4), (1, 2.75e-4), (10, 5e-4), (20, 5e-5), (30, 5e-5 + 4.5e-4 / 1.2)],

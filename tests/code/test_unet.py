@@ -43,3 +43,23 @@ def test_gpu_profile_builds_the_1024_model(project_root):
 def test_input_not_divisible_by_the_pooling_is_refused():
     with pytest.raises(ValueError, match="divisible by 2"):
         build_arch("carvana", base_filters=4, depth=4, input_height=40, input_width=32)
+
+
+@pytest.mark.parametrize(("block", "attention"), [("residual", False), ("plain", True), ("residual", True)])
+def test_residual_blocks_and_attention_gates_keep_the_contract_and_add_their_layers(block, attention):
+    plain = build_arch("carvana", base_filters=4, depth=2, input_height=32, input_width=48)
+    model = build_arch(
+        "carvana", base_filters=4, depth=2, input_height=32, input_width=48, block=block, attention=attention
+    )
+    out = np.asarray(model(np.zeros((1, 32, 48, 3), np.float32), training=False))
+    assert out.shape == (1, 32, 48, 1) and out.min() >= 0 and out.max() <= 1
+    names = {layer.name for layer in model.layers}
+    # a shortcut add per block: 2 encoder levels, the centre, 2 decoder levels; a gate per skip
+    assert sum(n.endswith("_add") and "_att" not in n for n in names) == (5 if block == "residual" else 0)
+    assert sum(n.endswith("_gate") for n in names) == (2 if attention else 0)
+    assert model.count_params() > plain.count_params()
+
+
+def test_an_unknown_block_is_refused():
+    with pytest.raises(ValueError, match=r"model\.block"):
+        build_arch("carvana", base_filters=4, depth=2, input_height=32, input_width=32, block="dense")

@@ -43,15 +43,26 @@ def boundary_bce(y_true: Any, y_pred: Any) -> Any:
     return ops.sum(bce * band) / (ops.sum(band) + 1.0)
 
 
-def make_loss(w_bce: float = 0.5, w_dice: float = 2.0, w_boundary: float = 0.0) -> Any:
-    """w_bce * BCE + w_dice * (1 - Dice) [+ w_boundary * boundary BCE], a Keras loss function."""
-    import keras
+def weighted_bce(y_true: Any, y_pred: Any, pos_weight: float = 1.0) -> Any:
+    """Mean binary cross-entropy with garment pixels weighted pos_weight times (1 = the plain BCE)."""
+    from keras import ops
+
+    t = ops.cast(y_true, "float32")
+    p = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1.0 - 1e-7)
+    return ops.mean(-(pos_weight * t * ops.log(p) + (1.0 - t) * ops.log(1.0 - p)))
+
+
+def make_loss(
+    w_bce: float = 0.5, w_dice: float = 2.0, w_boundary: float = 0.0, pos_weight: float = 1.0
+) -> Any:
+    """w_bce * BCE + w_dice * (1 - Dice) [+ w_boundary * boundary BCE], a Keras loss function; pos_weight
+    weighs garment pixels in the BCE term (class balance)."""
     from keras import ops
 
     def bce_dice_loss(y_true: Any, y_pred: Any) -> Any:
         t = ops.cast(y_true, "float32")
         p = ops.cast(y_pred, "float32")
-        loss = w_bce * ops.mean(keras.losses.binary_crossentropy(t, p)) + w_dice * (1.0 - dice_coeff(t, p))
+        loss = w_bce * weighted_bce(t, p, pos_weight) + w_dice * (1.0 - dice_coeff(t, p))
         if w_boundary:
             loss = loss + w_boundary * boundary_bce(t, p)
         return loss

@@ -7,6 +7,12 @@
            three per decoder level, max-pool down, upsample + concatenate up (the seed's final model is
            base_filters=32, depth=5).
 
+Two options for data harder than the studio (street photos, issue #11), both off by default:
+- block="residual": every conv block adds a (1x1-projected) shortcut of its input before the last ReLU
+  (He et al. 2016), which trains a deeper net faster from scratch;
+- attention=True: each skip connection passes through an additive attention gate driven by the coarser
+  decoder features (Oktay et al. 2018, "Attention U-Net"), so clutter next to the garment is suppressed.
+
 The classifier is a 1x1 sigmoid convolution kept in float32 so mixed precision never rounds probabilities.
 """
 
@@ -18,19 +24,37 @@ if TYPE_CHECKING:
     from garmentseg.config import ModelConfig
 
 ARCHS = ("simple", "basic", "carvana")
+BLOCKS = ("plain", "residual")
 # Keras' default 0.99 needs hundreds of steps before the moving statistics used at inference settle; the
 # demo and test datasets give tens of steps per run, so the statistics follow the batches faster.
 BN_MOMENTUM = 0.9
 
 
-def _conv_block(x: Any, filters: int, repeats: int, name: str) -> Any:
+def _conv_block(x: Any, filters: int, repeats: int, name: str, residual: bool = False) -> Any:
     from keras import layers
 
+    shortcut = x
     for i in range(repeats):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
+        if residual and i == repeats - 1:
+            if shortcut.shape[-1] != filters:
+                shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_proj")(shortcut)
+                shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
+            x = layers.Add(name=f"{name}_add")([x, shortcut])
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
     return x
+
+
+def _attention_gate(skip: Any, gating: Any, filters: int, name: str) -> Any:
+    """skip * sigmoid(psi(relu(W_x skip + W_g gating))): the gating signal is already at the skip's size."""
+    from keras import layers
+
+    theta = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_theta")(skip)
+    phi = layers.Conv2D(filters, 1, name=f"{name}_phi")(gating)
+    act = layers.Activation("relu", name=f"{name}_relu")(layers.Add(name=f"{name}_add")([theta, phi]))
+    alpha = layers.Conv2D(1, 1, activation="sigmoid", name=f"{name}_alpha")(act)
+    return layers.Multiply(name=f"{name}_gate")([skip, alpha])
 
 
 def _unet(
@@ -40,6 +64,8 @@ def _unet(
     enc_convs: int,
     dec_convs: int,
     name: str,
+    residual: bool = False,
+    attention: bool = False,
 ) -> Any:
     import keras
     from keras import layers
@@ -48,14 +74,17 @@ def _unet(
     x = inputs
     skips = []
     for level, filters in enumerate(level_filters):
-        x = _conv_block(x, filters, enc_convs, f"down{level}")
+        x = _conv_block(x, filters, enc_convs, f"down{level}", residual)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
-    x = _conv_block(x, centre_filters, enc_convs, "centre")
+    x = _conv_block(x, centre_filters, enc_convs, "centre", residual)
     for level in reversed(range(len(level_filters))):
         x = layers.UpSampling2D(2, name=f"up{level}_upsample")(x)
-        x = layers.Concatenate(axis=-1, name=f"up{level}_concat")([skips[level], x])
-        x = _conv_block(x, level_filters[level], dec_convs, f"up{level}")
+        skip = skips[level]
+        if attention:
+            skip = _attention_gate(skip, x, max(level_filters[level] // 2, 1), f"up{level}_att")
+        x = layers.Concatenate(axis=-1, name=f"up{level}_concat")([skip, x])
+        x = _conv_block(x, level_filters[level], dec_convs, f"up{level}", residual)
     outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -68,10 +97,21 @@ def build_unet(model_cfg: ModelConfig) -> Any:
         depth=model_cfg.depth,
         input_height=model_cfg.input_height,
         input_width=model_cfg.input_width,
+        block=model_cfg.block,
+        attention=model_cfg.attention,
     )
 
 
-def build_arch(arch: str, *, base_filters: int, depth: int, input_height: int, input_width: int) -> Any:
+def build_arch(
+    arch: str,
+    *,
+    base_filters: int,
+    depth: int,
+    input_height: int,
+    input_width: int,
+    block: str = "plain",
+    attention: bool = False,
+) -> Any:
     """build_unet without a config object (benchmarks, notebooks)."""
     shape = (input_height, input_width, 3)
     levels = 1 if arch == "simple" else depth
@@ -79,13 +119,17 @@ def build_arch(arch: str, *, base_filters: int, depth: int, input_height: int, i
         raise ValueError(
             f"{arch} U-Net: input {input_height}x{input_width} must be divisible by 2**{levels}={2**levels}"
         )
+    if block not in BLOCKS:
+        raise ValueError(f"model.block={block!r} is not one of {', '.join(BLOCKS)}")
+    options = {"residual": block == "residual", "attention": attention}
+    suffix = ("_res" if options["residual"] else "") + ("_att" if attention else "")
     f = base_filters
     if arch == "simple":
         # The seed's simplest model: 32 filters down, 128 in the centre, 32 up, one conv each.
-        return _unet(shape, [f], 4 * f, 1, 1, "unet_simple")
+        return _unet(shape, [f], 4 * f, 1, 1, "unet_simple" + suffix, **options)
     filters = [f * 2**i for i in range(depth)]
     if arch == "basic":
-        return _unet(shape, filters, f * 2**depth, 1, 1, "unet_basic")
+        return _unet(shape, filters, f * 2**depth, 1, 1, "unet_basic" + suffix, **options)
     if arch == "carvana":
-        return _unet(shape, filters, f * 2**depth, 2, 3, "unet_carvana")
+        return _unet(shape, filters, f * 2**depth, 2, 3, "unet_carvana" + suffix, **options)
     raise ValueError(f"model.arch={arch!r} is not one of {', '.join(ARCHS)}")
