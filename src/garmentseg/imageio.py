@@ -79,6 +79,15 @@ def _jpeg_header(data: bytes) -> ImageHeader:
     raise ImageError("truncated", "JPEG frame header (SOF) not found")
 
 
+def jpeg_is_complete(data: bytes) -> bool:
+    """True when an end-of-image marker follows the last start-of-scan. Some decoders (libjpeg as OpenCV 4
+    calls it) return a cut-off file grey below the cut instead of failing; checking the marker makes the
+    refusal independent of the decoder and names the reason. An EXIF thumbnail's own markers come before the
+    main scan, and scan data never holds 0xFFD9 (0xFF bytes are stuffed)."""
+    last_scan = data.rfind(b"\xff\xda")
+    return last_scan >= 0 and data.find(b"\xff\xd9", last_scan) >= 0
+
+
 def read_header(data: bytes) -> ImageHeader:
     """Parse width/height/channels from the first bytes only; raises ImageError for non-images."""
     if not data:
@@ -115,6 +124,8 @@ def decode(data: bytes, *, max_pixels: int, alpha: bool = False) -> np.ndarray:
 
     header = read_header(data)
     check_size(header, max_pixels)
+    if header.format == "jpeg" and not jpeg_is_complete(data):
+        raise ImageError("truncated", "JPEG data ends before its end-of-image marker (truncated file)")
     buf = np.frombuffer(data, dtype=np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None:

@@ -45,6 +45,15 @@ def test_truncated_png_is_an_error_not_a_crash() -> None:
     assert info.value.kind == "corrupt"
 
 
+def test_truncated_jpeg_is_refused_by_its_missing_end_marker() -> None:
+    rng = np.random.default_rng(1)
+    data = cv2.imencode(".jpg", rng.integers(0, 255, (64, 48, 3), dtype=np.uint8))[1].tobytes()
+    with pytest.raises(ImageError) as info:
+        decode(data[:-400], max_pixels=10_000)
+    assert info.value.kind == "truncated" and "end-of-image" in str(info.value)
+    assert decode(data + b"\x00" * 16, max_pixels=10_000).shape == (64, 48, 3)  # padding after EOI is fine
+
+
 @pytest.mark.parametrize(
     ("data", "kind"), [(b"", "empty"), (b"GIF89a....", "not_image"), (b"\x89PNG\r\n\x1a\n", "truncated")]
 )
