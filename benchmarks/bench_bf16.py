@@ -3,10 +3,10 @@
     uv run python benchmarks/bench_bf16.py --model-uri URI --dataset DIR [--profile cpu] [--split test]
                                            [--n 20] [--json OUT]
 
-The same weights are loaded into a float32 model and a bf16 twin (the architecture rebuilt under the
-mixed_bfloat16 policy; the sigmoid classifier stays float32). Measured in one run: the forward pass and the
-whole shot -> cutout pipeline (p50 over --n rounds at batch 1), then the full-resolution evaluation of
-both on the same split. Serving adopts bf16 only if it is faster and test median Dice moves by < 0.0005.
+The same weights are loaded into a float32 model and its bf16 twin (garmentseg.serving.in_precision, what
+serving.precision=bfloat16 serves: every layer under mixed_bfloat16, the sigmoid classifier float32).
+Measured in one run: the forward pass and the whole shot -> cutout pipeline (p50 over --n rounds at
+batch 1), then the full-resolution evaluation of both on the same split. Serving adopts bf16 only if it is faster and test median Dice moves by < 0.0005.
 """
 
 from __future__ import annotations
@@ -22,29 +22,6 @@ from _report import emit
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 MAX_DICE_SHIFT = 0.0005
-
-
-def bf16_twin(fp32):
-    """The model's architecture rebuilt under mixed_bfloat16, carrying the float32 weights."""
-    import dataclasses
-
-    import keras
-
-    from garmentseg.model.unet import build_arch
-
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        net = build_arch(
-            fp32.extra["arch"],
-            base_filters=int(fp32.extra["base_filters"]),
-            depth=int(fp32.extra["depth"]),
-            input_height=fp32.input_height,
-            input_width=fp32.input_width,
-        )
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    net.set_weights(fp32.keras_model.get_weights())
-    return dataclasses.replace(fp32, keras_model=net)
 
 
 def timings(model, shot: np.ndarray, n: int) -> dict[str, float]:
@@ -68,7 +45,7 @@ def main() -> None:
     from garmentseg import evaluation
     from garmentseg import prepare as prep
     from garmentseg.config import load_config
-    from garmentseg.serving import load_cutout_model
+    from garmentseg.serving import in_precision, load_cutout_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-uri", required=True)
@@ -80,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.profile)
     fp32 = load_cutout_model(args.model_uri, cfg.tracking_uri)
-    half = bf16_twin(fp32)
+    half = in_precision(fp32, "bfloat16")
     frame, root = prep.load_dataset(cfg, args.dataset)
     rows = frame if args.split == "all" else frame[frame["split"] == args.split]
     shot, _ = prep.read_pair(root, rows.iloc[0], cfg.serving.max_pixels)

@@ -66,6 +66,7 @@ class GarmentCutout:
             reload_interval_s=SERVING.reload_interval_s,
             warmup_delay_s=float(os.environ.get(rt.WARMUP_DELAY_ENV, "0")),
             metrics=self.metrics,
+            precision=SERVING.precision,
         ).start()
         self._limiter: anyio.CapacityLimiter | None = None
 

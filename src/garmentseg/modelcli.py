@@ -115,10 +115,11 @@ def predict(model_uri: str, profile: str | None, params: str | None, in_dir: Pat
     from tqdm import tqdm
 
     from garmentseg.imageio import ImageError, read_image, write_png
-    from garmentseg.serving import load_cutout_model, to_cutout, to_mask
+    from garmentseg.serving import in_precision, load_cutout_model, to_cutout, to_mask
 
     cfg = load_config(profile, params)
-    model = load_cutout_model(model_uri, cfg.tracking_uri)
+    # the service's precision, so a folder cut out here matches the endpoint pixel for pixel
+    model = in_precision(load_cutout_model(model_uri, cfg.tracking_uri), cfg.serving.precision)
     files = sorted(p for p in in_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, str]] = []

@@ -370,6 +370,7 @@ class ModelRuntime:
     warmup_delay_s: float = 0.0
     metrics: ServiceMetrics | None = None
     loader: Callable[..., CutoutModel] | None = None
+    precision: str = "float32"  # serving.precision: what the forward pass computes in
     _current: CutoutModel | None = None
     _previous: CutoutModel | None = None
     _error: str | None = None
@@ -436,9 +437,11 @@ class ModelRuntime:
 
     # -- loading and swapping
     def _load(self, uri: str) -> CutoutModel:
-        from garmentseg.serving import load_cutout_model
+        from garmentseg.serving import in_precision, load_cutout_model
 
-        model = (self.loader or load_cutout_model)(uri, tracking_uri=self.tracking_uri)
+        model = in_precision(
+            (self.loader or load_cutout_model)(uri, tracking_uri=self.tracking_uri), self.precision
+        )
         if self.warmup_delay_s:
             time.sleep(self.warmup_delay_s)
         warm_up(model)
@@ -680,11 +683,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def pin_model_uri(model_uri: str, tracking_uri: str | None) -> str:
-    """models:/name@alias -> models:/name/<version it points to now>; other URIs unchanged."""
+    """models:/name@alias and models:/name/latest -> models:/name/<version they point to now>; a numbered
+    version or a non-registry URI (runs:/, models:/m-<id>) is already fixed and comes back unchanged."""
     from garmentseg.serving import resolve_registered
 
     name, version = resolve_registered(model_uri, tracking_uri)
-    if name is None or version is None or "@" not in model_uri:
+    if name is None or version is None:
         return model_uri
     return f"models:/{name}/{version}"
 

@@ -194,6 +194,30 @@ class CutoutModel:
         }
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
+def in_precision(model: CutoutModel, precision: str) -> CutoutModel:
+    """The same model computing in `precision`: for bfloat16 every layer but the input and the float32
+    classifier ("mask") is rebuilt under keras' mixed_bfloat16 policy with the same weights, so the
+    probabilities still come out in float32. float32 returns the model itself."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"serving.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "float32":
+        return model
+    import dataclasses
+
+    import keras
+
+    config = model.keras_model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] != "InputLayer" and layer["config"].get("name") != "mask":
+            layer["config"]["dtype"] = "mixed_bfloat16"
+    twin = keras.Model.from_config(config)
+    twin.set_weights(model.keras_model.get_weights())
+    return dataclasses.replace(model, keras_model=twin)
+
+
 def inference_copy(keras_model: Any) -> Any:
     """The same layers and weights without optimizer or loss, so loading needs no custom objects."""
     import keras

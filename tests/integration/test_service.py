@@ -53,6 +53,12 @@ def _png(rgb: np.ndarray) -> bytes:
     return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
 
 
+def _jpeg(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[
+        1
+    ].tobytes()
+
+
 def _bomb_png(width: int, height: int) -> bytes:
     """A valid PNG signature + IHDR claiming width x height, and nothing else."""
     chunk = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
@@ -206,6 +212,60 @@ def test_cutout_matches_library_pipeline(server: Server, scfg: Config, height: i
     assert np.array_equal(served, expected), f"{np.count_nonzero(served != expected)} values differ"
 
 
+def test_cutouts_match_garmentseg_predict_for_png_and_jpeg(
+    server: Server, scfg: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The served cutout is byte-for-byte what `garmentseg predict` writes for the same file."""
+    from click.testing import CliRunner
+
+    from garmentseg.cli import main
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    uploads = {"studio.png": _png(_shot(432, 288, seed=11)), "studio.jpg": _jpeg(_shot(600, 400, seed=12))}
+    for name, data in uploads.items():
+        (shots / name).write_bytes(data)
+    served = {name: server.post("/cutout", data) for name, data in uploads.items()}
+    version = served["studio.png"].headers[rt.HEADER_VERSION]
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", scfg.tracking_uri)
+    model_uri = f"models:/{MODEL_NAME}/{version}"
+    result = CliRunner().invoke(
+        main, ["predict", "--model-uri", model_uri, str(shots), str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0, result.output
+    for name, resp in served.items():
+        assert resp.status_code == 200, resp.text
+        written = decode((tmp_path / "out" / "cutouts" / f"{Path(name).stem}.png").read_bytes(), alpha=True)
+        got = decode(resp.content, max_pixels=10**8, alpha=True)
+        assert got.shape == written.shape and np.array_equal(got, written), name
+
+
+def test_openapi_documents_the_endpoints_and_their_upload_field(server: Server) -> None:
+    spec = httpx.get(f"{server.url}/docs.json").json()
+    for route in ("/cutout", "/mask", "/analyze"):
+        operation = spec["paths"][route]["post"]
+        form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+        if "$ref" in form:
+            form = spec["components"]["schemas"][form["$ref"].rsplit("/", 1)[1]]
+        assert "image" in form["properties"], (route, form)
+        assert operation.get("description") or operation.get("summary"), route
+    assert "livez" in "".join(spec["paths"]) and "readyz" in "".join(spec["paths"])
+
+
+def test_pinning_resolves_aliases_and_latest_to_a_numbered_version(scfg: Config) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(scfg.tracking_uri, scfg.tracking_uri)
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion").version
+    newest = max(int(v.version) for v in client.search_model_versions(f"name = '{MODEL_NAME}'"))
+    pin = rt.pin_model_uri
+    assert pin(f"models:/{MODEL_NAME}@champion", scfg.tracking_uri) == f"models:/{MODEL_NAME}/{champion}"
+    assert pin(f"models:/{MODEL_NAME}/latest", scfg.tracking_uri) == f"models:/{MODEL_NAME}/{newest}"
+    assert pin(f"models:/{MODEL_NAME}/1", scfg.tracking_uri) == f"models:/{MODEL_NAME}/1"
+    assert pin("runs:/abc/model", scfg.tracking_uri) == "runs:/abc/model"
+
+
 def test_mask_probability_and_analyze(server: Server, scfg: Config) -> None:
     from garmentseg.serving import to_mask
 
@@ -240,6 +300,12 @@ BAD_INPUTS = {
         {"files": {"image": ("s.png", _png(_shot(432, 288))[:3000])}},
         400,
         "corrupt",
+    ),
+    "truncated jpeg": (
+        "/cutout",
+        {"files": {"image": ("s.jpg", _jpeg(_shot(432, 288))[:2500])}},
+        400,
+        "truncated",
     ),
     "truncated header": (
         "/cutout",
