@@ -552,6 +552,9 @@ class GuardMiddleware:
             await self._send_json(send, 200, runtime.state() if runtime else {"ready": False})
             return
         send = self._with_model_headers(send, runtime)
+        if path == "/docs.json":
+            await self.app(scope, receive, self._documenting(send))
+            return
         if path not in self.routes:
             await self.app(scope, receive, send)
             return
@@ -624,6 +627,33 @@ class GuardMiddleware:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
+    def _documenting(self, send: Callable) -> Callable:
+        """Rewrite BentoML's /docs.json answer with document_guard (the body comes whole, then is sent)."""
+        import json
+
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+        documented = [route for route, fields in self.routes.items() if fields is not None]
+
+        async def wrapped(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            if start.get("status") == 200:
+                body = json.dumps(document_guard(json.loads(body), documented)).encode()
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        return wrapped
+
     def _with_model_headers(self, send: Callable, runtime: ModelRuntime | None) -> Callable:
         async def wrapped(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start" and runtime is not None and runtime.ready:
@@ -653,6 +683,49 @@ class GuardMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+# What the guard answers, by status, for the OpenAPI document (BentoML only lists its own 400/404/500).
+GUARD_RESPONSES = {
+    "400": "Empty, truncated or corrupt image; malformed multipart form; missing or unexpected field",
+    "401": "Missing or wrong bearer token (only when the service's token variable is set)",
+    "413": "Body over serving.max_request_bytes, or image over serving.max_pixels (checked in its header)",
+    "415": "Not a PNG/JPEG, or not multipart/form-data",
+    "503": "The model is still loading (see /readyz)",
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error", "message", "status"],
+    "properties": {
+        "error": {"type": "string", "description": "machine-readable reason, e.g. not_image, too_large"},
+        "message": {"type": "string", "description": "what is wrong with the request, in words"},
+        "status": {"type": "integer"},
+    },
+}
+
+
+def document_guard(spec: dict[str, Any], routes: Sequence[str]) -> dict[str, Any]:
+    """The service's OpenAPI document with the guard's JSON errors and the model headers on `routes`."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["GarmentsegError"] = ERROR_SCHEMA
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/GarmentsegError"}}}
+    headers = {
+        name: {"description": what, "schema": {"type": "string"}}
+        for name, what in (
+            (HEADER_NAME, "registered name of the model that answered"),
+            (HEADER_VERSION, "registry version of the model that answered"),
+        )
+    }
+    for route in routes:
+        operation = spec.get("paths", {}).get(route, {}).get("post")
+        if operation is None:
+            continue
+        responses = operation.setdefault("responses", {})
+        for status, what in GUARD_RESPONSES.items():
+            responses[status] = {"description": what, "content": error, "headers": headers}
+        if "200" in responses:
+            responses["200"]["headers"] = headers
+    return spec
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:

@@ -34,5 +34,5 @@ def test_bfloat16_twin_keeps_weights_and_a_float32_classifier() -> None:
 
 
 def test_an_unknown_precision_is_refused() -> None:
-    with pytest.raises(ValueError, match="serving.precision"):
+    with pytest.raises(ValueError, match=r"serving\.precision"):
         in_precision(_model(), "float16")

@@ -250,6 +250,12 @@ def test_openapi_documents_the_endpoints_and_their_upload_field(server: Server) 
             form = spec["components"]["schemas"][form["$ref"].rsplit("/", 1)[1]]
         assert "image" in form["properties"], (route, form)
         assert operation.get("description") or operation.get("summary"), route
+        for status in ("400", "413", "415"):
+            ref = operation["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.endswith("/GarmentsegError"), (route, status)
+        assert rt.HEADER_VERSION in operation["responses"]["200"]["headers"]
+    error = spec["components"]["schemas"]["GarmentsegError"]
+    assert set(error["required"]) == {"error", "message", "status"}
     assert "livez" in "".join(spec["paths"]) and "readyz" in "".join(spec["paths"])
 
 
