@@ -152,3 +152,27 @@ def test_evaluate_cli_on_a_contract_folder_prints_json(trained_run):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["n"] == len(frame) and summary["dice_median"] > 0.8
+
+
+def test_the_gpu_profiles_mixed_precision_under_mirrored_strategy_trains_here_too(tmp_path, project_root):
+    """The gpu profile's switches (mixed_float16, MirroredStrategy) on CPU: the path a GPU node takes runs,
+    computes in float16, keeps float32 probabilities and finite losses."""
+    from garmentseg.prepare import Prepared, SplitArrays
+    from garmentseg.training import fit
+
+    rng = np.random.default_rng(0)
+    y = np.zeros((8, 32, 32), np.uint8)
+    y[:, 8:24, 10:22] = 255
+    x = rng.integers(150, 230, (8, 32, 32, 3), dtype=np.uint8)
+    x[y > 0] = (60, 40, 90)
+    split = SplitArrays(x, y, np.array([f"g{i}" for i in range(8)]), np.array(["Front"] * 8))
+    prepared = Prepared({"train": split, "valid": split}, (0.6,) * 3, (0.2,) * 3, "hash", 32, 32, tmp_path)
+    overrides = tiny_overrides(tmp_path, height=32, width=32, epochs=2)
+    overrides["model"].update({"base_filters": 4, "depth": 2})
+    overrides["training"].update({"batch_size": 4})
+    cfg = load_config("gpu", project_root / "params.yaml", overrides=overrides)
+    assert cfg.training.mixed_precision and cfg.training.distribute
+    model, history = fit(cfg, prepared, log_to_mlflow=False)
+    assert model.get_layer("down0_conv0").dtype_policy.name == "mixed_float16"
+    out = np.asarray(model(np.zeros((1, 32, 32, 3), np.float32)))
+    assert out.dtype == np.float32 and len(history["loss"]) == 2 and np.isfinite(history["val_loss"]).all()
