@@ -18,7 +18,8 @@ import anyio
 import bentoml
 import numpy as np
 from bentoml.validators import ContentType
-from pydantic import Field
+from pydantic import Field, PlainValidator, WithJsonSchema
+from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartParser
 from starlette.responses import JSONResponse, Response
 
@@ -34,7 +35,25 @@ BATCH_ROUTE = "/predict_batch"
 # read back (through a thread hop) before BentoML copies it again. Uploads are already capped at
 # max_request_bytes by the guard, so keep them in memory up to that size.
 MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, SERVING.max_request_bytes)
-ImageField = Annotated[Path, Field(description="The studio shot (PNG or JPEG), multipart field `image`.")]
+
+
+def _upload_bytes(value: Any) -> bytes:
+    """The uploaded part, kept in memory: BentoML's own Path validator would write it to a temporary file
+    for the handler to read back (the guard has already checked it is a file within the limits)."""
+    if isinstance(value, UploadFile):
+        return value.file.read()
+    if isinstance(value, bytes):
+        return value
+    raise ValueError("the field `image` must be a file")
+
+
+# Annotated on Path so BentoML documents and parses the field as a multipart file; the value is its bytes.
+ImageField = Annotated[
+    Path,
+    PlainValidator(_upload_bytes),
+    WithJsonSchema({"type": "string", "format": "binary"}),
+    Field(description="The studio shot (PNG or JPEG), multipart field `image`."),
+]
 PngOut = Annotated[Path, ContentType("image/png")]
 
 
@@ -114,45 +133,49 @@ class GarmentCutout:
         return rt.forward_small(self.runtime, items)
 
     # -- plumbing
-    async def _answer(self, image: Path, render: Callable[..., Response]) -> Response:
+    async def _answer(self, image: bytes, render: Callable[..., Response]) -> Response:
         try:
             model = self.runtime.model
             if SERVING.adaptive_batching:
                 picture, prob = await self._batched(model, image)
+                response = await self._cpu(render, model, picture, prob)
             else:
-                picture, prob = await self._cpu(self._direct, model, image)
-            response = await self._cpu(render, model, picture, prob)
+                response = await self._cpu(self._direct, model, image, render)
         except rt.RequestError as err:
             return JSONResponse(err.body(), status_code=err.status)
         response.headers.update(rt.model_headers(model))
         return response
 
-    def _read(self, path: Path) -> np.ndarray:
-        return rt.read_upload(
-            Path(path).read_bytes(), max_bytes=SERVING.max_request_bytes, max_pixels=SERVING.max_pixels
-        )
+    def _read(self, data: bytes) -> np.ndarray:
+        return rt.read_upload(data, max_bytes=SERVING.max_request_bytes, max_pixels=SERVING.max_pixels)
 
-    def _direct(self, model: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        picture = self._read(path)
-        return picture, self.runtime.predict_proba(model, picture)
+    def _direct(self, model: Any, data: bytes, render: Callable[..., Response]) -> Response:
+        """decode -> model -> encode in one worker-thread hop."""
+        picture = self._read(data)
+        return render(model, picture, self.runtime.predict_proba(model, picture))
 
-    def _read_small(self, model: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    def _read_small(self, model: Any, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         from garmentseg.serving import resize_down
 
-        picture = self._read(path)
+        picture = self._read(data)
         return picture, resize_down(picture, model.input_height, model.input_width)
 
-    async def _batched(self, model: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    async def _batched(self, model: Any, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         from garmentseg.serving import upsample_proba
 
-        picture, small = await self._cpu(self._read_small, model, path)
+        picture, small = await self._cpu(self._read_small, model, data)
         item = rt.SmallImage(
             model_version=model.model_version or "unknown",
             height=small.shape[0],
             width=small.shape[1],
             data=rt.pack(small),
         )
-        (out,) = await self._self_client().predict_batch(items=[item])
+        try:
+            (out,) = await self._self_client().predict_batch(items=[item])
+        except bentoml.exceptions.ServiceUnavailable:  # the dispatcher sheds what would miss max_latency_ms
+            raise rt.RequestError(
+                503, "overloaded", f"the batch queue is past {SERVING.max_latency_ms} ms; retry shortly"
+            ) from None
         out = rt.SmallProba.model_validate(out)
         prob_small = rt.unpack(out.data, (out.height, out.width), np.float32)
         prob = await self._cpu(upsample_proba, prob_small, picture.shape[0], picture.shape[1])
