@@ -503,3 +503,38 @@ def test_serving_check_reports_sizes_versions_and_budget(
     assert report["passed"], report["problems"]
     assert report["model_version"] == "1" and report["n_images"] == 2
     assert report["latency_ms"]["p95"] < 30_000
+
+
+def test_garmentseg_serve_serves_the_given_version_and_stops_cleanly_on_sigterm(
+    scfg: Config, tmp_path: Path
+) -> None:
+    """The README's `garmentseg serve --port N --model-uri URI`: ready, answers with that version, and a
+    SIGTERM ends it (and the bentoml server it started) with exit code 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = rt.free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": scfg.tracking_uri, "GARMENTSEG_PROFILE": "demo"}
+    env.pop(scfg.serving.auth_token_env, None)
+    command = [sys.executable, "-m", "garmentseg.cli", "serve", "--port", str(port)]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*command, "--model-uri", f"models:/{MODEL_NAME}/1"], env=env, stdout=sink, stderr=sink
+        )
+        try:
+            state = rt.wait_ready(f"http://127.0.0.1:{port}", timeout_s=180, proc=proc)
+            assert state["model_version"] == "1" and not state["follows_alias"]
+            resp = httpx.post(
+                f"http://127.0.0.1:{port}/cutout", files={"image": ("s.png", _png(_shot(96, 64)))}
+            )
+            assert resp.status_code == 200 and resp.headers[rt.HEADER_VERSION] == "1"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0, log.read_text()[-2000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/livez", timeout=2)
