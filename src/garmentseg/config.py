@@ -127,8 +127,8 @@ class ModelConfig(_Section):
     depth: int = Field(ge=1, le=7)
     input_height: int = Field(gt=0)
     input_width: int = Field(gt=0)
-    block: Literal["plain", "residual"] = "plain"
-    attention: bool = False
+    block: Literal["plain", "residual"]
+    attention: bool
 
     @model_validator(mode="after")
     def _divisible_by_pooling(self) -> ModelConfig:
@@ -144,7 +144,7 @@ class LossConfig(_Section):
     w_dice: float = Field(ge=0)
     w_boundary: float = Field(ge=0)
     # Weight of garment pixels in the BCE term (class balance: garments are ~16% of a street photo).
-    pos_weight: float = Field(default=1.0, gt=0)
+    pos_weight: float = Field(gt=0)
 
 
 class AugmentConfig(_Section):
@@ -156,9 +156,9 @@ class AugmentConfig(_Section):
     scale_limit: float = Field(ge=0, lt=1)
     rotate_limit_deg: float = Field(ge=0, le=180)
     # Colour jitter when hsv is on (images in 0..1): hue shift, saturation factor 1 +- delta, value shift.
-    hue_delta: float = Field(default=0.05, ge=0, le=0.5)
-    saturation_delta: float = Field(default=0.05, ge=0, lt=1)
-    value_delta: float = Field(default=15 / 255, ge=0, lt=1)
+    hue_delta: float = Field(ge=0, le=0.5)
+    saturation_delta: float = Field(ge=0, lt=1)
+    value_delta: float = Field(ge=0, lt=1)
 
 
 class EarlyStoppingConfig(_Section):
@@ -218,7 +218,7 @@ class ServingConfig(_Section):
     threads: int = Field(ge=1)
     timeout_s: int = Field(gt=0)
     max_concurrency: int = Field(ge=1)
-    precision: Literal["float32", "bfloat16"] = "float32"
+    precision: Literal["float32", "bfloat16"]
 
 
 class KubernetesConfig(_Section):

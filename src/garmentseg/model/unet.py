@@ -7,11 +7,12 @@
            three per decoder level, max-pool down, upsample + concatenate up (the seed's final model is
            base_filters=32, depth=5).
 
-Two options for data harder than the studio (street photos, issue #11), both off by default:
+Two options for data harder than the studio (street photos, issue #11), both off by default because
+neither paid on those photos at equal training cost (docs/real-photos.md):
 - block="residual": every conv block adds a (1x1-projected) shortcut of its input before the last ReLU
-  (He et al. 2016), which trains a deeper net faster from scratch;
+  (He et al. 2016);
 - attention=True: each skip connection passes through an additive attention gate driven by the coarser
-  decoder features (Oktay et al. 2018, "Attention U-Net"), so clutter next to the garment is suppressed.
+  decoder features (Oktay et al. 2018, "Attention U-Net"), meant to suppress clutter beside the garment.
 
 The classifier is a 1x1 sigmoid convolution kept in float32 so mixed precision never rounds probabilities.
 """
