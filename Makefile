@@ -13,8 +13,9 @@ env:
 demo:
 	@uv=$$(scripts/bootstrap.sh) && $$uv run --frozen garmentseg demo
 
+# Format, lint (with the complexity and unused-argument rules of pyproject.toml), then the suite.
 lint:
-	@uv=$$(scripts/bootstrap.sh) && $$uv run --frozen ruff check .
+	@uv=$$(scripts/bootstrap.sh) && $$uv run --frozen ruff format --check . && $$uv run --frozen ruff check .
 
-test:
-	@uv=$$(scripts/bootstrap.sh) && $$uv run --frozen ruff check . && $$uv run --frozen pytest $(PYTEST_ARGS)
+test: lint
+	@uv=$$(scripts/bootstrap.sh) && $$uv run --frozen pytest $(PYTEST_ARGS)

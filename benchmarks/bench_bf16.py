@@ -3,7 +3,7 @@
     uv run python benchmarks/bench_bf16.py --model-uri URI --dataset DIR [--profile cpu] [--split test]
                                            [--n 20] [--json OUT]
 
-The same weights are loaded into a float32 model and its bf16 twin (garmentseg.serving.in_precision, what
+The same weights are loaded into a float32 model and its bf16 twin (garmentseg.inference.in_precision, what
 serving.precision=bfloat16 serves: every layer under mixed_bfloat16, the sigmoid classifier float32).
 Measured in one run: the forward pass and the whole shot -> cutout pipeline (p50 over --n rounds at
 batch 1), then the full-resolution evaluation of both on the same split. Serving adopts bf16 only if it is faster and test median Dice moves by < 0.0005.
@@ -26,7 +26,7 @@ MAX_DICE_SHIFT = 0.0005
 
 def timings(model, shot: np.ndarray, n: int) -> dict[str, float]:
     from garmentseg.imageio import encode_png
-    from garmentseg.serving import to_cutout, to_mask
+    from garmentseg.inference import to_cutout, to_mask
 
     batch = np.stack([model.preprocess(shot)])
     forward, pipeline = [], []
@@ -45,7 +45,7 @@ def main() -> None:
     from garmentseg import evaluation
     from garmentseg import prepare as prep
     from garmentseg.config import load_config
-    from garmentseg.serving import in_precision, load_cutout_model
+    from garmentseg.inference import in_precision, load_cutout_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-uri", required=True)

@@ -25,8 +25,8 @@ def main() -> None:
     from garmentseg import evaluation
     from garmentseg import prepare as prep
     from garmentseg.config import load_config
+    from garmentseg.inference import CutoutModel, load_cutout_model
     from garmentseg.model.unet import build_unet
-    from garmentseg.serving import CutoutModel, load_cutout_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="demo")

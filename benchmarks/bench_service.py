@@ -67,8 +67,8 @@ def setup_registry(tmp: Path) -> Config:
     import keras
     import mlflow
 
+    from garmentseg.inference import log_cutout_model
     from garmentseg.model.unet import build_unet
-    from garmentseg.serving import log_cutout_model
 
     uri = f"sqlite:///{tmp}/mlflow.db"
     cfg = load_config("demo", ROOT / "params.yaml", overrides={"registry": {"tracking_uri": uri}})
@@ -104,7 +104,7 @@ def latency(cfg: Config, url: str, png: bytes, n: int) -> dict[str, Any]:
     import httpx
 
     from garmentseg.imageio import decode, encode_png
-    from garmentseg.serving import load_cutout_model, to_cutout, to_mask
+    from garmentseg.inference import load_cutout_model, to_cutout, to_mask
 
     model = load_cutout_model(f"models:/{cfg.registry.model_name}/1", tracking_uri=cfg.tracking_uri)
     bare: list[float] = []

@@ -1,7 +1,7 @@
 """The garmentseg Bento: the registry's champion behind /cutout, /mask and /analyze (see README.md here).
 
 A thin adapter: every step (upload checks, preprocess -> model -> postprocess, statistics, hot reload) is a
-library function in garmentseg.service_runtime / garmentseg.serving, shared with `garmentseg predict` and
+library function in garmentseg.service_runtime / garmentseg.inference, shared with `garmentseg predict` and
 evaluation. Settings come from the `serving:` section of params.yaml ($GARMENTSEG_PROFILE,
 $GARMENTSEG_PARAMS, GARMENTSEG__SERVING__<KEY> overrides); the model from $GARMENTSEG_MODEL_URI.
 """
@@ -155,13 +155,13 @@ class GarmentCutout:
         return render(model, picture, self.runtime.predict_proba(model, picture))
 
     def _read_small(self, model: Any, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        from garmentseg.serving import resize_down
+        from garmentseg.inference import resize_down
 
         picture = self._read(data)
         return picture, resize_down(picture, model.input_height, model.input_width)
 
     async def _batched(self, model: Any, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        from garmentseg.serving import upsample_proba
+        from garmentseg.inference import upsample_proba
 
         picture, small = await self._cpu(self._read_small, model, data)
         item = rt.SmallImage(

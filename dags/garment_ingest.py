@@ -18,7 +18,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from garmentseg.orchestration import DEFAULT_ARGS, dag_config, dataset_asset
+from garmentseg.orchestration.dag_support import DEFAULT_ARGS, dag_config, dataset_asset
 
 CFG = dag_config()
 DATASET_ASSET = dataset_asset(CFG)
@@ -39,11 +39,11 @@ START = pendulum.datetime(2026, 1, 1, tz="UTC")
 def garment_landing_scan():
     @task
     def find_new_batches() -> list[dict]:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
         return [
             {"trigger_run_id": f"batch__{batch_id}", "conf": {"batch_id": batch_id}}
-            for batch_id in pipeline.new_landed_batches(pipeline.config_for())
+            for batch_id in tasks.new_landed_batches(tasks.config_for())
         ]
 
     TriggerDagRunOperator.partial(
@@ -64,9 +64,9 @@ def garment_landing_scan():
 def garment_ingest():
     @task
     def validate(params=None) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.validate_landed_batch(pipeline.config_for(), params["batch_id"])
+        return tasks.validate_landed_batch(tasks.config_for(), params["batch_id"])
 
     @task.branch
     def ingest_or_quarantine(report: dict) -> str:
@@ -74,24 +74,24 @@ def garment_ingest():
 
     @task(pool=CFG.airflow.dvc_pool, outlets=[DATASET_ASSET])
     def ingest(report: dict) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        outcome = pipeline.ingest_landed_batch(pipeline.config_for(), report)
+        outcome = tasks.ingest_landed_batch(tasks.config_for(), report)
         if not outcome["changed"]:
             raise AirflowSkipException(f"batch {report['batch_id']} is already in the dataset; no new data")
         return outcome
 
     @task
     def quarantine(report: dict) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.quarantine_landed_batch(pipeline.config_for(), report)
+        return tasks.quarantine_landed_batch(tasks.config_for(), report)
 
     @task(trigger_rule="none_failed_min_one_success")
     def publish_data_docs(report: dict) -> str:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.publish_data_docs(pipeline.config_for(), report)
+        return tasks.publish_data_docs(tasks.config_for(), report)
 
     report = validate()
     branch = ingest_or_quarantine(report)

@@ -2,7 +2,7 @@
 ### garment_retrain: the weekly retrain, gated in the MLflow registry
 
 Runs weekly (cron `airflow.retrain_schedule` in params.yaml) and whenever the `garment_dataset` asset
-changes (an ingested batch). Each task is one call into `garmentseg.pipeline`:
+changes (an ingested batch). Each task is one call into `garmentseg.orchestration.tasks`:
 
 sync data (DVC) → validate the training set (GX) → prepare tensors → **train on a GPU node** → evaluate →
 register (`challenger`) → gate (candidate vs champion on the same test split) → serving check of the
@@ -25,7 +25,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from garmentseg.orchestration import DEFAULT_ARGS, dag_config, dataset_asset, gpu_task, run_params
+from garmentseg.orchestration.dag_support import DEFAULT_ARGS, dag_config, dataset_asset, gpu_task, run_params
 
 CFG = dag_config()
 
@@ -47,51 +47,51 @@ CFG = dag_config()
 def garment_retrain():
     @task(pool=CFG.airflow.dvc_pool)
     def sync_data(params=None) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.sync_data(pipeline.config_for(params))
+        return tasks.sync_data(tasks.config_for(params))
 
     @task(pool=CFG.airflow.dvc_pool)
     def validate_training_set(data: dict, params=None) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.validate_training_set(pipeline.config_for(params), data)
+        return tasks.validate_training_set(tasks.config_for(params), data)
 
     @task(pool=CFG.airflow.dvc_pool, execution_timeout=timedelta(hours=2))
     def prepare(data: dict, validation: dict, params=None) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.prepare_tensors(pipeline.config_for(params), data)
+        return tasks.prepare_tensors(tasks.config_for(params), data)
 
     @gpu_task(CFG)
     def train(data: dict, prepared: dict, params=None) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.train_candidate(pipeline.config_for(params), data)
+        return tasks.train_candidate(tasks.config_for(params), data)
 
     @task(execution_timeout=timedelta(hours=2))
     def evaluate(trained: dict, params=None) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.evaluate_candidate(pipeline.config_for(params), trained)
+        return tasks.evaluate_candidate(tasks.config_for(params), trained)
 
     @task
     def register(trained: dict, evaluated: dict, params=None) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.register_candidate(pipeline.config_for(params), trained)
+        return tasks.register_candidate(tasks.config_for(params), trained)
 
     @task(execution_timeout=timedelta(hours=2))
     def gate(candidate: dict, data: dict, params=None) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.gate_candidate(pipeline.config_for(params), candidate, data)
+        return tasks.gate_candidate(tasks.config_for(params), candidate, data)
 
     @task(execution_timeout=timedelta(minutes=30))
     def serving_check(candidate: dict, decision: dict, params=None) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.serving_check(pipeline.config_for(params), candidate, decision)
+        return tasks.serving_check(tasks.config_for(params), candidate, decision)
 
     @task.branch
     def promote_or_stop(decision: dict, check: dict) -> str:
@@ -99,27 +99,27 @@ def garment_retrain():
 
     @task
     def promote(candidate: dict, params=None) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.promote_candidate(pipeline.config_for(params), candidate)
+        return tasks.promote_candidate(tasks.config_for(params), candidate)
 
     @task
     def stop(decision: dict, check: dict) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.explain_stop(decision, check)
+        return tasks.explain_stop(decision, check)
 
     @task(execution_timeout=timedelta(minutes=30))
     def deploy(promotion: dict, params=None) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.deploy_champion(pipeline.config_for(params), promotion)
+        return tasks.deploy_champion(tasks.config_for(params), promotion)
 
     @task(execution_timeout=timedelta(minutes=10))
     def smoke_test(deployment: dict, params=None) -> dict:
-        from garmentseg import pipeline
+        from garmentseg.orchestration import tasks
 
-        return pipeline.smoke_test(pipeline.config_for(params), deployment)
+        return tasks.smoke_test(tasks.config_for(params), deployment)
 
     data = sync_data()
     validation = validate_training_set(data)

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from garmentseg.inference import CutoutModel, manual_cutout_score, to_mask
 from garmentseg.model import metrics as M
 from garmentseg.prepare import read_pair
-from garmentseg.serving import CutoutModel, manual_cutout_score, to_mask
 
 if TYPE_CHECKING:
     from garmentseg.config import Config

@@ -80,8 +80,8 @@ def evaluate(
 ) -> None:
     """Score a logged model at full resolution on a split, with slices, flags and a gallery."""
     from garmentseg import evaluation
+    from garmentseg.inference import load_cutout_model
     from garmentseg.prepare import load_dataset
-    from garmentseg.serving import load_cutout_model
 
     cfg = load_config(profile, params)
     model = load_cutout_model(model_uri, cfg.tracking_uri)
@@ -115,7 +115,7 @@ def predict(model_uri: str, profile: str | None, params: str | None, in_dir: Pat
     from tqdm import tqdm
 
     from garmentseg.imageio import ImageError, read_image, write_png
-    from garmentseg.serving import in_precision, load_cutout_model, to_cutout, to_mask
+    from garmentseg.inference import in_precision, load_cutout_model, to_cutout, to_mask
 
     cfg = load_config(profile, params)
     # the service's precision, so a folder cut out here matches the endpoint pixel for pixel

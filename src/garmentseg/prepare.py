@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from garmentseg.imageio import read_image
-from garmentseg.serving import resize_down
+from garmentseg.inference import resize_down
 
 if TYPE_CHECKING:
     from garmentseg.config import Config

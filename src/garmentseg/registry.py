@@ -174,7 +174,7 @@ def _score(
 ) -> tuple[float, dict[str, float], int]:
     """Median test Dice and per-view medians of one model, with the evaluation code of training."""
     from garmentseg.evaluation import evaluate
-    from garmentseg.serving import load_cutout_model
+    from garmentseg.inference import load_cutout_model
 
     model = load_cutout_model(model_uri, tracking_uri=cfg.tracking_uri)
     report = evaluate(model, frame, root, cfg, split="test")

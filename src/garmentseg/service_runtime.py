@@ -1,7 +1,7 @@
 """What the Bento service needs from the library, and what deploy steps need from a running service.
 
 Inside the service: upload validation (sizes checked from the header before decoding, every refusal a
-4xx with a JSON body), the three endpoints' pipelines (`garmentseg.serving` functions, so serving and
+4xx with a JSON body), the three endpoints' pipelines (`garmentseg.inference` functions, so serving and
 evaluation cannot drift), mask statistics, Prometheus metrics, and `ModelRuntime`, which loads the champion
 off the request path and hot-swaps it when the registry alias moves.
 
@@ -34,7 +34,7 @@ from garmentseg.imageio import ImageError, check_size, decode, encode_png, read_
 
 if TYPE_CHECKING:
     from garmentseg.config import Config
-    from garmentseg.serving import CutoutModel
+    from garmentseg.inference import CutoutModel
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +116,14 @@ def model_headers(model: CutoutModel | None) -> dict[str, str]:
 
 def cutout_png(model: CutoutModel, image: np.ndarray, prob: np.ndarray) -> bytes:
     """RGBA PNG whose alpha is the thresholded mask: what `garmentseg predict` writes."""
-    from garmentseg.serving import to_cutout, to_mask
+    from garmentseg.inference import to_cutout, to_mask
 
     return encode_png(to_cutout(image, to_mask(prob, model.threshold)))
 
 
 def mask_png(model: CutoutModel, prob: np.ndarray, probability: bool) -> bytes:
     """Single-channel PNG: the 0/255 mask, or with `probability` the map scaled to 0..255."""
-    from garmentseg.serving import to_mask
+    from garmentseg.inference import to_mask
 
     if probability:
         return encode_png(np.rint(prob * 255.0).astype(np.uint8))
@@ -132,7 +132,7 @@ def mask_png(model: CutoutModel, prob: np.ndarray, probability: bool) -> bytes:
 
 def analysis(model: CutoutModel, prob: np.ndarray) -> dict[str, Any]:
     """The /analyze body: mask statistics, the needs-manual-cutout score and flag, the model."""
-    from garmentseg.serving import to_mask
+    from garmentseg.inference import to_mask
 
     score, flagged = model.needs_manual_cutout(prob)
     return {
@@ -271,7 +271,7 @@ def unpack(data: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 
 def forward_small(runtime: ModelRuntime, items: Sequence[SmallImage]) -> list[SmallProba]:
     """The batched forward pass behind /predict_batch: one predict_small per model version in the batch."""
-    from garmentseg.serving import normalise
+    from garmentseg.inference import normalise
 
     out: list[SmallProba | None] = [None] * len(items)
     for version in dict.fromkeys(item.model_version for item in items):
@@ -437,7 +437,7 @@ class ModelRuntime:
 
     # -- loading and swapping
     def _load(self, uri: str) -> CutoutModel:
-        from garmentseg.serving import in_precision, load_cutout_model
+        from garmentseg.inference import in_precision, load_cutout_model
 
         model = in_precision(
             (self.loader or load_cutout_model)(uri, tracking_uri=self.tracking_uri), self.precision
@@ -464,7 +464,7 @@ class ModelRuntime:
 
     def _target(self) -> str | None:
         """The pinned URI the alias points to now, or None when it is what we already serve."""
-        from garmentseg.serving import resolve_registered
+        from garmentseg.inference import resolve_registered
 
         name, version = resolve_registered(self.model_uri, self.tracking_uri)
         current = self._current
@@ -758,7 +758,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def pin_model_uri(model_uri: str, tracking_uri: str | None) -> str:
     """models:/name@alias and models:/name/latest -> models:/name/<version they point to now>; a numbered
     version or a non-registry URI (runs:/, models:/m-<id>) is already fixed and comes back unchanged."""
-    from garmentseg.serving import resolve_registered
+    from garmentseg.inference import resolve_registered
 
     name, version = resolve_registered(model_uri, tracking_uri)
     if name is None or version is None:
@@ -996,7 +996,7 @@ def deploy(
     """Roll out `model_uri` (models:/name/<version>, already the champion): build the Bento pinned to it when
     the wheel is in dist/, and wait until the running service (`url`, default serving.host:port), which
     follows the alias, answers with that version. Returns what happened, for the next task."""
-    from garmentseg.serving import resolve_registered
+    from garmentseg.inference import resolve_registered
 
     name, version = resolve_registered(model_uri, cfg.tracking_uri)
     result: dict[str, Any] = {"model_uri": model_uri, "model_name": name, "model_version": version}

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from garmentseg import prepare as prep
-from garmentseg.serving import CutoutModel, log_cutout_model
+from garmentseg.inference import CutoutModel, log_cutout_model
 
 if TYPE_CHECKING:
     from garmentseg.config import AugmentConfig, Config

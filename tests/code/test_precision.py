@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from garmentseg.inference import CutoutModel, in_precision
 from garmentseg.model.unet import build_arch
-from garmentseg.serving import CutoutModel, in_precision
 
 
 def _model() -> CutoutModel:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from garmentseg import prepare as prep
+from garmentseg.inference import preprocess, resize_down, to_mask, upsample_proba
 from garmentseg.model.metrics import dice
-from garmentseg.serving import preprocess, resize_down, to_mask, upsample_proba
 from tests.model.studio import draw_shot, make_studio
 
 

@@ -88,7 +88,7 @@ def _train_run(cfg: Config, red_cutoff: float, *, corrupt: bool = False) -> str:
     """A finished MLflow run holding a logged cutout model, as training leaves it."""
     import mlflow
 
-    from garmentseg.serving import log_cutout_model
+    from garmentseg.inference import log_cutout_model
 
     mlflow.set_tracking_uri(cfg.tracking_uri)
     experiment = mlflow.get_experiment_by_name(cfg.registry.experiment)

@@ -70,8 +70,8 @@ def _log_version(cfg: Config, seed: int, threshold: float) -> str:
     import keras
     import mlflow
 
+    from garmentseg.inference import log_cutout_model
     from garmentseg.model.unet import build_arch
-    from garmentseg.serving import log_cutout_model
 
     keras.utils.set_random_seed(seed)
     model = build_arch("basic", base_filters=4, depth=2, input_height=64, input_width=48)
@@ -175,7 +175,7 @@ _MODELS: dict[str, Any] = {}
 
 
 def _library_model(cfg: Config, version: str) -> Any:
-    from garmentseg.serving import load_cutout_model
+    from garmentseg.inference import load_cutout_model
 
     if version not in _MODELS:
         _MODELS[version] = load_cutout_model(f"models:/{MODEL_NAME}/{version}", tracking_uri=cfg.tracking_uri)
@@ -184,7 +184,7 @@ def _library_model(cfg: Config, version: str) -> Any:
 
 def _library_cutout(cfg: Config, version: str, rgb: np.ndarray) -> np.ndarray:
     """What `garmentseg predict` does: load the version, predict_proba, to_mask, to_cutout."""
-    from garmentseg.serving import to_cutout, to_mask
+    from garmentseg.inference import to_cutout, to_mask
 
     model = _library_model(cfg, version)
     return to_cutout(rgb, to_mask(model.predict_proba([rgb])[0], model.threshold))
@@ -274,7 +274,7 @@ def test_pinning_resolves_aliases_and_latest_to_a_numbered_version(scfg: Config)
 
 
 def test_mask_probability_and_analyze(server: Server, scfg: Config) -> None:
-    from garmentseg.serving import to_mask
+    from garmentseg.inference import to_mask
 
     rgb = _shot(432, 288, seed=3)
     model = _library_model(scfg, "1")

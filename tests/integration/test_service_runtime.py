@@ -71,7 +71,9 @@ class _FakeModel(SimpleNamespace):
 
 def test_runtime_swaps_only_a_warmed_model(monkeypatch: pytest.MonkeyPatch) -> None:
     versions = iter(["1", "2", "3", "3"])
-    monkeypatch.setattr("garmentseg.serving.resolve_registered", lambda uri, tracking: ("m", next(versions)))
+    monkeypatch.setattr(
+        "garmentseg.inference.resolve_registered", lambda uri, tracking: ("m", next(versions))
+    )
 
     def loader(uri: str, tracking_uri: str | None = None) -> _FakeModel:
         if uri.endswith("/2"):

@@ -13,8 +13,8 @@ from garmentseg import evaluation
 from garmentseg.cli import main
 from garmentseg.config import load_config
 from garmentseg.imageio import read_image, write_png
+from garmentseg.inference import CutoutModel, load_cutout_model
 from garmentseg.model.unet import build_unet
-from garmentseg.serving import CutoutModel, load_cutout_model
 from garmentseg.training import train_on_frame
 from tests.model.studio import draw_shot, make_studio, tiny_overrides
 

@@ -6,7 +6,7 @@ import pytest
 
 from garmentseg import prepare as prep
 from garmentseg.config import load_config
-from garmentseg.serving import CutoutModel
+from garmentseg.inference import CutoutModel
 from garmentseg.training import fit
 from tests.model.studio import make_studio, tiny_overrides
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from garmentseg.inference import to_mask
 from garmentseg.model.metrics import dice
-from garmentseg.serving import to_mask
 from tests.model.studio import draw_shot
 
 

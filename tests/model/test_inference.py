@@ -7,23 +7,23 @@ import sys
 import numpy as np
 import pytest
 
-from garmentseg import serving
+from garmentseg import inference
 
 
 def test_to_mask_and_to_cutout():
     prob = np.array([[0.2, 0.5], [0.7, 0.49]], np.float32)
-    mask = serving.to_mask(prob, 0.5)
+    mask = inference.to_mask(prob, 0.5)
     assert mask.dtype == np.uint8 and mask.tolist() == [[0, 255], [255, 0]]
-    rgba = serving.to_cutout(np.full((2, 2, 3), 9, np.uint8), mask)
+    rgba = inference.to_cutout(np.full((2, 2, 3), 9, np.uint8), mask)
     assert rgba.shape == (2, 2, 4) and rgba[..., 3].tolist() == mask.tolist()
     with pytest.raises(ValueError, match="differ in size"):
-        serving.to_cutout(np.zeros((3, 2, 3), np.uint8), mask)
+        inference.to_cutout(np.zeros((3, 2, 3), np.uint8), mask)
 
 
 def test_upsample_proba_returns_the_original_size_clipped():
     small = np.zeros((8, 6, 1), np.float32)
     small[2:6, 2:4] = 1.0
-    big = serving.upsample_proba(small, 80, 60)
+    big = inference.upsample_proba(small, 80, 60)
     assert big.shape == (80, 60) and big.dtype == np.float32
     assert big.min() >= 0.0 and big.max() <= 1.0  # INTER_CUBIC overshoots; clipped
 
@@ -35,9 +35,9 @@ def _disc(blur: float) -> np.ndarray:
 
 
 def test_manual_cutout_score_grows_with_doubt_and_flags_empty_masks():
-    sharp, soft = serving.manual_cutout_score(_disc(0.5)), serving.manual_cutout_score(_disc(6.0))
-    assert 0 < sharp < soft < serving.EMPTY_MASK_SCORE
-    assert serving.manual_cutout_score(np.zeros((50, 40), np.float32)) == serving.EMPTY_MASK_SCORE
+    sharp, soft = inference.manual_cutout_score(_disc(0.5)), inference.manual_cutout_score(_disc(6.0))
+    assert 0 < sharp < soft < inference.EMPTY_MASK_SCORE
+    assert inference.manual_cutout_score(np.zeros((50, 40), np.float32)) == inference.EMPTY_MASK_SCORE
 
 
 def test_manual_cutout_score_does_not_depend_on_resolution():
@@ -45,11 +45,13 @@ def test_manual_cutout_score_does_not_depend_on_resolution():
 
     prob = _disc(3.0)
     double = cv2.resize(prob, (300, 400), interpolation=cv2.INTER_LINEAR)
-    assert serving.manual_cutout_score(double) == pytest.approx(serving.manual_cutout_score(prob), rel=0.2)
+    assert inference.manual_cutout_score(double) == pytest.approx(
+        inference.manual_cutout_score(prob), rel=0.2
+    )
 
 
 def test_predict_small_refuses_a_batch_of_the_wrong_size():
-    model = serving.CutoutModel(None, (0.5,) * 3, (0.2,) * 3, input_height=32, input_width=16)
+    model = inference.CutoutModel(None, (0.5,) * 3, (0.2,) * 3, input_height=32, input_width=16)
     with pytest.raises(ValueError, match="N x 32 x 16 x 3"):
         model.predict_small(np.zeros((1, 16, 16, 3), np.float32))
 
@@ -57,11 +59,13 @@ def test_predict_small_refuses_a_batch_of_the_wrong_size():
 def test_importing_serving_does_not_import_tensorflow_or_mlflow():
     import subprocess
 
-    code = "import sys, garmentseg.serving; print([m for m in ('tensorflow', 'mlflow') if m in sys.modules])"
+    code = (
+        "import sys, garmentseg.inference; print([m for m in ('tensorflow', 'mlflow') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_models_uri_parsing_leaves_run_and_logged_model_uris_alone():
-    assert serving.resolve_registered("runs:/abc/model") == (None, None)
-    assert serving.resolve_registered("models:/m-0123") == (None, None)
+    assert inference.resolve_registered("runs:/abc/model") == (None, None)
+    assert inference.resolve_registered("models:/m-0123") == (None, None)

@@ -317,7 +317,7 @@ def _read_metadata(model_uri: str) -> dict[str, Any]:
     if meta is None:
         raise ValueError(
             f"{model_uri}: MLmodel has no metadata[{METADATA_KEY!r}] (mean/std/threshold); "
-            "log it with garmentseg.serving.log_cutout_model"
+            "log it with garmentseg.inference.log_cutout_model"
         )
     return meta
 
