@@ -1,0 +1,66 @@
+"""The Dockerfile and .dockerignore: built from the lock as non-root, no secrets baked in, copies exactly what it needs. Static: no engine, cluster or Docker here."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shlex
+
+from tests.infra.infra_files import (
+    DOCKERFILE,
+    DOCKERIGNORE,
+    SECRET_KEY,
+    dockerfile,
+    dockerfile_vars,
+    helm_values,
+    pod_specs,
+    secret_findings,
+)
+
+
+def test_dockerfile_builds_from_the_lock_as_a_non_root_user() -> None:
+    instructions = dockerfile()
+    runs = " ".join(args for instr, args in instructions if instr == "RUN")
+    assert "uv sync --frozen --no-dev" in runs and "pip install" not in runs
+    stages = [args.split() for instr, args in instructions if instr == "FROM"]
+    assert len(stages) >= 3, "multi-stage: build, variant bases, runtime"
+    assert {"base-cpu", "base-gpu"} <= {s[-1] for s in stages if len(s) == 3}
+    users = [args for instr, args in instructions if instr == "USER"]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    uid = int(users[-1].split(":")[0])
+    for where, template in pod_specs():
+        if template["spec"]["containers"][0]["image"].startswith("garmentseg:"):
+            assert template["spec"]["securityContext"]["runAsUser"] == uid, where
+    assert helm_values()["securityContexts"]["pod"]["runAsUser"] == uid
+    assert any(instr == "HEALTHCHECK" and "CMD" in args for instr, args in instructions)
+    assert dockerfile_vars("ARG")["GPU_BASE"].startswith("nvidia/cuda:")
+
+
+def test_dockerfile_bakes_in_no_secrets_and_names_the_bento_service() -> None:
+    from garmentseg.service_runtime import SERVICE_TARGET
+
+    variables = {**dockerfile_vars("ARG"), **dockerfile_vars("ENV")}
+    leaking = [name for name in variables if SECRET_KEY.search(name)]
+    assert not leaking, f"ENV/ARG with secret-looking names: {leaking}"
+    assert not secret_findings(DOCKERFILE)
+    assert variables["BENTO_SERVICE"] == SERVICE_TARGET
+    assert variables["GARMENTSEG_PARAMS"] == "/app/params.yaml"
+
+
+def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies() -> None:
+    patterns = [line for line in DOCKERIGNORE.read_text().splitlines() if line and not line.startswith("#")]
+    assert patterns[0] == "**", ".dockerignore is an allow-list: everything out, then exceptions"
+    allowed = [p[1:] for p in patterns if p.startswith("!")]
+    assert not [a for a in allowed if a.startswith((".env", ".git", "var", "data", ".venv"))]
+    sources = []
+    for instr, args in dockerfile():
+        if instr == "COPY" and "--from=" not in args:
+            sources += [s for s in shlex.split(args)[:-1] if not s.startswith("--")]
+        sources += re.findall(r"type=bind,source=([^,\s]+)", args)
+    for source in sources:
+        covered = any(
+            source == a or source.startswith(a + "/") or fnmatch.fnmatch(a, source) for a in allowed
+        )
+        assert covered, f"the Dockerfile copies {source}, which .dockerignore leaves out"
+    for needed in ("uv.lock", "pyproject.toml", "src", "dags", "bentos", "params.yaml"):
+        assert needed in sources, f"the image lacks {needed}"
