@@ -307,7 +307,7 @@ def zero_byte(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
     return {_rel(CUTOUT_DIR, keys[0]): ("file_size",)}
 
 
-def stray_entry(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
+def stray_entry(batch: Path, _keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
     (batch / "notes.txt").write_text("retouch done\n")
     return {"notes.txt": ("layout",)}
 

@@ -119,98 +119,122 @@ def ensure_readable(batch_dir: Path) -> None:
 def plan_batch(batch_dir: Path, source_name: str, source: SourceConfig) -> Plan:
     """List the batch: check names, layout, duplicates and partners; pair the files for reading."""
     ensure_readable(batch_dir)
-    rows: list[dict[str, Any]] = []
-    named: dict[str, dict[ShotKey, list[str]]] = {RAW_DIR: {}, CUTOUT_DIR: {}}
+    rows = _stray_top_level_rows(batch_dir)
     lone: list[tuple[str, str]] = []  # (rel, side) read alone
-    for top in sorted(batch_dir.iterdir()):
-        if top.name in named or top.name in (GARMENTS_CSV, REPORT_DIR_NAME) or top.name.startswith("."):
-            continue
-        rows.append(
-            _row(
-                top.name,
-                "other",
-                layout_error="unexpected entry at the batch top level "
-                f"(a batch holds {RAW_DIR}/, {CUTOUT_DIR}/ and optionally {GARMENTS_CSV})",
-            )
-        )
-    for side, found in named.items():
-        folder = batch_dir / side
-        if not folder.is_dir():
-            rows.append(_row(side + "/", "other", layout_error=f"folder {side}/ is missing"))
-            continue
-        for path in sorted(folder.iterdir()):
-            rel = f"{side}/{path.name}"
-            if path.is_dir() or path.is_symlink():
-                what = "folder" if path.is_dir() else "symbolic link"
-                rows.append(_row(rel, side, layout_error=f"unexpected {what} inside {side}/"))
-                continue
-            try:
-                key = parse_shot_name(path.name)
-            except ContractError as exc:
-                rows.append(_row(rel, side, name_error=str(exc).split(": ", 1)[1]))
-                lone.append((rel, side))
-                continue
-            if key.view not in source.views:
-                rows.append(
-                    _row(
-                        rel,
-                        side,
-                        name_error=f"view {key.view} is not delivered by source "
-                        f"{source_name} (views: {', '.join(source.views)})",
-                    )
-                )
-                lone.append((rel, side))
-                continue
-            found.setdefault(key, []).append(rel)
-
-    units: list[Unit] = []
-    canonical: dict[str, dict[ShotKey, str]] = {RAW_DIR: {}, CUTOUT_DIR: {}}
-    for side, found in named.items():
-        for key, rels in found.items():
-            # The file spelled exactly as the contract spells it is the original; the others are twins.
-            first, *twins = sorted(rels, key=lambda r: (r != f"{side}/{key.filename}", r))
-            canonical[side][key] = first
-            for twin in twins:
-                rows.append(_row(twin, side, key, duplicate_of=f"{first} (same garment and view)"))
-                lone.append((twin, side))
+    canonical: dict[str, dict[ShotKey, str]] = {}
+    for side in (RAW_DIR, CUTOUT_DIR):
+        listing = _list_side(batch_dir, side, source_name, source)
+        rows += listing.rows
+        lone += [(rel, side) for rel in listing.lone]
+        canonical[side] = listing.canonical
     keys = sorted(set(canonical[RAW_DIR]) | set(canonical[CUTOUT_DIR]))
+    units: list[Unit] = []
     for key in keys:
         raw, cutout = canonical[RAW_DIR].get(key), canonical[CUTOUT_DIR].get(key)
-        if raw and cutout:
-            rows += [_row(raw, RAW_DIR, key), _row(cutout, CUTOUT_DIR, key)]
-            units.append(Unit(str(batch_dir), raw, cutout))
-        elif raw:
-            rows.append(
-                _row(
-                    raw,
-                    RAW_DIR,
-                    key,
-                    partner_missing=f"shot has no cutout ({CUTOUT_DIR}/{key.filename} is missing)",
-                )
-            )
-            units.append(Unit(str(batch_dir), raw, None))
-        elif cutout:
-            rows.append(
-                _row(
-                    cutout,
-                    CUTOUT_DIR,
-                    key,
-                    partner_missing=f"cutout has no shot ({RAW_DIR}/{key.filename} is missing)",
-                )
-            )
-            units.append(Unit(str(batch_dir), None, cutout))
-    for rel, side in lone:
-        units.append(
-            Unit(str(batch_dir), rel if side == RAW_DIR else None, rel if side == CUTOUT_DIR else None)
-        )
+        rows += _pair_rows(key, raw, cutout)
+        units.append(Unit(str(batch_dir), raw, cutout))
+    units += [
+        Unit(str(batch_dir), rel if side == RAW_DIR else None, rel if side == CUTOUT_DIR else None)
+        for rel, side in lone
+    ]
     if source.require_all_views:
-        garments = sorted({k.garment_id for k in keys})
-        for garment in garments:
-            for view in source.views:
-                key = ShotKey(garment, view)
-                if key not in canonical[RAW_DIR] and key not in canonical[CUTOUT_DIR]:
-                    rows.append(_row(f"{RAW_DIR}/{key.filename}", RAW_DIR, key, present=False))
+        rows += _missing_view_rows(keys, canonical, source.views)
     return Plan(rows=rows, units=units)
+
+
+@dataclass
+class _SideListing:
+    """One side folder (raw/ or cutouts/) listed: its finding rows, the files read alone (bad names, twins),
+    and the one file per shot key that is paired."""
+
+    rows: list[dict[str, Any]]
+    lone: list[str]
+    canonical: dict[ShotKey, str]
+
+
+def _stray_top_level_rows(batch_dir: Path) -> list[dict[str, Any]]:
+    return [
+        _row(
+            top.name,
+            "other",
+            layout_error="unexpected entry at the batch top level "
+            f"(a batch holds {RAW_DIR}/, {CUTOUT_DIR}/ and optionally {GARMENTS_CSV})",
+        )
+        for top in sorted(batch_dir.iterdir())
+        if top.name not in (RAW_DIR, CUTOUT_DIR, GARMENTS_CSV, REPORT_DIR_NAME)
+        and not top.name.startswith(".")
+    ]
+
+
+def _list_side(batch_dir: Path, side: str, source_name: str, source: SourceConfig) -> _SideListing:
+    folder = batch_dir / side
+    listing = _SideListing(rows=[], lone=[], canonical={})
+    if not folder.is_dir():
+        listing.rows.append(_row(side + "/", "other", layout_error=f"folder {side}/ is missing"))
+        return listing
+    found: dict[ShotKey, list[str]] = {}
+    for path in sorted(folder.iterdir()):
+        rel = f"{side}/{path.name}"
+        if path.is_dir() or path.is_symlink():
+            what = "folder" if path.is_dir() else "symbolic link"
+            listing.rows.append(_row(rel, side, layout_error=f"unexpected {what} inside {side}/"))
+            continue
+        key, name_error = _shot_key(path.name, source_name, source)
+        if key is None:
+            listing.rows.append(_row(rel, side, name_error=name_error))
+            listing.lone.append(rel)
+        else:
+            found.setdefault(key, []).append(rel)
+    for key, rels in found.items():
+        # The file spelled exactly as the contract spells it is the original; the others are twins.
+        first, *twins = sorted(rels, key=lambda r: (r != f"{side}/{key.filename}", r))
+        listing.canonical[key] = first
+        listing.rows += [_row(t, side, key, duplicate_of=f"{first} (same garment and view)") for t in twins]
+        listing.lone += twins
+    return listing
+
+
+def _shot_key(name: str, source_name: str, source: SourceConfig) -> tuple[ShotKey | None, str]:
+    """The file's garment and view, or None and why its name breaks the contract for this source."""
+    try:
+        key = parse_shot_name(name)
+    except ContractError as exc:
+        return None, str(exc).split(": ", 1)[1]
+    if key.view not in source.views:
+        return (
+            None,
+            f"view {key.view} is not delivered by source {source_name} (views: {', '.join(source.views)})",
+        )
+    return key, ""
+
+
+def _pair_rows(key: ShotKey, raw: str | None, cutout: str | None) -> list[dict[str, Any]]:
+    if raw and cutout:
+        return [_row(raw, RAW_DIR, key), _row(cutout, CUTOUT_DIR, key)]
+    if raw:
+        missing = f"shot has no cutout ({CUTOUT_DIR}/{key.filename} is missing)"
+        return [_row(raw, RAW_DIR, key, partner_missing=missing)]
+    return [
+        _row(
+            cutout or "",
+            CUTOUT_DIR,
+            key,
+            partner_missing=f"cutout has no shot ({RAW_DIR}/{key.filename} is missing)",
+        )
+    ]
+
+
+def _missing_view_rows(
+    keys: list[ShotKey], canonical: dict[str, dict[ShotKey, str]], views: Iterable[str]
+) -> list[dict[str, Any]]:
+    """A `present=False` row for each view a delivered garment lacks on both sides."""
+    rows = []
+    for garment in sorted({k.garment_id for k in keys}):
+        for view in views:
+            key = ShotKey(garment, view)
+            if key not in canonical[RAW_DIR] and key not in canonical[CUTOUT_DIR]:
+                rows.append(_row(f"{RAW_DIR}/{key.filename}", RAW_DIR, key, present=False))
+    return rows
 
 
 def _row(

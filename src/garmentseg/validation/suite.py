@@ -51,7 +51,7 @@ class CheckSpec:
     kwargs: dict[str, Any]
     rule: str
     severity: str = "error"  # error | warning
-    message: Callable[[Row], str] = field(default=lambda row: "", compare=False)
+    message: Callable[[Row], str] = field(default=lambda _row: "", compare=False)
 
     @property
     def column(self) -> str | None:
@@ -74,7 +74,7 @@ def build_checks(cfg: Config, source_name: str | None = None) -> list[CheckSpec]
             "ExpectTableRowCountToBeBetween",
             {"min_value": 1},
             "a batch delivers at least one file",
-            message=lambda r: "batch has no files in raw/ or cutouts/",
+            message=lambda _row: "batch has no files in raw/ or cutouts/",
         ),
         CheckSpec(
             "layout",
