@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+CHROMIUM_INSTALL = "apt-get install chromium chromium-driver"
+# Every host name fails to resolve except loopback: a page that needs the internet shows it.
+OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +38,28 @@ def project_root() -> Path:
 def cfg() -> Config:
     """The demo profile of the project's own params.yaml."""
     return load_config("demo", ROOT / "params.yaml")
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """A real headless Chromium (Debian's), driven by Selenium through Debian's chromedriver, with no network
+    beyond loopback. Skips with the install command on a laptop without it; fails under CI=true."""
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        message = f"headless Chromium is not installed (run: {CHROMIUM_INSTALL})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", OFFLINE):
+        options.add_argument(argument)
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    session.set_page_load_timeout(60)
+    try:
+        yield session
+    finally:
+        session.quit()
