@@ -49,10 +49,10 @@ def _timed_fit(model, ds, epochs: int, steps: int) -> float:
             super().__init__()
             self.times: list[float] = []
 
-        def on_epoch_begin(self, epoch, logs=None):
+        def on_epoch_begin(self, epoch, logs=None):  # noqa: ARG002 - Keras' hook signature
             self.start = time.perf_counter()
 
-        def on_epoch_end(self, epoch, logs=None):
+        def on_epoch_end(self, epoch, logs=None):  # noqa: ARG002 - Keras' hook signature
             self.times.append(time.perf_counter() - self.start)
 
     timer = Timer()
@@ -65,7 +65,8 @@ def main() -> None:
     import tensorflow as tf
 
     from garmentseg.config import load_config
-    from garmentseg.training import build_and_compile, make_dataset
+    from garmentseg.input_pipeline import make_dataset
+    from garmentseg.training import build_and_compile
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="demo")

@@ -23,9 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "garmentseg.servecli:serve",
         "Serve the champion over HTTP (BentoML), or build a pinned Bento.",
     ),
-    "train": ("garmentseg.modelcli:train", "Train the U-Net, tune on valid, score test, log to MLflow."),
-    "evaluate": ("garmentseg.modelcli:evaluate", "Score a model at full resolution, with slices."),
-    "predict": ("garmentseg.modelcli:predict", "Cut out a folder of shots with a model (RGBA + masks)."),
+    "prepare": ("garmentseg.prepare:prepare_cmd", "Cache the model-input-size tensors of every split."),
+    "train": ("garmentseg.training:train_cmd", "Train the U-Net, tune on valid, score test, log to MLflow."),
+    "evaluate": ("garmentseg.evaluation:evaluate_cmd", "Score a model at full resolution, with slices."),
+    "predict": ("garmentseg.predict:predict_cmd", "Cut out a folder of shots with a model (RGBA + masks)."),
     "demo": ("garmentseg.demo:demo", "The whole loop end to end on embedded defaults, with a summary."),
 }
 
@@ -33,10 +34,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported only when invoked."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: click.Context) -> list[str]:  # noqa: ARG002 - click.Group's signature
         return sorted(SUBCOMMANDS)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # noqa: ARG002 - click.Group's signature
         if cmd_name not in SUBCOMMANDS:
             return None
         module_name, attr = SUBCOMMANDS[cmd_name][0].split(":")

@@ -1,6 +1,7 @@
-"""Full-resolution evaluation through the serving code path: threshold tuning on validation, per-image
+"""Full-resolution evaluation through the inference code path: threshold tuning on validation, per-image
 Dice / IoU / boundary scores on test, the seed's summaries (median headline, outlier-corrected mean and
-median), slices by view and difficulty tag, the needs-manual-cutout flag, and a gallery.
+median), slices by view and difficulty tag (the registry gate reads its view slices from here), the
+needs-manual-cutout flag, and a gallery; `garmentseg evaluate` at the bottom.
 
 Images are streamed a batch at a time; only per-image numbers (and small gallery thumbnails) are kept, so
 memory does not grow with the test set.
@@ -16,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
 import numpy as np
 import pandas as pd
 
-from garmentseg.inference import CutoutModel, manual_cutout_score, to_mask
+from garmentseg.cliopts import config_options
+from garmentseg.config import load_config
+from garmentseg.inference import CutoutModel, load_cutout_model, manual_cutout_score, to_mask
 from garmentseg.model import metrics as M
-from garmentseg.prepare import read_pair
+from garmentseg.prepare import load_dataset, read_pair
 
 if TYPE_CHECKING:
     from garmentseg.config import Config
@@ -326,3 +330,49 @@ def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
         + "\n".join(items)
     )
     return paths
+
+
+@click.command("evaluate")
+@click.option(
+    "--model-uri", required=True, help="runs:/..., models:/name@alias, models:/name/version or a folder."
+)
+@config_options
+@click.option("--dataset", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--split",
+    default=None,
+    type=click.Choice(["train", "valid", "test", "all"]),
+    help="Default: all with --dataset (a folder is scored whole), else test.",
+)
+@click.option("--flip-tta/--no-flip-tta", default=None, help="Override evaluation.flip_tta.")
+@click.option(
+    "--out", default=None, type=click.Path(file_okay=False, path_type=Path), help="Write the report here."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def evaluate_cmd(
+    model_uri: str,
+    profile: str | None,
+    params: str | None,
+    dataset: Path | None,
+    split: str | None,
+    flip_tta: bool | None,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Score a logged model at full resolution on a split, with slices, flags and a gallery."""
+    cfg = load_config(profile, params)
+    model = load_cutout_model(model_uri, cfg.tracking_uri)
+    frame, root = load_dataset(cfg, dataset)
+    split = split or ("all" if dataset else "test")
+    report = evaluate(model, frame, root, cfg, split=split, flip=flip_tta)
+    if out:
+        write_report(report, out)
+    if as_json:
+        click.echo(json.dumps(finite(report.summary), indent=2, sort_keys=True))
+    else:
+        s = report.summary
+        click.echo(
+            f"{split}: n={s['n']} Dice median {s['dice_median']:.4f} mean {s['dice_mean']:.4f} "
+            f"p10 {s['dice_p10']:.4f} IoU median {s['iou_median']:.4f} "
+            f"outlier-corrected mean {s['outlier_corrected_mean']:.4f} ({s['outlier_rule']})"
+        )

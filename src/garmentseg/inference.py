@@ -20,7 +20,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Stored inside the logged model (MLmodel metadata and this JSON file) so serving normalises identically.
+# Stored inside the logged model (MLmodel metadata and this JSON file) so every loader normalises identically.
 PREPROCESSING_FILE = "preprocessing.json"
 METADATA_KEY = "garmentseg"
 # A probability strictly between these counts as "the model is unsure about this pixel".
@@ -121,7 +121,7 @@ def manual_cutout_score(prob: np.ndarray, threshold: float = 0.5) -> float:
 
 @dataclass
 class CutoutModel:
-    """A trained U-Net with everything serving needs to use it exactly as it was trained and tuned."""
+    """A trained U-Net with everything needed to use it exactly as it was trained and tuned."""
 
     keras_model: Any
     mean: tuple[float, float, float]

@@ -8,7 +8,8 @@
 The cache is keyed by input size and by a hash of the index content (pairs, checksums, splits), so a new
 batch or a new split rebuilds it, while later training runs never decode a PNG again. The ground truth is
 the cutout's alpha channel made binary (alpha > 127) at full resolution; shrinking it with INTER_AREA keeps
-each pixel's coverage, so edges become soft targets instead of jagged ones.
+each pixel's coverage, so edges become soft targets instead of jagged ones. `garmentseg prepare` (the DVC
+stage) at the bottom.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import click
 import numpy as np
 import pandas as pd
 
+from garmentseg.cliopts import config_options
+from garmentseg.config import load_config
 from garmentseg.imageio import read_image
 from garmentseg.inference import resize_down
 
@@ -98,7 +102,7 @@ def _shrink_pair(root: Path, row: pd.Series, height: int, width: int, max_pixels
 
 
 def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images, in the 0..1 scale serving uses."""
+    """Per-channel mean and std of uint8 images, in the 0..1 scale inference uses."""
     flat = x.reshape(-1, 3).astype(np.float64) / 255.0
     return tuple(float(v) for v in flat.mean(0)), tuple(float(max(v, 1e-3)) for v in flat.std(0))
 
@@ -204,25 +208,18 @@ def load_dataset(cfg: Config, dataset_path: Path | None = None) -> tuple[pd.Data
     return load_index(path, cfg)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """DVC `prepare` stage: `python -m garmentseg.prepare [--profile P] [--dataset DIR] [--force]`."""
-    import argparse
-
-    from garmentseg.config import load_config
-    from garmentseg.logs import setup_logging
-
-    parser = argparse.ArgumentParser(prog="python -m garmentseg.prepare", description=main.__doc__)
-    parser.add_argument("--profile", default=None)
-    parser.add_argument("--params", default=None)
-    parser.add_argument("--dataset", type=Path, default=None)
-    parser.add_argument("--force", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging()
-    cfg = load_config(args.profile, args.params)
-    frame, root = load_dataset(cfg, args.dataset)
-    prepared = prepare_for(cfg, frame, root, force=args.force)
+@click.command("prepare")
+@config_options
+@click.option(
+    "--dataset",
+    default=None,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Data dir or contract folder (default: the DVC dataset, paths.data_dir).",
+)
+@click.option("--force", is_flag=True, help="Rebuild the tensors even when the cache matches the index.")
+def prepare_cmd(profile: str | None, params: str | None, dataset: Path | None, force: bool) -> None:
+    """Decode every pair once and cache the model-input-size tensors (the DVC `prepare` stage)."""
+    cfg = load_config(profile, params)
+    frame, root = load_dataset(cfg, dataset)
+    prepared = prepare_for(cfg, frame, root, force=force)
     log.info("prepared tensors in %s (index %s)", prepared.cache_dir, prepared.index_hash[:12])
-
-
-if __name__ == "__main__":
-    main()

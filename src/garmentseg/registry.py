@@ -172,18 +172,18 @@ def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float 
 def _score(
     model_uri: str, frame: pd.DataFrame, root: Path, cfg: Config
 ) -> tuple[float, dict[str, float], int]:
-    """Median test Dice and per-view medians of one model, with the evaluation code of training."""
+    """Median test Dice, per-view median Dice and test size of one model, read from the report of the
+    evaluation training runs (its view slices, not a second computation of them)."""
     from garmentseg.evaluation import evaluate
     from garmentseg.inference import load_cutout_model
 
     model = load_cutout_model(model_uri, tracking_uri=cfg.tracking_uri)
-    report = evaluate(model, frame, root, cfg, split="test")
-    per_image = report.per_image
-    slices = {str(view): float(group["dice"].median()) for view, group in per_image.groupby("view")}
-    score = report.summary.get(HEADLINE)
+    summary = evaluate(model, frame, root, cfg, split="test").summary
+    score = summary.get(HEADLINE)
     if score is None or score != score:  # missing or NaN fails closed
         raise RegistryError(f"{model_uri}: evaluation produced no {HEADLINE}")
-    return float(score), slices, int(report.summary.get("n", len(per_image)))
+    slices = {view: stats[HEADLINE] for view, stats in summary["slices"]["view"].items()}
+    return float(score), slices, int(summary["n"])
 
 
 def _rule_text(cfg: Config) -> str:

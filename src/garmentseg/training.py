@@ -1,17 +1,16 @@
 """Train the seed's U-Net on cached tensors, tune it on validation, score test at full resolution, and log
-the whole run (params, curves, metrics, report, model, lineage) to MLflow.
+the whole run (params, curves, metrics, report, model, lineage) to MLflow; `garmentseg train` at the bottom.
 
 The recipe is the seed's: 0.5 * BCE + 2 * (1 - Dice), RMSprop at 3e-4, EarlyStopping on val loss
-(patience, min_delta) with the best checkpoint kept, horizontal flip + mild colour jitter (shift / scale /
-rotate cost the seed 0.7-1.2 Dice points, so they exist but are off), and the optional
-plateau-then-declining cyclic learning rate.
+(patience, min_delta) with the best checkpoint kept (callbacks.py), horizontal flip + mild colour jitter
+(input_pipeline.py), and the optional plateau-then-declining cyclic learning rate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
 import subprocess
 import sys
 import tempfile
@@ -20,24 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
 import numpy as np
 import pandas as pd
 
 from garmentseg import prepare as prep
+from garmentseg.callbacks import fit_callbacks
+from garmentseg.cliopts import config_options
+from garmentseg.config import load_config
 from garmentseg.inference import CutoutModel, log_cutout_model
+from garmentseg.input_pipeline import make_dataset
 
 if TYPE_CHECKING:
-    from garmentseg.config import AugmentConfig, Config
-    from garmentseg.prepare import Prepared, SplitArrays
+    from garmentseg.config import Config
+    from garmentseg.prepare import Prepared
 
 log = logging.getLogger(__name__)
-
-# The seed's cyclic LR: plateau for 2 epochs at the mean, then triangles of half-period 10 epochs between
-# 5e-5 and 5e-4 whose peak decays by 1.2 per cycle; scaled here with training.learning_rate / 3e-4.
-CLR_PLATEAU, CLR_STEP, CLR_MIN, CLR_MAX, CLR_DECAY = 2, 10, 5e-5, 5e-4, 1.2
-SEED_LR = 3e-4
-# Above this, numpy arrays are streamed into tf.data instead of embedded (protobuf's 2 GB graph limit).
-MAX_EMBEDDED_BYTES = 1 << 30
 
 
 @dataclass
@@ -46,134 +43,6 @@ class TrainResult:
     model_uri: str
     metrics: dict[str, float]
     history: dict[str, list[float]] = field(default_factory=dict)
-
-
-def plateau_cyclic_lr(epoch: int, base_lr: float = SEED_LR) -> float:
-    """The seed's plateau_then_decl_triangular_lr, scaled to base_lr."""
-    scale = base_lr / SEED_LR
-    lo, hi = CLR_MIN * scale, CLR_MAX * scale
-    if epoch < CLR_PLATEAU:
-        return (lo + hi) / 2
-    cycle = math.floor(1 + epoch / (2 * CLR_STEP))
-    x = abs(epoch / CLR_STEP - 2 * cycle + 1)
-    return lo + (hi - lo) * max(0.0, 1 - x) / CLR_DECAY ** (cycle - 1)
-
-
-def cosine_lr(progress: float, base_lr: float) -> float:
-    """Half a cosine from base_lr down to 0 as training progresses from 0 to 1: with a fixed budget the last
-    epochs refine at a small rate instead of bouncing at the starting one."""
-    return base_lr * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-
-
-def training_progress(epochs: int, budget_minutes: float) -> Any:
-    """epoch -> share of training done: of the planned epochs, or of the time budget when that runs out
-    first (so a schedule still anneals on a slower machine)."""
-    started = time.monotonic()
-
-    def progress(epoch: int) -> float:
-        done = epoch / epochs
-        if budget_minutes:
-            done = max(done, (time.monotonic() - started) / (budget_minutes * 60))
-        return min(done, 1.0)
-
-    return progress
-
-
-def time_budget_callback(minutes: float) -> Any:
-    """Stops fitting before an epoch that would end after `minutes` of wall clock (judged by the slowest
-    epoch so far), so the best checkpoint is kept and evaluation still runs inside the budget."""
-    import keras
-
-    class TimeBudget(keras.callbacks.Callback):
-        def on_train_begin(self, logs: dict | None = None) -> None:
-            self.started = time.monotonic()
-            self.slowest = 0.0
-
-        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            self.epoch_started = time.monotonic()
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            now = time.monotonic()
-            self.slowest = max(self.slowest, now - self.epoch_started)
-            if now - self.started + self.slowest >= minutes * 60:
-                log.info("time budget of %.0f min reached after epoch %d: stopping", minutes, epoch + 1)
-                self.model.stop_training = True
-
-    return TimeBudget()
-
-
-def _augment_fn(aug: AugmentConfig):
-    import tensorflow as tf
-    from keras import ops
-
-    def shift_scale_rotate(x: Any, y: Any) -> tuple[Any, Any]:
-        h, w = tf.cast(tf.shape(x)[0], tf.float32), tf.cast(tf.shape(x)[1], tf.float32)
-        angle = tf.random.uniform([], -aug.rotate_limit_deg, aug.rotate_limit_deg) * math.pi / 180
-        scale = 1.0 + tf.random.uniform([], -aug.scale_limit, aug.scale_limit)
-        dx = tf.random.uniform([], -aug.shift_limit, aug.shift_limit) * w
-        dy = tf.random.uniform([], -aug.shift_limit, aug.shift_limit) * h
-        cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-        cx, cy = (w - 1) / 2, (h - 1) / 2
-        # output pixel -> input pixel: rotate/scale about the centre, then shift
-        transform = tf.stack(
-            [cos, -sin, cx - cos * cx + sin * cy - dx, sin, cos, cy - sin * cx - cos * cy - dy, 0.0, 0.0]
-        )
-        both = tf.concat([x, y], axis=-1)[None]
-        moved = ops.image.affine_transform(both, transform[None], fill_mode="nearest")[0]
-        return moved[..., :3], moved[..., 3:]
-
-    def augment(x: Any, y: Any) -> tuple[Any, Any]:
-        if aug.hflip:
-            flip = tf.random.uniform([]) < 0.5
-            x = tf.cond(flip, lambda: tf.image.flip_left_right(x), lambda: x)
-            y = tf.cond(flip, lambda: tf.image.flip_left_right(y), lambda: y)
-        if aug.hsv:
-            x = tf.image.random_hue(x, aug.hue_delta)
-            x = tf.image.random_saturation(x, 1 - aug.saturation_delta, 1 + aug.saturation_delta)
-            x = tf.clip_by_value(tf.image.random_brightness(x, aug.value_delta), 0.0, 1.0)
-        if aug.shift_scale_rotate:
-            x, y = shift_scale_rotate(x, y)
-        return x, y
-
-    return augment
-
-
-def make_dataset(
-    arrays: SplitArrays,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    batch_size: int,
-    *,
-    augment: AugmentConfig | None = None,
-    shuffle: bool = False,
-    seed: int = 0,
-) -> Any:
-    """uint8 tensors -> cached, shuffled, augmented (in parallel), normalised, batched, prefetched tf.data."""
-    import tensorflow as tf
-
-    autotune = tf.data.AUTOTUNE
-    x, y = arrays.x, arrays.y[..., None]
-    if x.nbytes + y.nbytes < MAX_EMBEDDED_BYTES:
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
-    else:
-        spec = (
-            tf.TensorSpec(x.shape[1:], tf.uint8),
-            tf.TensorSpec(y.shape[1:], tf.uint8),
-        )
-        ds = tf.data.Dataset.from_generator(lambda: zip(x, y, strict=True), output_signature=spec)
-    ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-
-    def to_float(xi: Any, yi: Any) -> tuple[Any, Any]:
-        return tf.cast(xi, tf.float32) / 255.0, tf.cast(yi, tf.float32) / 255.0
-
-    ds = ds.map(to_float, num_parallel_calls=autotune)
-    if augment is not None and (augment.hflip or augment.hsv or augment.shift_scale_rotate):
-        ds = ds.map(_augment_fn(augment), num_parallel_calls=autotune)
-    m, s = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
-    ds = ds.batch(batch_size).map(lambda xb, yb: ((xb - m) / s, yb), num_parallel_calls=autotune)
-    return ds.prefetch(autotune)
 
 
 def make_optimizer(name: str, learning_rate: float) -> Any:
@@ -222,19 +91,6 @@ def _strategy(cfg: Config) -> Any:
     return tf.distribute.get_strategy()
 
 
-def mlflow_epoch_logger() -> Any:
-    """A Keras callback logging every epoch's metrics (and learning rate) to the active MLflow run."""
-    import keras
-    import mlflow
-
-    class MlflowEpochLogger(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            metrics = {k: float(v) for k, v in (logs or {}).items() if np.isfinite(float(v))}
-            mlflow.log_metrics(metrics, step=epoch)
-
-    return MlflowEpochLogger()
-
-
 def fit(cfg: Config, prepared: Prepared, *, log_to_mlflow: bool = True) -> tuple[Any, dict[str, list[float]]]:
     """Train with EarlyStopping and best-by-val-loss checkpoint; returns the best model and its history."""
     import keras
@@ -261,27 +117,7 @@ def fit(cfg: Config, prepared: Prepared, *, log_to_mlflow: bool = True) -> tuple
     )
     with tempfile.TemporaryDirectory() as tmp:
         best = Path(tmp) / "best.weights.h5"
-        callbacks: list[Any] = [
-            keras.callbacks.EarlyStopping(
-                monitor=monitor, patience=tc.early_stopping.patience, min_delta=tc.early_stopping.min_delta
-            ),
-            keras.callbacks.ModelCheckpoint(
-                str(best), monitor=monitor, save_best_only=True, save_weights_only=True
-            ),
-        ]
-        if tc.lr_schedule == "plateau_cyclic":
-            callbacks.append(
-                keras.callbacks.LearningRateScheduler(lambda e: plateau_cyclic_lr(e, tc.learning_rate))
-            )
-        elif tc.lr_schedule == "cosine":
-            progress = training_progress(tc.epochs, tc.time_budget_minutes)
-            callbacks.append(
-                keras.callbacks.LearningRateScheduler(lambda e: cosine_lr(progress(e), tc.learning_rate))
-            )
-        if tc.time_budget_minutes:
-            callbacks.append(time_budget_callback(tc.time_budget_minutes))
-        if log_to_mlflow:
-            callbacks.append(mlflow_epoch_logger())
+        callbacks = fit_callbacks(tc, best, monitor, log_to_mlflow=log_to_mlflow)
         history = model.fit(
             train_ds,
             validation_data=valid_ds,
@@ -516,3 +352,34 @@ def train(
         dvc_dataset=dataset_path is None,
         extra_tags=extra_tags,
     )
+
+
+@click.command("train")
+@config_options
+@click.option(
+    "--dataset",
+    default=None,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Data dir or contract folder (default: the DVC dataset, paths.data_dir).",
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write curves, metrics and report here.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: run_id, model_uri, metrics.")
+def train_cmd(
+    profile: str | None, params: str | None, dataset: Path | None, out: Path | None, as_json: bool
+) -> None:
+    """Train the U-Net, tune it on valid, score test at full resolution, log it all to MLflow."""
+    from garmentseg.evaluation import finite
+
+    # Keras prints its epoch lines on stdout; keep stdout for the result (a URI or one JSON object)
+    with contextlib.redirect_stdout(sys.stderr):
+        result = train(load_config(profile, params), dataset, out_dir=out)
+    if as_json:
+        payload = {"run_id": result.run_id, "model_uri": result.model_uri, "metrics": result.metrics}
+        click.echo(json.dumps(finite(payload), indent=2, sort_keys=True))
+    else:
+        click.echo(result.model_uri)

@@ -2,6 +2,7 @@ import subprocess
 import sys
 import time
 
+import click
 from click.testing import CliRunner
 
 from garmentseg.cli import SUBCOMMANDS, main
@@ -27,3 +28,11 @@ def test_import_is_light_and_fast() -> None:
     assert heavy == "", f"importing garmentseg pulled in {heavy}"
     # CPU time, not wall time: a busy machine must not fail this, an import that does real work must.
     assert float(seconds) < 1.0, f"import took {seconds}s of CPU (wall {time.perf_counter() - started:.2f}s)"
+
+
+def test_every_table_entry_resolves_to_the_command_of_that_name() -> None:
+    with click.Context(main) as ctx:
+        for name in SUBCOMMANDS:
+            command = main.get_command(ctx, name)
+            assert isinstance(command, click.Command) and command.name == name, name
+        assert main.get_command(ctx, "nope") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from unittest.mock import Mock
 
 import numpy as np
 import pandas as pd
@@ -79,11 +80,8 @@ def test_gates_stop_at_the_first_failure(tmp_path, monkeypatch):
     touch(tmp_path, "raw/zero.png", b"")
     touch(tmp_path, "raw/big.png", b"\0" * 2048)
     touch(tmp_path, "raw/bomb.png", bomb_png(100_000, 100_000))
-
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("decoded a file the gates should have refused")
-
-    monkeypatch.setattr(md, "_decode_native", no_decoding)
+    decode = Mock(side_effect=AssertionError("decoded a file the gates should have refused"))
+    monkeypatch.setattr(md, "_decode_native", decode)
     small = md.Limits(max_file_bytes=1024, max_pixels=40_000_000, contrast_band_px=8, cutout_rgb_max_diff=8)
     zero, _ = md._load(tmp_path, "raw/zero.png", "raw", small)
     big, _ = md._load(tmp_path, "raw/big.png", "raw", small)
@@ -91,6 +89,7 @@ def test_gates_stop_at_the_first_failure(tmp_path, monkeypatch):
     assert zero["file_size_error"] == "zero-byte file" and "format" not in zero
     assert "exceeds the limit of 1,024 bytes" in big["file_size_error"] and "format" not in big
     assert bomb["pixels"] == 10**10 and bomb["header_size"] == "100000x100000" and image is None
+    decode.assert_not_called()
 
 
 def test_cutout_stats_and_pair_measures(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from unittest.mock import Mock
 
 import numpy as np
 import pytest
@@ -43,13 +44,11 @@ def test_prepare_writes_uint8_tensors_per_split_and_train_stats(studio, tmp_path
 def test_cache_is_reused_without_decoding_and_rebuilt_when_the_index_changes(studio, tmp_path, monkeypatch):
     frame, root = studio
     first = _prepare(frame, root, tmp_path / "cache")
-
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("the cache should have been used")
-
-    monkeypatch.setattr(prep, "read_image", no_decoding)
+    decode = Mock(side_effect=AssertionError("the cache should have been used"))
+    monkeypatch.setattr(prep, "read_image", decode)
     again = _prepare(frame, root, tmp_path / "cache")
     assert np.array_equal(again.splits["train"].x, first.splits["train"].x)
+    decode.assert_not_called()
     moved = frame.copy()
     moved.loc[0, "split"] = "test"
     with pytest.raises(AssertionError, match="cache should have been used"):
@@ -64,7 +63,7 @@ def test_index_hash_ignores_row_order_but_not_content(studio):
     assert prep.index_hash(changed) != prep.index_hash(frame)
 
 
-def test_truth_comes_from_alpha_and_a_cutout_of_another_size_is_refused(studio, tmp_path):
+def test_truth_comes_from_alpha_and_a_cutout_of_another_size_is_refused(studio):
     frame, root = studio
     rgba = np.zeros((4, 4, 4), np.uint8)
     rgba[1:3, 1:3, 3] = 255
@@ -93,3 +92,31 @@ def test_preprocess_normalises_with_the_given_stats():
     assert x[0, 0] == pytest.approx([0.0, 0.2, 2.0], abs=1e-5)
     with pytest.raises(ValueError, match="RGB image"):
         preprocess(image[..., 0], 12, 8, (0, 0, 0), (1, 1, 1))
+
+
+def test_prepare_command_caches_a_contract_folder_at_the_profiles_input_size(studio, tmp_path, project_root):
+    from click.testing import CliRunner
+
+    from garmentseg.cli import main
+
+    _, root = studio
+    env = {
+        "GARMENTSEG__PATHS__STATE_DIR": str(tmp_path / "var"),
+        "GARMENTSEG__MODEL__INPUT_HEIGHT": "32",
+        "GARMENTSEG__MODEL__INPUT_WIDTH": "16",
+    }
+    args = [
+        "prepare",
+        "--profile",
+        "demo",
+        "--params",
+        str(project_root / "params.yaml"),
+        "--dataset",
+        str(root),
+    ]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "var" / "prepared" / "32x16" / prep.STATS_FILE).read_text())
+    assert (stats["input_height"], stats["input_width"]) == (32, 16) and sum(stats["counts"].values()) > 0
+    missing = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "nowhere")], env=env)
+    assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from garmentseg import registry
+from garmentseg import evaluation, registry
 from garmentseg.config import Config, load_config
 from garmentseg.imageio import write_png
+from garmentseg.inference import load_cutout_model
 from tests.integration.pg import postgres_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,6 +231,11 @@ def test_register_and_gate_are_idempotent(cfg: Config, dataset) -> None:
     decision = registry.gate(first.version, cfg, frame, root, "blobs-v1")
     repeat = registry.gate(first.version, cfg, frame, root, "blobs-v1")
     assert repeat.to_json() == decision.to_json()
+    # the gate's view slices are evaluation's, not a computation of its own
+    model = load_cutout_model(f"models:/{cfg.registry.model_name}/{first.version}", cfg.tracking_uri)
+    views = evaluation.evaluate(model, frame, root, cfg, split="test").summary["slices"]["view"]
+    assert decision.candidate_slices == {view: stats["dice_median"] for view, stats in views.items()}
+    assert set(decision.candidate_slices) == {"Front", "FrontRight", "Back"} and decision.n_test == len(frame)
     assert first.tags["run_id"] == run_id and first.tags["data_version"] == "blobs-v1"
     assert "challenger" in registry.show(cfg)["challenger"]["aliases"]
 

@@ -1,5 +1,5 @@
 """Training end to end on real engines: a tiny drawn studio, a real SQLite MLflow, the logged model loaded
-back through serving, evaluation and the CLI."""
+back through inference, evaluation and the CLI."""
 
 from __future__ import annotations
 
