@@ -80,8 +80,8 @@ def evaluate(
 ) -> None:
     """Score a logged model at full resolution on a split, with slices, flags and a gallery."""
     from garmentseg import evaluation
+    from garmentseg.data.index import load_dataset
     from garmentseg.inference import load_cutout_model
-    from garmentseg.prepare import load_dataset
 
     cfg = load_config(profile, params)
     model = load_cutout_model(model_uri, cfg.tracking_uri)
