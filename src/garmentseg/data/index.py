@@ -5,6 +5,9 @@ garment lands in the same split, the same garment gets the same split on every m
 cannot move a garment. Because the rule ignores the view, every split holds the views in the proportions
 the batches deliver them (stratified by view). `build_index(previous=...)` also keeps the split a garment
 already has, so a garment stays put even if the split parameters are later changed.
+
+`load_dataset(cfg, path=None)` is how every step (prepare, train, evaluate, gate, the DAGs) reads a
+dataset: the configured data dir by default, or any data dir, index file or contract folder given.
 """
 
 from __future__ import annotations
