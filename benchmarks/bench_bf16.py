@@ -45,6 +45,7 @@ def main() -> None:
     from garmentseg import evaluation
     from garmentseg import prepare as prep
     from garmentseg.config import load_config
+    from garmentseg.data.index import load_dataset
     from garmentseg.inference import in_precision, load_cutout_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -58,7 +59,7 @@ def main() -> None:
     cfg = load_config(args.profile)
     fp32 = load_cutout_model(args.model_uri, cfg.tracking_uri)
     half = in_precision(fp32, "bfloat16")
-    frame, root = prep.load_dataset(cfg, args.dataset)
+    frame, root = load_dataset(cfg, args.dataset)
     rows = frame if args.split == "all" else frame[frame["split"] == args.split]
     shot, _ = prep.read_pair(root, rows.iloc[0], cfg.serving.max_pixels)
 

@@ -25,6 +25,7 @@ def main() -> None:
     from garmentseg import evaluation
     from garmentseg import prepare as prep
     from garmentseg.config import load_config
+    from garmentseg.data.index import load_dataset
     from garmentseg.inference import CutoutModel, load_cutout_model
     from garmentseg.model.unet import build_unet
 
@@ -42,7 +43,7 @@ def main() -> None:
     else:
         m = cfg.model
         model = CutoutModel(build_unet(m), (0.5,) * 3, (0.25,) * 3, 0.5, m.input_height, m.input_width)
-    frame, root = prep.load_dataset(cfg, args.dataset)
+    frame, root = load_dataset(cfg, args.dataset)
     rows = frame if args.split == "all" else frame[frame["split"] == args.split]
     model.predict_proba([prep.read_pair(root, rows.iloc[0], cfg.validation.max_pixels)[0]])  # warm up
 

@@ -25,9 +25,10 @@ def _arrays(cfg, dataset: Path | None, images: int):
     import numpy as np
 
     from garmentseg import prepare as prep
+    from garmentseg.data.index import load_dataset
 
     if dataset is not None:
-        frame, root = prep.load_dataset(cfg, dataset)
+        frame, root = load_dataset(cfg, dataset)
         prepared = prep.prepare_for(cfg, frame, root)
         return prepared.splits["train"], prepared.mean, prepared.std
     rng = np.random.default_rng(0)

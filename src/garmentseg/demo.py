@@ -183,10 +183,10 @@ def serve_and_cut_out(cfg: Config, out_png: Path) -> tuple[float, str]:
     """Start the Bento service with the champion, cut out one held-out test shot, stop the service."""
     import httpx
 
-    from garmentseg import prepare
+    from garmentseg.data.index import load_dataset
     from garmentseg.service_runtime import running_service
 
-    frame, root = prepare.load_dataset(cfg)
+    frame, root = load_dataset(cfg)
     shot = root / frame[frame["split"] == "test"].sort_values(["garment_id", "view"]).iloc[0]["raw_path"]
     with running_service(cfg, cfg.serving.model_uri) as url, httpx.Client(timeout=60) as client:
         client.post(f"{url}/cutout", files={"image": (shot.name, shot.read_bytes(), "image/png")})  # warm up

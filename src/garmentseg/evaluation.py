@@ -23,9 +23,10 @@ import pandas as pd
 
 from garmentseg.cliopts import config_options
 from garmentseg.config import load_config
+from garmentseg.data.index import load_dataset
 from garmentseg.inference import CutoutModel, load_cutout_model, manual_cutout_score, to_mask
 from garmentseg.model import metrics as M
-from garmentseg.prepare import load_dataset, read_pair
+from garmentseg.prepare import read_pair
 
 if TYPE_CHECKING:
     from garmentseg.config import Config

@@ -14,7 +14,6 @@ stage) at the bottom.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ import pandas as pd
 
 from garmentseg.cliopts import config_options
 from garmentseg.config import load_config
+from garmentseg.data.index import index_hash, load_dataset
 from garmentseg.imageio import read_image
 from garmentseg.inference import resize_down
 
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 STATS_FILE = "stats.json"
 ALPHA_CUT = 127  # alpha > 127 is garment; the seed's retouchers deliver alpha as 0 or 255 almost everywhere
-HASH_COLUMNS = ("garment_id", "view", "raw_path", "cutout_path", "raw_sha256", "cutout_sha256", "split")
 
 
 @dataclass(frozen=True)
@@ -62,13 +61,6 @@ class Prepared:
     input_height: int
     input_width: int
     cache_dir: Path
-
-
-def index_hash(frame: pd.DataFrame) -> str:
-    """sha256 of the index content that decides the tensors (order-independent)."""
-    cols = [c for c in HASH_COLUMNS if c in frame.columns]
-    table = frame[cols].astype(str).sort_values(cols).to_csv(index=False)
-    return hashlib.sha256(table.encode()).hexdigest()
 
 
 def cache_dir_for(cfg: Config) -> Path:
@@ -198,14 +190,6 @@ def prepare_for(cfg: Config, frame: pd.DataFrame, root: Path, force: bool = Fals
         workers=cfg.validation.workers,
         force=force,
     )
-
-
-def load_dataset(cfg: Config, dataset_path: Path | None = None) -> tuple[pd.DataFrame, Path]:
-    """The index and its root: the DVC dataset by default, or any contract folder / data dir given."""
-    from garmentseg.data.index import load_dataset as load_index
-
-    path = Path(dataset_path) if dataset_path else cfg.path(cfg.paths.data_dir)
-    return load_index(path, cfg)
 
 
 @click.command("prepare")

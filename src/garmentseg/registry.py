@@ -428,7 +428,7 @@ def _current_test_split(cfg: Config, dataset: str | None) -> tuple[pd.DataFrame,
     from garmentseg.data.index import load_dataset
     from garmentseg.data.versioning import data_version
 
-    frame, root = load_dataset(Path(dataset) if dataset else cfg.path(cfg.paths.data_dir), cfg)
+    frame, root = load_dataset(cfg, dataset)
     return frame, root, data_version(cfg) if dataset is None else f"folder:{Path(dataset).resolve()}"
 
 

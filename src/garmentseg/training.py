@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,8 @@ from garmentseg import prepare as prep
 from garmentseg.callbacks import fit_callbacks
 from garmentseg.cliopts import config_options
 from garmentseg.config import load_config
+from garmentseg.data import versioning
+from garmentseg.data.index import load_dataset
 from garmentseg.inference import CutoutModel, log_cutout_model
 from garmentseg.input_pipeline import make_dataset
 
@@ -130,34 +131,6 @@ def fit(cfg: Config, prepared: Prepared, *, log_to_mlflow: bool = True) -> tuple
     return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
-def git_commit(root: Path) -> str:
-    """HEAD of the project (with `-dirty` when the tree has changes), or "unknown" outside git."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        return f"{sha}-dirty" if dirty else sha
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def data_version(cfg: Config, frame: pd.DataFrame, *, dvc_dataset: bool = True) -> str:
-    """The DVC dataset's version when training on it, else (or when unavailable) the index content hash."""
-    fallback = f"index:{prep.index_hash(frame)[:16]}"
-    if not dvc_dataset:
-        return fallback
-    try:
-        from garmentseg.data.versioning import data_version as dvc_version
-
-        return str(dvc_version(cfg))
-    except Exception as exc:  # lineage must not fail a finished training run
-        log.warning("DVC data version unavailable (%s); using the index hash", exc)
-        return fallback
-
-
 def ensure_experiment(cfg: Config) -> str:
     """Point MLflow at cfg.tracking_uri and return the experiment id, creating the experiment (with the
     embedded artifact root when tracking is local) if it is missing."""
@@ -233,10 +206,10 @@ def train_on_frame(
     experiment_id = ensure_experiment(cfg)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params(cfg.flat())
-        version = data_version(cfg, frame, dvc_dataset=dvc_dataset)
+        version = versioning.data_version(cfg, None if dvc_dataset else frame)
         mlflow.set_tags(
             {
-                "git_commit": git_commit(cfg.root),
+                "git_commit": versioning.git_commit(cfg.root),
                 "data_version": version,
                 "index_hash": prepared.index_hash,
                 "profile": cfg.profile,
@@ -341,7 +314,7 @@ def train(
     extra_tags: dict[str, str] | None = None,
 ) -> TrainResult:
     """Train on the DVC dataset (cfg.paths.data_dir) or on any contract folder / data dir given."""
-    frame, root = prep.load_dataset(cfg, dataset_path)
+    frame, root = load_dataset(cfg, dataset_path)
     source = str(Path(dataset_path).resolve()) if dataset_path else str(cfg.path(cfg.paths.data_dir))
     return train_on_frame(
         cfg,

@@ -142,10 +142,26 @@ def test_write_read_and_load_dataset(tiny_batches: dict[str, Path], cfg: Config,
     data = _data_dir(tmp_path, tiny_batches, ["b1"])
     df = build_index(data, cfg)
     write_index(df, data / "index.parquet")
-    back, root = load_dataset(data, cfg)
+    back, root = load_dataset(cfg, data)
     pd.testing.assert_frame_equal(back, df)
     assert root == data
     assert read_index(data / "index.parquet").equals(df)
-    folder, root = load_dataset(tiny_batches["b2"], cfg)
+    from_file, root = load_dataset(cfg, data / "index.parquet")
+    pd.testing.assert_frame_equal(from_file, df)
+    assert root == data
+    folder, root = load_dataset(cfg, tiny_batches["b2"])
     assert root == tiny_batches["b2"] and len(folder) == 12
     assert (folder["raw_path"].map(lambda p: (root / p).is_file())).all()
+
+
+def test_load_dataset_defaults_to_the_configured_data_dir(
+    tiny_batches: dict[str, Path], cfg: Config, tmp_path: Path
+) -> None:
+    data = _data_dir(tmp_path, tiny_batches, ["b1"])
+    configured = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"data_dir": data})})
+    built, root = load_dataset(configured)  # no index yet: built from synth/ and batches/
+    assert root == data
+    pd.testing.assert_frame_equal(built, build_index(data, cfg))
+    write_index(built.assign(split="test"), data / "index.parquet")
+    indexed, _ = load_dataset(configured)  # the index file wins once there is one
+    assert set(indexed["split"]) == {"test"}

@@ -48,7 +48,9 @@ def seeded_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     for stage in pipeline["stages"].values():
         for dep in stage.get("deps", []):
-            if dep.startswith("src/"):
+            if dep.startswith("src/") and (ROOT / dep).is_dir():
+                shutil.copytree(ROOT / dep, root / dep, ignore=shutil.ignore_patterns("__pycache__"))
+            elif dep.startswith("src/"):
                 (root / dep).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(ROOT / dep, root / dep)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)

@@ -15,7 +15,7 @@ from garmentseg.cliopts import config_options
 from garmentseg.config import Config, ConfigError, load_config
 
 
-def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _with_config(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--profile/--params on every command; the loaded Config arrives as `cfg`; errors exit 1 with a line."""
 
     @config_options
@@ -43,7 +43,7 @@ def data() -> None:
 @click.option("--workers", type=int, default=None, help="processes (default: all cores)")
 @click.option("--width", type=int, default=None, help="default: the studio source's width")
 @click.option("--height", type=int, default=None, help="default: the studio source's height")
-@_options
+@_with_config
 def synth(
     cfg: Config,
     out_dir: Path,
@@ -78,25 +78,22 @@ def synth(
     help="default: paths.data_dir",
 )
 @click.option("--fresh", is_flag=True, help="re-split every garment by the rule, ignoring the current index")
-@_options
+@_with_config
 def index(cfg: Config, data_dir: Path | None, fresh: bool) -> None:
     """(Re)build DATA_DIR/index.parquet over synth/* and batches/*."""
-    from garmentseg.data.index import INDEX_FILE, build_index, read_index, write_index
+    from garmentseg.data.index import INDEX_FILE, reindex
 
     root = data_dir or cfg.path(cfg.paths.data_dir)
-    path = root / INDEX_FILE
-    previous = read_index(path) if path.is_file() and not fresh else None
-    df = build_index(root, cfg, previous)
-    write_index(df, path)
+    df = reindex(root, cfg, fresh=fresh)
     counts = df.drop_duplicates("garment_id")["split"].value_counts().to_dict()
-    click.echo(f"{len(df)} pairs, {df['garment_id'].nunique()} garments {counts} -> {path}")
+    click.echo(f"{len(df)} pairs, {df['garment_id'].nunique()} garments {counts} -> {root / INDEX_FILE}")
 
 
 @data.command()
 @click.argument("batch_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--batch-id", default=None, help="default: the folder's name")
 @click.option("--push", is_flag=True, help="dvc push afterwards")
-@_options
+@_with_config
 def add(cfg: Config, batch_dir: Path, batch_id: str | None, push: bool) -> None:
     """Copy BATCH_DIR into the dataset, re-index and record it with DVC (all or nothing)."""
     from garmentseg.data.dataset import add_batch
@@ -109,7 +106,7 @@ def add(cfg: Config, batch_dir: Path, batch_id: str | None, push: bool) -> None:
 
 
 @data.command()
-@_options
+@_with_config
 def version(cfg: Config) -> None:
     """Show the data version, the git commit and DVC's hashes of the tracked data (JSON)."""
     from garmentseg.data.versioning import version_info
@@ -119,7 +116,7 @@ def version(cfg: Config) -> None:
 
 @data.command()
 @click.option("--remote", default=None, help="default: the DVC default remote")
-@_options
+@_with_config
 def push(cfg: Config, remote: str | None) -> None:
     """dvc push the tracked data."""
     from garmentseg.data.versioning import push as dvc_push
@@ -130,7 +127,7 @@ def push(cfg: Config, remote: str | None) -> None:
 
 @data.command()
 @click.option("--remote", default=None, help="default: the DVC default remote")
-@_options
+@_with_config
 def pull(cfg: Config, remote: str | None) -> None:
     """dvc pull the tracked data."""
     from garmentseg.data.versioning import pull as dvc_pull
@@ -140,7 +137,7 @@ def pull(cfg: Config, remote: str | None) -> None:
 
 
 @data.command(name="init-dvc")
-@_options
+@_with_config
 def init_dvc(cfg: Config) -> None:
     """dvc init (if needed) and set the default remote `local` to paths.dvc_remote."""
     from garmentseg.data.versioning import init
@@ -153,7 +150,7 @@ def init_dvc(cfg: Config) -> None:
 @click.argument("batch_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_png", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("-n", "count", type=int, default=12, show_default=True, help="shots on the sheet")
-@_options
+@_with_config
 def contact_sheet(cfg: Config, batch_dir: Path, out_png: Path, count: int) -> None:
     """Write a PNG of COUNT shots beside their cutouts."""
     from garmentseg.data.preview import contact_sheet as make_sheet

@@ -23,12 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from garmentseg.config import Config
 from garmentseg.data import versioning
 from garmentseg.data.contract import CUTOUT_DIR, GARMENTS_CSV, RAW_DIR, batch_id_of, discover_pairs
-from garmentseg.data.index import BATCHES_DIR, INDEX_FILE, build_index, read_index, write_index
+from garmentseg.data.index import BATCHES_DIR, INDEX_FILE, read_index, reindex
 
 log = logging.getLogger(__name__)
 
@@ -100,28 +98,6 @@ class _Snapshot:
                 path.write_bytes(data)
 
 
-def index_stage(cfg: Config) -> str | None:
-    """The dvc.yaml stage whose output is the index, if the pipeline defines one."""
-    pipeline = cfg.root / "dvc.yaml"
-    if not pipeline.is_file():
-        return None
-    target = (cfg.path(cfg.paths.data_dir) / INDEX_FILE).relative_to(cfg.root).as_posix()
-    for name, stage in ((yaml.safe_load(pipeline.read_text()) or {}).get("stages") or {}).items():
-        outs = [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
-        if target in outs:
-            return name
-    return None
-
-
-def record_index(cfg: Config) -> None:
-    """Record the current index (and its deps) with DVC: the pipeline's stage, else its own .dvc file."""
-    stage = index_stage(cfg)
-    if stage:
-        versioning.commit([stage], cfg.root)
-    else:
-        versioning.add([cfg.path(cfg.paths.data_dir) / INDEX_FILE], cfg.root)
-
-
 def add_batch(
     batch_dir: Path, cfg: Config, *, batch_id: str | None = None, push: bool = False
 ) -> AddBatchResult:
@@ -170,10 +146,9 @@ def add_batch(
                     raise DatasetError(f"{source}: copy differs from the source for {bad[:5]}")
                 staging.rename(dest)
                 created = True
-            previous = read_index(index_path) if index_path.is_file() else None
-            write_index(build_index(data, cfg, previous), index_path)
+            reindex(data, cfg)
             versioning.add([dest.relative_to(cfg.root)], cfg.root)
-            record_index(cfg)
+            versioning.record_index(cfg)
             if push:
                 versioning.push(cfg.root)
         except BaseException:

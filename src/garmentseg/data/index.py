@@ -5,6 +5,9 @@ garment lands in the same split, the same garment gets the same split on every m
 cannot move a garment. Because the rule ignores the view, every split holds the views in the proportions
 the batches deliver them (stratified by view). `build_index(previous=...)` also keeps the split a garment
 already has, so a garment stays put even if the split parameters are later changed.
+
+`load_dataset(cfg, path=None)` is how every step (prepare, train, evaluate, gate, the DAGs) reads a
+dataset: the configured data dir by default, or any data dir, index file or contract folder given.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ INDEX_COLUMNS = [
 ]
 INDEX_FILE = "index.parquet"
 SPLITS = ("train", "valid", "test")
+# The columns that decide the prepared tensors (index_hash): the pairs, their bytes and their split.
+HASH_COLUMNS = ("garment_id", "view", "raw_path", "cutout_path", "raw_sha256", "cutout_sha256", "split")
 SYNTH_DIR = "synth"
 BATCHES_DIR = "batches"
 
@@ -172,6 +177,13 @@ def check_index(df: pd.DataFrame) -> list[str]:
     return problems
 
 
+def index_hash(frame: pd.DataFrame) -> str:
+    """sha256 of the index content that decides the tensors (order-independent)."""
+    cols = [c for c in HASH_COLUMNS if c in frame.columns]
+    table = frame[cols].astype(str).sort_values(cols).to_csv(index=False)
+    return hashlib.sha256(table.encode()).hexdigest()
+
+
 def write_index(df: pd.DataFrame, path: Path) -> Path:
     """Write the index atomically (temp file + rename), so a reader never sees half a file."""
     path = Path(path)
@@ -182,6 +194,15 @@ def write_index(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def reindex(data_dir: Path, cfg: Config, *, fresh: bool = False) -> pd.DataFrame:
+    """Rebuild data_dir/index.parquet; garments already in it keep their split unless `fresh`."""
+    path = Path(data_dir) / INDEX_FILE
+    previous = read_index(path) if path.is_file() and not fresh else None
+    df = build_index(data_dir, cfg, previous)
+    write_index(df, path)
+    return df
+
+
 def read_index(path: Path) -> pd.DataFrame:
     df = pd.read_parquet(Path(path), engine="pyarrow")
     missing = [c for c in INDEX_COLUMNS if c not in df.columns]
@@ -190,9 +211,10 @@ def read_index(path: Path) -> pd.DataFrame:
     return df[INDEX_COLUMNS]
 
 
-def load_dataset(path: Path, cfg: Config) -> tuple[pd.DataFrame, Path]:
-    """(index, root its paths are relative to) for a data dir, an index file, or any contract folder."""
-    path = Path(path)
+def load_dataset(cfg: Config, path: Path | None = None) -> tuple[pd.DataFrame, Path]:
+    """(index, root its paths are relative to) for the configured data dir (path None), a data dir, an
+    index file, or any contract folder."""
+    path = Path(path) if path else cfg.path(cfg.paths.data_dir)
     if path.is_file():
         return read_index(path), path.parent
     if (path / INDEX_FILE).is_file():

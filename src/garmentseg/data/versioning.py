@@ -1,10 +1,13 @@
-"""Thin helpers over DVC: the `dvc` CLI of this interpreter, run in the project root.
+"""The data's version and DVC: the `dvc` CLI of this interpreter run in the project root, the data
+version, the git commit, and recording the index with DVC.
 
 The data version is `data_version(cfg)`: the first 12 hex digits of a SHA-256 over the index's content
 (every row's garment, view, paths, file hashes, split and batch, in a fixed order). It names what a model
 was trained on: it changes when any file, split or batch changes, and does not depend on the parquet
-writer's version or on DVC's cache state. `version_info` adds the git commit and the DVC hashes of the
-tracked data (dvc.lock outs and each batch's .dvc file) for people who want to `dvc checkout` it.
+writer's version or on DVC's cache state. A run on a folder outside the dataset is versioned by that
+folder's own index content instead (`data_version(cfg, frame)`). `version_info` adds the git commit and the
+DVC hashes of the tracked data (dvc.lock outs and each batch's .dvc file) for people who want to
+`dvc checkout` it.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from garmentseg.config import Config
-from garmentseg.data.index import INDEX_FILE, read_index
+from garmentseg.data.index import INDEX_FILE, index_hash, read_index
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,28 @@ def status(root: Path, cloud: bool = False) -> dict[str, Any]:
     return json.loads(text) if text else {}
 
 
+def index_stage(cfg: Config) -> str | None:
+    """The dvc.yaml stage whose output is the index, if the pipeline defines one."""
+    pipeline = cfg.root / "dvc.yaml"
+    if not pipeline.is_file():
+        return None
+    target = (cfg.path(cfg.paths.data_dir) / INDEX_FILE).relative_to(cfg.root).as_posix()
+    for name, stage in ((yaml.safe_load(pipeline.read_text()) or {}).get("stages") or {}).items():
+        outs = [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
+        if target in outs:
+            return name
+    return None
+
+
+def record_index(cfg: Config) -> None:
+    """Record the current index (and its deps) with DVC: the pipeline's stage, else its own .dvc file."""
+    stage = index_stage(cfg)
+    if stage:
+        commit([stage], cfg.root)
+    else:
+        add([cfg.path(cfg.paths.data_dir) / INDEX_FILE], cfg.root)
+
+
 def index_version(path: Path) -> str:
     """Short content hash of an index file (see the module docstring)."""
     df = read_index(path)[_VERSION_COLUMNS].sort_values(["garment_id", "view", "batch_id"])
@@ -94,20 +122,27 @@ def index_version(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def data_version(cfg: Config) -> str:
-    """The dataset's version: a short hash of the index content, or "empty" before there is an index."""
+def data_version(cfg: Config, frame: pd.DataFrame | None = None) -> str:
+    """The version of what a run trains or is gated on. The configured (DVC) dataset: its index_version, or
+    "empty" before there is an index. Any other index (a folder given instead, loaded as `frame`):
+    "index:" and the first 16 hex digits of its index_hash."""
+    if frame is not None:
+        return f"index:{index_hash(frame)[:16]}"
     path = cfg.path(cfg.paths.data_dir) / INDEX_FILE
     return index_version(path) if path.is_file() else "empty"
 
 
-def _git_commit(root: Path) -> str | None:
-    proc = subprocess.run(
-        ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        return None
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
-    return proc.stdout.strip() + ("-dirty" if dirty.strip() else "")
+def git_commit(root: Path, *, short: bool = False) -> str:
+    """HEAD of the project (12 hex digits when short), with `-dirty` when tracked files have changes;
+    "unknown" outside git."""
+    rev = ["git", "rev-parse", *(["--short=12"] if short else []), "HEAD"]
+    status = ["git", "status", "--porcelain", "--untracked-files=no"]
+    try:
+        sha = subprocess.run(rev, cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(status, cwd=root, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
 
 
 def tracked_hashes(cfg: Config) -> dict[str, str]:
@@ -131,6 +166,6 @@ def version_info(cfg: Config) -> dict[str, Any]:
     """Everything that identifies the current data: version, git commit, DVC hashes."""
     return {
         "data_version": data_version(cfg),
-        "git_commit": _git_commit(cfg.root),
+        "git_commit": git_commit(cfg.root, short=True),
         "dvc": tracked_hashes(cfg),
     }

@@ -155,8 +155,9 @@ def validate_training_set(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
 def prepare_tensors(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
     """Resize once and cache the tensors for the model's input size (later steps never decode PNGs)."""
     from garmentseg import prepare
+    from garmentseg.data.index import load_dataset
 
-    frame, root = prepare.load_dataset(cfg)
+    frame, root = load_dataset(cfg)
     prepared = prepare.prepare_for(cfg, frame, root)
     return {"index_hash": prepared.index_hash, "input": f"{prepared.input_height}x{prepared.input_width}"}
 
@@ -213,16 +214,17 @@ def register_candidate(cfg: Config, trained: dict[str, Any]) -> dict[str, Any]:
 
 
 def gate_candidate(cfg: Config, candidate: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    from garmentseg import prepare, registry
+    from garmentseg import registry
+    from garmentseg.data.index import load_dataset
 
-    frame, root = prepare.load_dataset(cfg)
+    frame, root = load_dataset(cfg)
     return registry.gate(candidate["version"], cfg, frame, root, data["data_version"]).to_json()
 
 
 def _held_out_shots(cfg: Config, count: int) -> list[Path]:
-    from garmentseg import prepare
+    from garmentseg.data.index import load_dataset
 
-    frame, root = prepare.load_dataset(cfg)
+    frame, root = load_dataset(cfg)
     test = frame[frame["split"] == "test"].sort_values(["garment_id", "view"]).head(count)
     return [root / p for p in test["raw_path"]]
 
