@@ -17,6 +17,7 @@ is measured on a trained model, where Dice can move: benchmarks/bench_bf16.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -208,7 +209,8 @@ def main() -> None:
         "load_average_start": os.getloadavg(),
     }
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
-        cfg = setup_registry(Path(tmp))
+        with contextlib.redirect_stdout(sys.stderr):  # Keras progress bars while models are logged
+            cfg = setup_registry(Path(tmp))
         report["model"] = cfg.model.model_dump()
         uri = f"models:/{cfg.registry.model_name}@champion"
         env = {"GARMENTSEG__SERVING__RELOAD_INTERVAL_S": "2"}

@@ -1,11 +1,14 @@
 """How an upload reaches a handler: BentoML parses the form once, the form rules are checked on what it
 parsed, and the image part stays in memory as bytes.
 
-BentoML 1.4 needs two adjustments, applied by `parse_forms_once` when the service starts:
+BentoML 1.4 needs three adjustments, applied by `parse_forms_once` when the service starts:
 - its multipart parser (`MultipartSerde.parse_request`) answers a malformed body with a 500 (Starlette's
   400 is caught as an unexpected error) and downloads the URL given as text in a file field (which this
   service does not offer: uploads only). The wrapper checks the parsed form before BentoML reads it and
   records each refusal for the guard (bentoml/BentoML#5436 is the open upstream work on download errors).
+- BentoML logs every exception raised while it parses a request as an ERROR with its traceback; a
+  refusal is the client's mistake, answered with a 4xx and counted in garmentseg_rejected_requests, so
+  those records are dropped.
 - Starlette spools every uploaded file past 1 MB to disk: a studio PNG (~5 MB) would be written and read
   back through a thread hop. Uploads are capped at max_request_bytes by the guard, so they stay in memory
   up to that size (Kludex/starlette#3190 makes the size a `request.form()` argument; not released).
@@ -13,6 +16,7 @@ BentoML 1.4 needs two adjustments, applied by `parse_forms_once` when the servic
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -87,12 +91,17 @@ def check_form(form: FormData, *, allowed: dict[str, bool], files: list[str]) ->
             )
 
 
+def _not_a_refusal(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], RequestError))
+
+
 def parse_forms_once(max_request_bytes: int) -> None:
     """Make BentoML's multipart parsing refuse bad forms with a 4xx and keep uploads in memory (see above)."""
     from _bentoml_impl.serde import MultipartSerde
     from starlette.exceptions import HTTPException
     from starlette.formparsers import MultiPartParser
 
+    logging.getLogger("bentoml._internal.server.http_app").addFilter(_not_a_refusal)
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, max_request_bytes)
     parse = getattr(MultipartSerde.parse_request, "__wrapped__", MultipartSerde.parse_request)
 
