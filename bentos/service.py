@@ -126,12 +126,7 @@ class GarmentCutout:
 
 GarmentCutout.add_asgi_middleware(
     guard.GuardMiddleware,
-    routes={
-        "/cutout": guard.FORM,
-        "/mask": guard.FORM,
-        "/analyze": guard.FORM,
-        batching.BATCH_ROUTE: guard.JSON,
-    },
+    routes={**dict.fromkeys(("/cutout", "/mask", "/analyze"), guard.FORM), batching.BATCH_ROUTE: guard.JSON},
     max_request_bytes=SERVING.max_request_bytes,
     auth_token_env=SERVING.auth_token_env,
     runtime=guard.service_attribute("runtime"),
