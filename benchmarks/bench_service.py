@@ -1,8 +1,8 @@
 """Benchmark the Bento service against the bare library pipeline, with a demo-profile-sized U-Net.
 
 One command, several figures (JSON on stdout and in --out):
-  1. latency of POST /cutout for a 1152x1728 shot vs the bare pipeline (decode -> model -> encode) in the
-     same run: p50/p95 and their ratio (target: endpoint p50 <= 1.10x bare);
+  1. latency of POST /cutout for a 1152x1728 shot vs the bare pipeline (the same library function,
+     decode -> model -> encode, called in this process) in the same run: p50/p95 and their ratio (target: endpoint p50 <= 1.10x bare);
   2. throughput and latency with 1, 4 and 16 concurrent clients, adaptive batching off and on
      (on only where it gives >= 1.2x throughput with p95 <= 2x);
   3. a load test of --seconds with concurrent clients and one champion switch in the middle: zero errors.
@@ -17,6 +17,7 @@ is measured on a trained model, where Dice can move: benchmarks/bench_bf16.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -31,7 +32,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from garmentseg import service_runtime as rt
+from garmentseg import deploy
+from garmentseg.client import cut_out
 from garmentseg.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,27 +101,29 @@ def percentiles(ms: list[float]) -> dict[str, float]:
 
 
 def latency(cfg: Config, url: str, png: bytes, n: int) -> dict[str, Any]:
-    """Bare pipeline (decode -> predict_proba -> to_mask -> to_cutout -> encode_png in this process) and
-    POST /cutout, alternated request by request so both see the same background load (shared cores)."""
+    """The bare pipeline (`garmentseg.service.responses.respond`, the function behind /cutout, called in this
+    process) and POST /cutout, alternated request by request so both see the same background load."""
     import httpx
 
-    from garmentseg.imageio import decode, encode_png
-    from garmentseg.inference import load_cutout_model, to_cutout, to_mask
+    from garmentseg.service.responses import cutout_png, respond
+    from garmentseg.service.runtime import ModelRuntime
 
-    model = load_cutout_model(f"models:/{cfg.registry.model_name}/1", tracking_uri=cfg.tracking_uri)
+    runtime = ModelRuntime(f"models:/{cfg.registry.model_name}/1", cfg.tracking_uri, reload_interval_s=0)
+    assert runtime.poll_once(), runtime.state()["error"]
     bare: list[float] = []
     endpoint: list[float] = []
     with httpx.Client(timeout=120) as client:
         for i in range(n + 3):
             start = time.perf_counter()
-            rgb = decode(png, max_pixels=cfg.serving.max_pixels)
-            out = encode_png(to_cutout(rgb, to_mask(model.predict_proba([rgb])[0], model.threshold)))
+            out = respond(runtime, runtime.model, png, cutout_png, cfg.serving)
             mid = time.perf_counter()
-            resp = client.post(f"{url}/cutout", files={"image": ("shot.png", png)})
-            resp.raise_for_status()
+            reply = cut_out(cfg, url, png, timeout_s=120, client=client)
+            end = time.perf_counter()
+            if reply.status != 200 or reply.content != out:
+                raise RuntimeError(f"/cutout differs from the bare pipeline: {reply.describe()}")
             if i >= 3:  # warm-up rounds
                 bare.append(1000 * (mid - start))
-                endpoint.append(1000 * (time.perf_counter() - mid))
+                endpoint.append(1000 * (end - mid))
     b, e = percentiles(bare), percentiles(endpoint)
     return {
         "bare_pipeline": {**b, "output_bytes": len(out)},
@@ -129,7 +133,9 @@ def latency(cfg: Config, url: str, png: bytes, n: int) -> dict[str, Any]:
     }
 
 
-def load(url: str, png: bytes, clients: int, seconds: float, during: Any = None) -> dict[str, Any]:
+def load(
+    cfg: Config, url: str, png: bytes, clients: int, seconds: float, during: Any = None
+) -> dict[str, Any]:
     """`clients` threads posting /cutout back to back for `seconds`; `during(stop_event)` runs beside them."""
     import httpx
 
@@ -144,8 +150,8 @@ def load(url: str, png: bytes, clients: int, seconds: float, during: Any = None)
             while not stop.is_set():
                 start = time.perf_counter()
                 try:
-                    resp = client.post(f"{url}/cutout", files={"image": ("shot.png", png)})
-                    key, version = str(resp.status_code), resp.headers.get(rt.HEADER_VERSION, "?")
+                    reply = cut_out(cfg, url, png, timeout_s=120, client=client)
+                    key, version = str(reply.status), reply.model_version or "?"
                 except httpx.HTTPError as exc:
                     key, version = type(exc).__name__, "-"
                 with lock:
@@ -203,18 +209,19 @@ def main() -> None:
         "load_average_start": os.getloadavg(),
     }
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
-        cfg = setup_registry(Path(tmp))
+        with contextlib.redirect_stdout(sys.stderr):  # Keras progress bars while models are logged
+            cfg = setup_registry(Path(tmp))
         report["model"] = cfg.model.model_dump()
         uri = f"models:/{cfg.registry.model_name}@champion"
         env = {"GARMENTSEG__SERVING__RELOAD_INTERVAL_S": "2"}
-        with rt.running_service(
+        with deploy.running_service(
             cfg, uri, env={**env, "GARMENTSEG__SERVING__ADAPTIVE_BATCHING": "false"}
         ) as url:
             if "latency" not in args.skip:
                 report["latency_ms"] = latency(cfg, url, png, args.n)
                 log_step("latency", report["latency_ms"])
             if "throughput" not in args.skip:
-                report["throughput_batching_off"] = [load(url, png, c, args.window) for c in (1, 4, 16)]
+                report["throughput_batching_off"] = [load(cfg, url, png, c, args.window) for c in (1, 4, 16)]
                 log_step("throughput off", report["throughput_batching_off"])
             if "loadtest" not in args.skip:
                 report["load_test"] = load(
@@ -222,10 +229,10 @@ def main() -> None:
                 )
                 log_step("load test", report["load_test"])
         if "throughput" not in args.skip:
-            with rt.running_service(
+            with deploy.running_service(
                 cfg, uri, env={**env, "GARMENTSEG__SERVING__ADAPTIVE_BATCHING": "true"}
             ) as url:
-                report["throughput_batching_on"] = [load(url, png, c, args.window) for c in (1, 4, 16)]
+                report["throughput_batching_on"] = [load(cfg, url, png, c, args.window) for c in (1, 4, 16)]
             log_step("throughput on", report["throughput_batching_on"])
             report["batching_verdict"] = verdict(
                 report["throughput_batching_off"], report["throughput_batching_on"]
@@ -247,7 +254,7 @@ def switcher(cfg: Config, url: str) -> Any:
         MlflowClient(cfg.tracking_uri, cfg.tracking_uri).set_registered_model_alias(
             cfg.registry.model_name, "champion", "2"
         )
-        rt.wait_for_version(url, "2", timeout_s=seconds, interval_s=0.25)
+        deploy.wait_for_version(url, "2", timeout_s=seconds, interval_s=0.25)
         took = time.perf_counter() - moved
         time.sleep(max(0.0, seconds / 2 - took))
         return {"to_version": "2", "serving_after_s": round(took, 1)}

@@ -20,7 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "MLflow registry: register, gate, promote, rollback, show.",
     ),
     "serve": (
-        "garmentseg.servecli:serve",
+        "garmentseg.deploy:serve",
         "Serve the champion over HTTP (BentoML), or build a pinned Bento.",
     ),
     "prepare": ("garmentseg.prepare:prepare_cmd", "Cache the model-input-size tensors of every split."),

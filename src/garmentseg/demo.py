@@ -183,21 +183,20 @@ def serve_and_cut_out(cfg: Config, out_png: Path) -> tuple[float, str]:
     """Start the Bento service with the champion, cut out one held-out test shot, stop the service."""
     import httpx
 
+    from garmentseg.client import cut_out
     from garmentseg.data.index import load_dataset
-    from garmentseg.service_runtime import running_service
+    from garmentseg.deploy import running_service
 
     frame, root = load_dataset(cfg)
     shot = root / frame[frame["split"] == "test"].sort_values(["garment_id", "view"]).iloc[0]["raw_path"]
     with running_service(cfg, cfg.serving.model_uri) as url, httpx.Client(timeout=60) as client:
-        client.post(f"{url}/cutout", files={"image": (shot.name, shot.read_bytes(), "image/png")})  # warm up
-        started = time.perf_counter()
-        response = client.post(f"{url}/cutout", files={"image": (shot.name, shot.read_bytes(), "image/png")})
-        latency_ms = (time.perf_counter() - started) * 1000
-    if response.status_code != 200:
-        raise DemoError(f"/cutout answered {response.status_code}: {response.text[:300]}")
+        cut_out(cfg, url, shot.read_bytes(), filename=shot.name, client=client)  # warm up
+        reply = cut_out(cfg, url, shot.read_bytes(), filename=shot.name, client=client)
+    if reply.status != 200:
+        raise DemoError(f"/cutout answered {reply.describe()}")
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    out_png.write_bytes(response.content)
-    return latency_ms, response.headers.get("x-model-version", "?")
+    out_png.write_bytes(reply.content)
+    return reply.latency_ms, reply.model_version or "?"
 
 
 def run_demo(cfg: Config, *, batch_garments: int = 6) -> DemoSummary:

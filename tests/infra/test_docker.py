@@ -37,7 +37,7 @@ def test_dockerfile_builds_from_the_lock_as_a_non_root_user() -> None:
 
 
 def test_dockerfile_bakes_in_no_secrets_and_names_the_bento_service() -> None:
-    from garmentseg.service_runtime import SERVICE_TARGET
+    from garmentseg.deploy import SERVICE_TARGET
 
     variables = {**dockerfile_vars("ARG"), **dockerfile_vars("ENV")}
     leaking = [name for name in variables if SECRET_KEY.search(name)]

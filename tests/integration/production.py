@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,8 @@ from typing import Any
 
 import pytest
 
+from garmentseg.deploy import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 REDIS_HOST = os.environ.get("GARMENTSEG_TEST_REDIS_HOST", HOST)
@@ -41,12 +42,6 @@ REDIS_PORT = int(os.environ.get("GARMENTSEG_TEST_REDIS_PORT", "6379"))
 REDIS_DBS = range(15, 7, -1)
 MARKER_ENV = "GARMENTSEG_PRODUCTION_STACK"
 TERMINAL_RUN_STATES = {"success", "failed"}
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _python_bin(name: str) -> str:

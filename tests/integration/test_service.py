@@ -22,9 +22,11 @@ import httpx
 import numpy as np
 import pytest
 
-from garmentseg import service_runtime as rt
+from garmentseg import deploy
 from garmentseg.config import Config, load_config
 from garmentseg.imageio import decode, read_header
+from garmentseg.service import HEADER_NAME, HEADER_VERSION, WARMUP_DELAY_ENV
+from garmentseg.service.responses import mask_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-3f9a"
@@ -65,7 +67,7 @@ def _bomb_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
 
 
-def _log_version(cfg: Config, seed: int, threshold: float) -> str:
+def _log_version(seed: int, threshold: float) -> str:
     """Log a tiny U-Net with log_cutout_model, register it; returns the version."""
     import keras
     import mlflow
@@ -111,7 +113,7 @@ def scfg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
     mlflow.set_registry_uri(uri)
     experiment = mlflow.create_experiment("service-test", artifact_location=str(tmp / "artifacts"))
     mlflow.set_experiment(experiment_id=experiment)
-    _set_champion(cfg, _log_version(cfg, seed=1, threshold=0.5))
+    _set_champion(cfg, _log_version(seed=1, threshold=0.5))
     yield cfg
     mlflow.set_tracking_uri(saved)
 
@@ -132,16 +134,16 @@ class Server:
 
 def _start(cfg: Config, tmp: Path, **env: str) -> tuple[Any, str, list[tuple[int, int]]]:
     """Start `bentoml serve`; record (/livez, /readyz) statuses until ready."""
-    port = rt.free_port()
+    port = deploy.free_port()
     settings = {
         "GARMENTSEG_API_TOKEN": TOKEN,
         "GARMENTSEG__SERVING__RELOAD_INTERVAL_S": "1",
-        rt.WARMUP_DELAY_ENV: "4",
+        WARMUP_DELAY_ENV: "4",
         **env,
     }
-    env = rt.service_env(cfg, f"models:/{MODEL_NAME}@champion", **settings)
+    env = deploy.service_env(cfg, f"models:/{MODEL_NAME}@champion", **settings)
     log = open(tmp / f"serve-{port}.log", "wb")  # noqa: SIM115 (lives as long as the server)
-    proc = rt.start_service(cfg, None, "127.0.0.1", port, env=env, stdout=log, stderr=log)
+    proc = deploy.start_service(cfg, None, "127.0.0.1", port, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     seen: list[tuple[int, int]] = []
     deadline = time.monotonic() + 180
@@ -156,7 +158,7 @@ def _start(cfg: Config, tmp: Path, **env: str) -> tuple[Any, str, list[tuple[int
         if ready == 200:
             return proc, url, seen
         time.sleep(0.3)
-    rt.stop_service(proc)
+    deploy.stop_service(proc)
     raise AssertionError(
         f"service never became ready; log: {(tmp / f'serve-{port}.log').read_text()[-3000:]}"
     )
@@ -168,7 +170,7 @@ def server(scfg: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     try:
         yield Server(url, seen)
     finally:
-        rt.stop_service(proc)
+        deploy.stop_service(proc)
 
 
 _MODELS: dict[str, Any] = {}
@@ -203,8 +205,8 @@ def test_cutout_matches_library_pipeline(server: Server, scfg: Config, height: i
     resp = server.post("/cutout", _png(rgb))
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"] == "image/png"
-    assert resp.headers[rt.HEADER_NAME] == MODEL_NAME
-    version = resp.headers[rt.HEADER_VERSION]
+    assert resp.headers[HEADER_NAME] == MODEL_NAME
+    version = resp.headers[HEADER_VERSION]
     header = read_header(resp.content)
     assert (header.width, header.height, header.channels) == (width, height, 4)
     served = decode(resp.content, max_pixels=10**8, alpha=True)
@@ -226,7 +228,7 @@ def test_cutouts_match_garmentseg_predict_for_png_and_jpeg(
     for name, data in uploads.items():
         (shots / name).write_bytes(data)
     served = {name: server.post("/cutout", data) for name, data in uploads.items()}
-    version = served["lossless.png"].headers[rt.HEADER_VERSION]
+    version = served["lossless.png"].headers[HEADER_VERSION]
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", scfg.tracking_uri)
     model_uri = f"models:/{MODEL_NAME}/{version}"
@@ -254,7 +256,7 @@ def test_openapi_documents_the_endpoints_and_their_upload_field(server: Server) 
         for status in ("400", "413", "415"):
             ref = operation["responses"][status]["content"]["application/json"]["schema"]["$ref"]
             assert ref.endswith("/GarmentsegError"), (route, status)
-        assert rt.HEADER_VERSION in operation["responses"]["200"]["headers"]
+        assert HEADER_VERSION in operation["responses"]["200"]["headers"]
     error = spec["components"]["schemas"]["GarmentsegError"]
     assert set(error["required"]) == {"error", "message", "status"}
     assert "livez" in "".join(spec["paths"]) and "readyz" in "".join(spec["paths"])
@@ -266,7 +268,7 @@ def test_pinning_resolves_aliases_and_latest_to_a_numbered_version(scfg: Config)
     client = MlflowClient(scfg.tracking_uri, scfg.tracking_uri)
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion").version
     newest = max(int(v.version) for v in client.search_model_versions(f"name = '{MODEL_NAME}'"))
-    pin = rt.pin_model_uri
+    pin = deploy.pin_model_uri
     assert pin(f"models:/{MODEL_NAME}@champion", scfg.tracking_uri) == f"models:/{MODEL_NAME}/{champion}"
     assert pin(f"models:/{MODEL_NAME}/latest", scfg.tracking_uri) == f"models:/{MODEL_NAME}/{newest}"
     assert pin(f"models:/{MODEL_NAME}/1", scfg.tracking_uri) == f"models:/{MODEL_NAME}/1"
@@ -289,7 +291,7 @@ def test_mask_probability_and_analyze(server: Server, scfg: Config) -> None:
     assert np.abs(got - np.rint(prob * 255)).max() == 0
 
     body = server.post("/analyze", _png(rgb)).json()
-    stats = rt.mask_stats(to_mask(prob, model.threshold))
+    stats = mask_stats(to_mask(prob, model.threshold))
     assert body["garment_fraction"] == pytest.approx(stats["garment_fraction"])
     assert body["bbox"] == stats["bbox"] and body["components"] == stats["components"]
     score, flagged = model.needs_manual_cutout(prob)
@@ -364,7 +366,7 @@ def test_bad_input_is_a_4xx_with_a_json_reason(server: Server, case: str) -> Non
     assert resp.status_code == status, resp.text
     body = resp.json()
     assert body["error"] == code and body["message"], body
-    assert resp.headers[rt.HEADER_VERSION]
+    assert resp.headers[HEADER_VERSION]
 
 
 def test_chunked_upload_over_the_limit_is_refused(server: Server) -> None:
@@ -386,7 +388,7 @@ def test_auth_required_on_apis_but_not_on_health(server: Server) -> None:
     assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
     for path in ("/livez", "/readyz", "/metrics", "/version"):
         assert httpx.get(f"{server.url}{path}").status_code == 200, path
-    assert httpx.get(f"{server.url}/readyz").headers[rt.HEADER_VERSION]
+    assert httpx.get(f"{server.url}/readyz").headers[HEADER_VERSION]
 
 
 def test_metrics_count_statuses_and_expose_the_model(server: Server) -> None:
@@ -427,7 +429,7 @@ def test_champion_switch_under_load_has_no_failed_request(server: Server, scfg: 
         while not stop.is_set():
             try:
                 resp = server.post("/cutout", png)
-                results[(resp.status_code, resp.headers.get(rt.HEADER_VERSION))] += 1
+                results[(resp.status_code, resp.headers.get(HEADER_VERSION))] += 1
             except httpx.HTTPError as exc:
                 results[(0, type(exc).__name__)] += 1
 
@@ -436,9 +438,9 @@ def test_champion_switch_under_load_has_no_failed_request(server: Server, scfg: 
         thread.start()
     try:
         time.sleep(1.0)
-        version = _log_version(scfg, seed=2, threshold=0.45)
+        version = _log_version(seed=2, threshold=0.45)
         _set_champion(scfg, version)
-        state = rt.wait_for_version(server.url, version, timeout_s=90, interval_s=0.5)
+        state = deploy.wait_for_version(server.url, version, timeout_s=90, interval_s=0.5)
         time.sleep(1.5)
     finally:
         stop.set()
@@ -449,7 +451,7 @@ def test_champion_switch_under_load_has_no_failed_request(server: Server, scfg: 
     assert not failed, f"failed requests during the switch: {failed} (all: {dict(results)})"
     assert results[(200, "1")] > 0 and results[(200, version)] > 0, dict(results)
     resp = server.post("/cutout", png)
-    assert resp.headers[rt.HEADER_VERSION] == version
+    assert resp.headers[HEADER_VERSION] == version
     assert np.array_equal(
         decode(resp.content, max_pixels=10**8, alpha=True),
         _library_cutout(scfg, version, _shot(432, 288, seed=5)),
@@ -462,7 +464,7 @@ def test_adaptive_batching_path_serves_the_same_cutouts(scfg: Config, tmp_path: 
     from concurrent.futures import ThreadPoolExecutor
 
     proc, url, _ = _start(
-        scfg, tmp_path, GARMENTSEG__SERVING__ADAPTIVE_BATCHING="true", **{rt.WARMUP_DELAY_ENV: "0"}
+        scfg, tmp_path, GARMENTSEG__SERVING__ADAPTIVE_BATCHING="true", **{WARMUP_DELAY_ENV: "0"}
     )
     try:
         shots = [_shot(432, 288, seed=s) for s in range(8)]
@@ -475,7 +477,7 @@ def test_adaptive_batching_path_serves_the_same_cutouts(scfg: Config, tmp_path: 
 
         with ThreadPoolExecutor(8) as pool:
             responses = list(pool.map(call, shots))
-        version = responses[0].headers[rt.HEADER_VERSION]
+        version = responses[0].headers[HEADER_VERSION]
         for rgb, resp in zip(shots, responses, strict=True):
             assert resp.status_code == 200, resp.text
             served = decode(resp.content, max_pixels=10**8, alpha=True)
@@ -490,7 +492,7 @@ def test_adaptive_batching_path_serves_the_same_cutouts(scfg: Config, tmp_path: 
         ]
         assert sum(sizes) >= 1
     finally:
-        rt.stop_service(proc)
+        deploy.stop_service(proc)
 
 
 def test_serving_check_reports_sizes_versions_and_budget(
@@ -499,7 +501,7 @@ def test_serving_check_reports_sizes_versions_and_budget(
     """The Airflow serving-check step: a real server for one pinned version, RGBA outputs, latency budget."""
     monkeypatch.setenv("GARMENTSEG_API_TOKEN", TOKEN)
     shots = [_png(_shot(432, 288, seed=7)), _png(_shot(96, 64, seed=8))]
-    report = rt.serving_check(scfg, f"models:/{MODEL_NAME}/1", shots, latency_budget_ms=30_000)
+    report = deploy.serving_check(scfg, f"models:/{MODEL_NAME}/1", shots, latency_budget_ms=30_000)
     assert report["passed"], report["problems"]
     assert report["model_version"] == "1" and report["n_images"] == 2
     assert report["latency_ms"]["p95"] < 30_000
@@ -515,7 +517,7 @@ def test_garmentseg_serve_serves_the_given_version_and_stops_cleanly_on_sigterm(
     import subprocess
     import sys
 
-    port = rt.free_port()
+    port = deploy.free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": scfg.tracking_uri, "GARMENTSEG_PROFILE": "demo"}
     env.pop(scfg.serving.auth_token_env, None)
     command = [sys.executable, "-m", "garmentseg.cli", "serve", "--port", str(port)]
@@ -525,12 +527,12 @@ def test_garmentseg_serve_serves_the_given_version_and_stops_cleanly_on_sigterm(
             [*command, "--model-uri", f"models:/{MODEL_NAME}/1"], env=env, stdout=sink, stderr=sink
         )
         try:
-            state = rt.wait_ready(f"http://127.0.0.1:{port}", timeout_s=180, proc=proc)
+            state = deploy.wait_ready(f"http://127.0.0.1:{port}", timeout_s=180, proc=proc)
             assert state["model_version"] == "1" and not state["follows_alias"]
             resp = httpx.post(
                 f"http://127.0.0.1:{port}/cutout", files={"image": ("s.png", _png(_shot(96, 64)))}
             )
-            assert resp.status_code == 200 and resp.headers[rt.HEADER_VERSION] == "1"
+            assert resp.status_code == 200 and resp.headers[HEADER_VERSION] == "1"
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(60) == 0, log.read_text()[-2000:]
         finally:

@@ -233,7 +233,7 @@ def serving_check(cfg: Config, candidate: dict[str, Any], decision: dict[str, An
     """TFX's InfraValidator: serve the candidate for real and send it held-out shots before promotion."""
     if not decision["passed"]:
         return {"passed": False, "skipped": True, "reason": "gate did not pass"}
-    from garmentseg.service_runtime import serving_check as check
+    from garmentseg.deploy import serving_check as check
 
     uri = f"models:/{candidate['model_name']}/{candidate['version']}"
     return check(cfg, uri, _held_out_shots(cfg, 3), cfg.serving.latency_budget_ms)
@@ -255,13 +255,13 @@ def explain_stop(decision: dict[str, Any], check: dict[str, Any]) -> dict[str, A
 
 def deploy_champion(cfg: Config, promotion: dict[str, Any]) -> dict[str, Any]:
     """Build the Bento pinned to the new champion; a running service hot-reloads it from the alias."""
-    from garmentseg.service_runtime import deploy
+    from garmentseg.deploy import deploy
 
     return deploy(cfg, f"models:/{promotion['model_name']}/{promotion['version']}")
 
 
 def smoke_test(cfg: Config, deployment: dict[str, Any]) -> dict[str, Any]:
     """One held-out shot through the deployed endpoint; a wrong answer fails the run loudly."""
-    from garmentseg.service_runtime import smoke_test as smoke
+    from garmentseg.deploy import smoke_test as smoke
 
     return smoke(cfg, deployment, _held_out_shots(cfg, 1)[0])
