@@ -108,3 +108,26 @@ def test_dags_import_fast_without_tensorflow(embedded_airflow: EmbeddedAirflow) 
     seconds, heavy = ([*out.stdout.strip().split("\n"), ""])[:2]
     assert heavy == "", f"importing dags/ pulled in {heavy}"
     assert float(seconds) < 2.0
+
+
+def test_promote_branch_and_stop_task_follow_the_promotion_verdict(dagbag) -> None:
+    from garmentseg.orchestration.tasks import explain_stop
+    from garmentseg.registry import promotion_verdict
+
+    branch = dagbag.get_dag("garment_retrain").get_task("promote_or_stop").python_callable
+    gate_pass = {"passed": True, "candidate_version": "2", "reason": "dice_median 0.95 >= floor 0.85"}
+    gate_reject = {"passed": False, "candidate_version": "2", "reason": "dice_median 0.40 is below the floor"}
+    check_pass = {"passed": True}
+    check_fail = {"passed": False, "reason": "p95 latency 9000 ms over budget 5000 ms"}
+    skipped = {"passed": False, "skipped": True, "reason": "gate did not pass"}
+    cases = [
+        (gate_pass, check_pass, "promote", gate_pass["reason"]),
+        (gate_pass, check_fail, "stop", f"serving check failed: {check_fail['reason']}"),
+        (gate_reject, skipped, "stop", gate_reject["reason"]),
+    ]
+    for decision, check, task_id, reason in cases:
+        verdict = promotion_verdict(decision, check)
+        assert (verdict.promote, verdict.reason) == (task_id == "promote", reason)
+        assert branch(decision, check) == task_id
+        if task_id == "stop":
+            assert explain_stop(decision, check)["reason"] == reason
