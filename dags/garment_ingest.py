@@ -23,9 +23,9 @@ from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from garmentseg.orchestration import tasks
-from garmentseg.orchestration.dag_support import dag_config, dataset_asset, default_args
+from garmentseg.orchestration.dag_support import dataset_asset, default_args
 
-CFG = dag_config()
+CFG = tasks.config_for()
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 

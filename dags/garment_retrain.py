@@ -26,7 +26,6 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from garmentseg.orchestration import tasks
 from garmentseg.orchestration.dag_support import (
-    dag_config,
     dataset_asset,
     default_args,
     gpu_task,
@@ -34,7 +33,7 @@ from garmentseg.orchestration.dag_support import (
     timeout,
 )
 
-CFG = dag_config()
+CFG = tasks.config_for()
 
 
 @task(pool=CFG.airflow.dvc_pool)

@@ -77,9 +77,11 @@ def step(summary: DemoSummary, title: str) -> Iterator[None]:
 
 def _progress(line: str) -> None:
     """Echo the lines that show a long command moving: a DAG task ending, a DVC stage starting."""
-    if "[DAG TEST] end task" in line and "task_id=" in line:
+    if "[DAG TEST] end task" not in line and "Running stage" not in line:
+        return
+    if "task_id=" in line:
         click.echo("    task " + line.split("task_id=", 1)[1].split()[0] + " finished")
-    elif "[DAG TEST] end task" in line or "Running stage" in line:
+    else:
         click.echo("    " + line.strip())
 
 

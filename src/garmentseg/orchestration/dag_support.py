@@ -1,21 +1,16 @@
-"""What the Airflow DAGs share: config, the dataset asset, run params, retries and timeouts, GPU placement.
+"""What the Airflow DAGs share: the dataset asset, run params, retries and timeouts, GPU placement.
 
 Only the DAG files import this; Airflow itself is imported inside the functions, so the library stays
-importable without it. Everything is read from params.yaml, the one source of truth for DAGs, CLI and service.
+importable without it. Everything is read from the Config (params.yaml, the one source of truth for DAGs,
+CLI and service) that the DAG files load with `tasks.config_for()`.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any
 
-from garmentseg.config import PARAMS_ENV, PROJECT_PARAMS, Config, load_config
-
-
-def dag_config() -> Config:
-    """$GARMENTSEG_PARAMS (an image that keeps params elsewhere), else the project's params.yaml."""
-    return load_config(params_path=os.environ.get(PARAMS_ENV) or PROJECT_PARAMS)
+from garmentseg.config import Config
 
 
 def timeout(cfg: Config, task_id: str) -> timedelta:

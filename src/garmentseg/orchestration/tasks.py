@@ -68,14 +68,15 @@ def route_landed_batch(cfg: Config, batch_id: str) -> dict[str, Any]:
     from garmentseg.validation.ingest import check_batch
 
     result, route = check_batch(_landing(cfg) / batch_id, cfg, batch_id=batch_id)
-    log.info("batch %s: %s (%s)", batch_id, route.action.value, route.reason)
+    data_docs = str(result.data_docs_page or result.data_docs_index or "")
+    log.info("batch %s: %s (%s); Data Docs: %s", batch_id, route.action.value, route.reason, data_docs)
     return {
         "batch_id": batch_id,
         "batch_dir": str(result.batch_dir),
         "action": route.action.value,
         "reason": route.reason,
         "report_dir": str(result.report_dir),
-        "data_docs": str(result.data_docs_page or result.data_docs_index or ""),
+        "data_docs": data_docs,
         "errors": sum(1 for f in result.findings if f["severity"] == "error"),
         "warnings": sum(1 for f in result.findings if f["severity"] == "warning"),
     }
