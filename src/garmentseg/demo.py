@@ -26,7 +26,13 @@ import click
 
 from garmentseg.cliopts import params_option
 from garmentseg.config import Config, load_config
-from garmentseg.orchestration.embedded import CommandError, EmbeddedAirflow, console_script, run_logged
+from garmentseg.orchestration.embedded import (
+    CommandError,
+    EmbeddedAirflow,
+    console_script,
+    run_logged,
+    scripts_on_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +105,7 @@ def build_dataset(cfg: Config, logs: Path) -> None:
     run_logged(
         [sys.executable, "-m", "dvc", "repro", "index"],
         logs / "dvc-repro.log",
-        env=os.environ,
+        env=scripts_on_path(os.environ),
         cwd=cfg.root,
         on_line=_progress,
     )

@@ -32,6 +32,12 @@ def console_script(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+def scripts_on_path(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with this environment's console scripts first on PATH (DVC stages call `garmentseg`)."""
+    scripts = str(Path(sys.executable).parent)
+    return {**env, "PATH": os.pathsep.join([scripts, env.get("PATH", "")])}
+
+
 def airflow_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "airflow", *args]
 
@@ -93,7 +99,8 @@ class EmbeddedAirflow:
 
     def env(self, base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
         """`base` (default os.environ), then the quiet defaults, this instance's settings and `extra`."""
-        return {**(os.environ if base is None else base), **QUIET_ENV, **self.settings(), **extra}
+        base = scripts_on_path(os.environ if base is None else base)
+        return {**base, **QUIET_ENV, **self.settings(), **extra}
 
     def prepare(self, pool: str, log_dir: Path, env: Mapping[str, str] | None = None) -> None:
         """`airflow db migrate`, then the one-slot pool the DVC tasks queue on (both idempotent)."""
