@@ -5,10 +5,14 @@ Studios drop each batch as a folder `<landing_dir>/<batch_id>/` (raw/ + cutouts/
 `garment_landing_scan` looks at the landing folder on `airflow.ingest_schedule` and triggers one
 `garment_ingest` run per new batch, with the batch id as the run id (so a batch is never ingested twice).
 
-`garment_ingest`: validate with Great Expectations → branch:
-- pass: add the batch to the DVC dataset (index, splits, `dvc add`), publish Data Docs, and emit the
-  `garment_dataset` asset, which triggers `garment_retrain`;
-- fail: move the whole batch to the quarantine folder with its report; nothing is lost.
+`garment_ingest`: validate with Great Expectations (the report and the Data Docs site are rebuilt under
+`reports_dir`), then act on the library's route, the same one `garmentseg ingest` follows:
+- pass: add the batch to the DVC dataset (index, splits, `dvc add`) and emit the `garment_dataset` asset,
+  which triggers `garment_retrain`;
+- fail: move the whole batch to the quarantine folder with its report; nothing is lost;
+- not a readable batch at all (e.g. no raw/ folder): `validate` fails, naming the folder and the reason, and
+  the batch stays where it landed. Its run `batch__<id>` exists, so the scan does not start it again: fix
+  the delivery, then clear the failed task.
 """
 
 from __future__ import annotations
@@ -16,89 +20,77 @@ from __future__ import annotations
 import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from garmentseg.orchestration.dag_support import DEFAULT_ARGS, dag_config, dataset_asset
+from garmentseg.orchestration import tasks
+from garmentseg.orchestration.dag_support import dataset_asset, default_args
 
-CFG = dag_config()
-DATASET_ASSET = dataset_asset(CFG)
-
+CFG = tasks.config_for()
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 
+@task
+def find_new_batches() -> list[dict]:
+    return [
+        {"trigger_run_id": f"batch__{batch_id}", "conf": {"batch_id": batch_id}}
+        for batch_id in tasks.new_landed_batches(tasks.config_for())
+    ]
+
+
+@task
+def validate(params=None) -> dict:
+    routed = tasks.route_landed_batch(tasks.config_for(), params["batch_id"])
+    if routed["action"] == "leave":  # no retry: only a new delivery can change the answer
+        raise AirflowFailException(f"{routed['reason']}; left where it landed: {routed['batch_dir']}")
+    return routed
+
+
+@task.branch
+def ingest_or_quarantine(routed: dict) -> str:
+    return routed["action"]  # the task id: ingest | quarantine
+
+
+@task(pool=CFG.airflow.dvc_pool, outlets=[dataset_asset(CFG)])
+def ingest(routed: dict) -> dict:
+    outcome = tasks.ingest_landed_batch(tasks.config_for(), routed)
+    if not outcome["changed"]:
+        raise AirflowSkipException(f"batch {routed['batch_id']} is already in the dataset; no new data")
+    return outcome
+
+
+@task
+def quarantine(routed: dict) -> dict:
+    return tasks.quarantine_landed_batch(tasks.config_for(), routed)
+
+
 @dag(
-    dag_id="garment_landing_scan",
     schedule=CFG.airflow.ingest_schedule,
     start_date=START,
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(CFG),
     tags=["garmentseg", "data"],
     doc_md=__doc__,
 )
 def garment_landing_scan():
-    @task
-    def find_new_batches() -> list[dict]:
-        from garmentseg.orchestration import tasks
-
-        return [
-            {"trigger_run_id": f"batch__{batch_id}", "conf": {"batch_id": batch_id}}
-            for batch_id in tasks.new_landed_batches(tasks.config_for())
-        ]
-
     TriggerDagRunOperator.partial(
         task_id="trigger_ingest", trigger_dag_id="garment_ingest", skip_when_already_exists=True
     ).expand_kwargs(find_new_batches())
 
 
 @dag(
-    dag_id="garment_ingest",
     schedule=None,
     start_date=START,
     catchup=False,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(CFG),
     params={"batch_id": Param(type="string", description="Folder name of the batch under the landing dir.")},
     tags=["garmentseg", "data", "validation"],
     doc_md=__doc__,
 )
 def garment_ingest():
-    @task
-    def validate(params=None) -> dict:
-        from garmentseg.orchestration import tasks
-
-        return tasks.validate_landed_batch(tasks.config_for(), params["batch_id"])
-
-    @task.branch
-    def ingest_or_quarantine(report: dict) -> str:
-        return "ingest" if report["passed"] else "quarantine"
-
-    @task(pool=CFG.airflow.dvc_pool, outlets=[DATASET_ASSET])
-    def ingest(report: dict) -> dict:
-        from garmentseg.orchestration import tasks
-
-        outcome = tasks.ingest_landed_batch(tasks.config_for(), report)
-        if not outcome["changed"]:
-            raise AirflowSkipException(f"batch {report['batch_id']} is already in the dataset; no new data")
-        return outcome
-
-    @task
-    def quarantine(report: dict) -> dict:
-        from garmentseg.orchestration import tasks
-
-        return tasks.quarantine_landed_batch(tasks.config_for(), report)
-
-    @task(trigger_rule="none_failed_min_one_success")
-    def publish_data_docs(report: dict) -> str:
-        from garmentseg.orchestration import tasks
-
-        return tasks.publish_data_docs(tasks.config_for(), report)
-
-    report = validate()
-    branch = ingest_or_quarantine(report)
-    done = [ingest(report), quarantine(report)]
-    branch >> done
-    done >> publish_data_docs(report)
+    routed = validate()
+    ingest_or_quarantine(routed) >> [ingest(routed), quarantine(routed)]
 
 
-garment_landing_scan_dag = garment_landing_scan()
-garment_ingest_dag = garment_ingest()
+garment_landing_scan()
+garment_ingest()

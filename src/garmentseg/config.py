@@ -230,12 +230,28 @@ class KubernetesConfig(_Section):
     gpu_limit: int = Field(ge=0)
 
 
+class TimeoutConfig(_Section):
+    """execution_timeout of the DAG tasks in minutes: `default` for every task, then the slow steps."""
+
+    default: float = Field(gt=0)
+    prepare: float = Field(gt=0)
+    train: float = Field(gt=0)
+    evaluate: float = Field(gt=0)
+    gate: float = Field(gt=0)
+    serving_check: float = Field(gt=0)
+    deploy: float = Field(gt=0)
+    smoke_test: float = Field(gt=0)
+
+
 class AirflowConfig(_Section):
     retrain_schedule: str
     ingest_schedule: str
     placement: Literal["celery", "kubernetes", "local"]
     gpu_queue: str
     dvc_pool: str
+    retries: int = Field(ge=0)
+    retry_delay_minutes: float = Field(ge=0)
+    timeout_minutes: TimeoutConfig
     kubernetes: KubernetesConfig
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -25,7 +25,14 @@ from typing import Any
 import click
 
 from garmentseg.cliopts import params_option
-from garmentseg.config import PARAMS_ENV, PROJECT_PARAMS, Config, load_config
+from garmentseg.config import Config, load_config
+from garmentseg.orchestration.embedded import (
+    CommandError,
+    EmbeddedAirflow,
+    console_script,
+    run_logged,
+    scripts_on_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,93 +81,34 @@ def step(summary: DemoSummary, title: str) -> Iterator[None]:
     click.secho(f"    done in {took:.0f}s", fg="green")
 
 
-def _params_path(cfg: Config) -> Path:
-    return cfg.root / "params.yaml"
-
-
-def _dags_folder(cfg: Config) -> Path:
-    local = cfg.root / "dags"
-    return local if local.is_dir() else PROJECT_PARAMS.parent / "dags"
-
-
-def airflow_env(cfg: Config) -> dict[str, str]:
-    """Embedded Airflow: SQLite metadata DB under var/airflow, the project's DAGs, this project's params."""
-    home = cfg.path(cfg.paths.state_dir) / "airflow"
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(_dags_folder(cfg)),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        PARAMS_ENV: str(_params_path(cfg)),
-        "GX_ANALYTICS_ENABLED": "False",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-
-
-def _run(cmd: list[str], cfg: Config, log_file: Path, env: dict[str, str] | None = None) -> str:
-    """Run a command, keep its whole output in `log_file`, echo only its progress lines."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    lines: list[str] = []
-    with log_file.open("w") as sink:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=cfg.root,
-            env=env or os.environ.copy(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sink.write(line)
-            lines.append(line)
-            if "[DAG TEST] end task" in line or "Running stage" in line:
-                click.echo("    " + _progress_line(line))
-        code = proc.wait()
-    if code != 0:
-        tail = "".join(lines[-15:])
-        raise DemoError(f"{' '.join(cmd[:4])} failed (exit {code}); full log: {log_file}\n{tail}")
-    return "".join(lines)
-
-
-def _progress_line(line: str) -> str:
+def _progress(line: str) -> None:
+    """Echo the lines that show a long command moving: a DAG task ending, a DVC stage starting."""
+    if "[DAG TEST] end task" not in line and "Running stage" not in line:
+        return
     if "task_id=" in line:
-        return "task " + line.split("task_id=", 1)[1].split()[0] + " finished"
-    return line.strip()
+        click.echo("    task " + line.split("task_id=", 1)[1].split()[0] + " finished")
+    else:
+        click.echo("    " + line.strip())
 
 
-def prepare_airflow(cfg: Config, logs: Path) -> dict[str, str]:
-    env = airflow_env(cfg)
-    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "airflow", "db", "migrate"], cfg, logs / "airflow-db-migrate.log", env)
-    _run(
-        [sys.executable, "-m", "airflow", "pools", "set", cfg.airflow.dvc_pool, "1", "DVC locks its repo"],
-        cfg,
-        logs / "airflow-pools.log",
-        env,
-    )
-    return env
-
-
-def run_dag(cfg: Config, env: dict[str, str], dag_id: str, conf: dict[str, Any], log_file: Path) -> str:
-    """`airflow dags test`: real Airflow executes every task of one DAG run; returns the run's final state."""
-    out = _run(
-        [sys.executable, "-m", "airflow", "dags", "test", dag_id, "--conf", json.dumps(conf)],
-        cfg,
-        log_file,
-        env,
-    )
-    finished = [line for line in out.splitlines() if "DagRun Finished" in line]
-    state = finished[-1].split("state=", 1)[1].split(",")[0] if finished else "unknown"
+def run_dag(airflow: EmbeddedAirflow, dag_id: str, conf: dict[str, Any], log_file: Path) -> str:
+    """One DAG run, executed by real Airflow; anything but success stops the demo with the log's path."""
+    state = airflow.dags_test(dag_id, conf, log_file, on_line=_progress)
     if state != "success":
-        raise DemoError(f"DAG {dag_id} ended {state}; full log: {log_file}")
+        tail = "\n".join(log_file.read_text().splitlines()[-15:])
+        raise DemoError(f"DAG {dag_id} ended {state}; full log: {log_file}\n{tail}")
     return state
 
 
 def build_dataset(cfg: Config, logs: Path) -> None:
     """`dvc repro index`: the demo dataset from its seed (skipped by DVC when nothing changed)."""
-    _run([sys.executable, "-m", "dvc", "repro", "index"], cfg, logs / "dvc-repro.log")
+    run_logged(
+        [sys.executable, "-m", "dvc", "repro", "index"],
+        logs / "dvc-repro.log",
+        env=scripts_on_path(os.environ),
+        cwd=cfg.root,
+        on_line=_progress,
+    )
 
 
 def land_batches(cfg: Config, batch_garments: int) -> tuple[str, str]:
@@ -207,8 +155,9 @@ def run_demo(cfg: Config, *, batch_garments: int = 6) -> DemoSummary:
     summary = DemoSummary()
     state = cfg.path(cfg.paths.state_dir)
     logs = state / "demo" / "logs"
+    airflow = EmbeddedAirflow.for_project(cfg)
     with step(summary, "Embedded Airflow: migrate the SQLite metadata DB, create the one-slot DVC pool"):
-        env = prepare_airflow(cfg, logs)
+        airflow.prepare(cfg.airflow.dvc_pool, logs)
     with step(summary, "Studio dataset: `dvc repro index` (synthetic studio -> garment-level index)"):
         build_dataset(cfg, logs)
         click.echo(f"    data version {data_version(cfg)}")
@@ -216,7 +165,7 @@ def run_demo(cfg: Config, *, batch_garments: int = 6) -> DemoSummary:
         good, broken = land_batches(cfg, batch_garments)
     for batch in (good, broken):
         with step(summary, f"Airflow garment_ingest for {batch}: GX validation -> ingest or quarantine"):
-            run_dag(cfg, env, "garment_ingest", {"batch_id": batch}, logs / f"ingest-{batch}.log")
+            run_dag(airflow, "garment_ingest", {"batch_id": batch}, logs / f"ingest-{batch}.log")
             summary.batches[batch] = _batch_outcome(cfg, batch)
             click.echo(f"    {batch}: {summary.batches[batch]['status']}")
     summary.data_version = data_version(cfg)
@@ -225,7 +174,7 @@ def run_demo(cfg: Config, *, batch_garments: int = 6) -> DemoSummary:
         summary, "Airflow garment_retrain: train -> evaluate -> register -> gate -> serve check -> promote"
     ):
         summary.retrain_state = run_dag(
-            cfg, env, "garment_retrain", {"profile": cfg.profile}, logs / "retrain.log"
+            airflow, "garment_retrain", {"profile": cfg.profile}, logs / "retrain.log"
         )
     shown = registry.show(cfg, last=1)
     summary.gate = shown["decisions"][0] if shown["decisions"] else {}
@@ -243,17 +192,18 @@ def run_demo(cfg: Config, *, batch_garments: int = 6) -> DemoSummary:
 
 
 def _batch_outcome(cfg: Config, batch: str) -> dict[str, Any]:
-    ingested = cfg.path(cfg.paths.data_dir) / "batches" / batch
-    quarantined = cfg.path(cfg.paths.quarantine_dir) / batch
+    """Where ingest put the batch (the library's answer) and what its report found."""
+    from garmentseg.validation.ingest import where_is
+
+    status, where = where_is(cfg, batch) or ("unknown", cfg.path(cfg.paths.landing_dir) / batch)
     report = cfg.path(cfg.paths.reports_dir) / batch
-    status = "ingested" if ingested.is_dir() else "quarantined" if quarantined.is_dir() else "unknown"
     findings = report / "findings.json"
     errors = (
         [f for f in json.loads(findings.read_text()) if f["severity"] == "error"] if findings.exists() else []
     )
     return {
         "status": status,
-        "where": str(ingested if status == "ingested" else quarantined),
+        "where": str(where),
         "report": str(report),
         "errors": len(errors),
         "checks_failed": sorted({f["check"] for f in errors}),
@@ -261,7 +211,10 @@ def _batch_outcome(cfg: Config, batch: str) -> dict[str, Any]:
 
 
 def print_summary(cfg: Config, summary: DemoSummary) -> None:
-    home = airflow_env(cfg)["AIRFLOW_HOME"]
+    """The closing summary, with commands that work as printed (this environment's scripts by path)."""
+    airflow = " ".join(
+        f"{k}={shlex.quote(v)}" for k, v in EmbeddedAirflow.for_project(cfg).settings().items()
+    )
     gate = summary.gate
     dice = "n/a" if summary.test_dice_median is None else f"{summary.test_dice_median:.4f}"
     click.secho("\nSummary", bold=True)
@@ -283,9 +236,9 @@ def print_summary(cfg: Config, summary: DemoSummary) -> None:
         "",
         "Look at what it produced:",
         f"  Data Docs   open {summary.data_docs}",
-        f"  MLflow UI   uv run mlflow ui --backend-store-uri {cfg.tracking_uri}  (http://127.0.0.1:5000)",
-        f"  Airflow UI  AIRFLOW_HOME={home} AIRFLOW__CORE__DAGS_FOLDER={_dags_folder(cfg)} uv run airflow standalone",
-        "  Registry    uv run garmentseg registry show",
+        f"  MLflow UI   {console_script('mlflow')} ui --backend-store-uri {cfg.tracking_uri}  (http://127.0.0.1:5000)",
+        f"  Airflow UI  {airflow} {console_script('airflow')} standalone",
+        f"  Registry    {console_script('garmentseg')} registry show --params {cfg.root / 'params.yaml'}",
     ]
     click.echo("\n".join("  " + line for line in lines))
 
@@ -304,6 +257,6 @@ def demo(profile: str | None, params: str | None, batch_garments: int, fresh: bo
         shutil.rmtree(cfg.path(cfg.paths.state_dir), ignore_errors=True)
     try:
         summary = run_demo(cfg, batch_garments=batch_garments)
-    except DemoError as exc:
+    except (DemoError, CommandError) as exc:
         raise click.ClickException(str(exc)) from exc
     print_summary(cfg, summary)

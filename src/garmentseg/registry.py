@@ -359,6 +359,23 @@ def promote(version: str, cfg: Config) -> dict[str, Any]:
     return _move_champion(client, name, str(version), "promote", decision["reason"])
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a gated, serving-checked candidate becomes champion, and why (or why not)."""
+
+    promote: bool
+    reason: str
+
+
+def promotion_verdict(decision: dict[str, Any], serving_check: dict[str, Any]) -> Verdict:
+    """The one promote rule: a passing gate decision and a passing serving check of the candidate."""
+    if not decision["passed"]:  # the serving check was skipped: the gate's reason is the reason
+        return Verdict(False, decision["reason"])
+    if not serving_check["passed"]:
+        return Verdict(False, f"serving check failed: {serving_check.get('reason')}")
+    return Verdict(True, decision["reason"])
+
+
 def rollback(cfg: Config, to_version: str | None = None, reason: str = "manual rollback") -> dict[str, Any]:
     """Put `champion` back on `previous` (or a named version), logged like a promotion."""
     client = _client(cfg)

@@ -22,7 +22,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from typing import Any
 import pytest
 
 from garmentseg.deploy import free_port
+from garmentseg.orchestration.embedded import EmbeddedAirflow, airflow_command, console_script
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -42,16 +42,6 @@ REDIS_PORT = int(os.environ.get("GARMENTSEG_TEST_REDIS_PORT", "6379"))
 REDIS_DBS = range(15, 7, -1)
 MARKER_ENV = "GARMENTSEG_PRODUCTION_STACK"
 TERMINAL_RUN_STATES = {"success", "failed"}
-
-
-def _python_bin(name: str) -> str:
-    """A console script of this interpreter's environment (the project's locked venv)."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
-
-
-def airflow_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "airflow", *args]
 
 
 # ------------------------------------------------------------------------------------------------- Redis
@@ -292,22 +282,19 @@ def base_env(**settings: str) -> dict[str, str]:
 
 
 def airflow_settings(
+    embedded: EmbeddedAirflow,
     *,
-    home: Path,
-    dags: Path,
     metadata_uri: str,
     broker_url: str,
     api_port: int,
     passwords_file: Path,
 ) -> dict[str, str]:
-    """The production column of infra/README.md for one host: CeleryExecutor, PostgreSQL, Redis, one API."""
+    """The production column of infra/README.md for one host, on top of the embedded Airflow's settings
+    (home, the project's DAGs and params): CeleryExecutor, PostgreSQL, Redis, one API server."""
     from cryptography.fernet import Fernet
 
     return {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        **embedded.settings(),
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy_url(metadata_uri),
         "AIRFLOW__CELERY__BROKER_URL": broker_url,
@@ -495,6 +482,7 @@ def start_stack(
 
     home = stack.workdir / "airflow"
     home.mkdir(parents=True, exist_ok=True)
+    embedded = EmbeddedAirflow(home, stack.project / "dags", stack.project / "params.yaml")
     api_port, mlflow_port = free_port(), free_port()
     stack.admin_password = secrets.token_hex(16)
     passwords = home / "simple_auth_manager_passwords.json"
@@ -504,8 +492,7 @@ def start_stack(
     stack.airflow_url = f"http://{HOST}:{api_port}"
     stack.env.update(
         airflow_settings(
-            home=home,
-            dags=stack.project / "dags",
+            embedded,
             metadata_uri=airflow_db,
             broker_url=broker_url,
             api_port=api_port,
@@ -519,7 +506,7 @@ def start_stack(
     stack.start(
         "mlflow-server",
         [
-            _python_bin("mlflow"),
+            console_script("mlflow"),
             "server",
             "--backend-store-uri",
             mlflow_db,
@@ -536,16 +523,15 @@ def start_stack(
             f"{HOST}:{mlflow_port},{HOST},localhost:{mlflow_port},localhost",
         ],
     )
-    stack.run("airflow-db-migrate", airflow_cmd("db", "migrate"), timeout_s=300)
-    stack.run(
-        "airflow-pools", airflow_cmd("pools", "set", "dvc", "1", "DVC writes to data/, one at a time"), 120
-    )
-    stack.start("airflow-api-server", airflow_cmd("api-server", "--host", HOST, "--port", str(api_port)))
-    stack.start("airflow-scheduler", airflow_cmd("scheduler"))
-    stack.start("airflow-dag-processor", airflow_cmd("dag-processor"))
+    started = time.monotonic()
+    embedded.prepare("dvc", stack.logs, env={**stack.env, MARKER_ENV: stack.marker})
+    print(f"[production] airflow db migrate and pools: {time.monotonic() - started:.0f}s", flush=True)
+    stack.start("airflow-api-server", airflow_command("api-server", "--host", HOST, "--port", str(api_port)))
+    stack.start("airflow-scheduler", airflow_command("scheduler"))
+    stack.start("airflow-dag-processor", airflow_command("dag-processor"))
     worker = stack.start(
         "airflow-celery-worker",
-        airflow_cmd(
+        airflow_command(
             "celery",
             "worker",
             "--queues",
@@ -585,4 +571,4 @@ def make_project(workdir: Path) -> Path:
 
 
 def garmentseg_cli(*args: str) -> list[str]:
-    return [_python_bin("garmentseg"), *args]
+    return [console_script("garmentseg"), *args]

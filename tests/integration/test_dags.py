@@ -5,20 +5,22 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
 
-from tests.integration.conftest import RETRAIN_PROMOTE_PATH, ROOT, airflow_env
+from garmentseg.config import load_config
+from garmentseg.orchestration.embedded import EmbeddedAirflow
+from tests.integration.conftest import RETRAIN_PROMOTE_PATH, ROOT
 
 DAG_IDS = {"garment_retrain", "garment_ingest", "garment_landing_scan"}
 
 
 @pytest.fixture(scope="module")
-def dagbag(airflow_home: Path):
+def dagbag(embedded_airflow: EmbeddedAirflow):
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(ROOT / "dags"))
+    return DagBag(dag_folder=str(embedded_airflow.dags_folder))
 
 
 def test_no_import_errors_and_expected_dags(dagbag) -> None:
@@ -32,6 +34,20 @@ def test_every_dag_is_documented_tagged_and_retried(dagbag) -> None:
         assert dag.doc_md and "garmentseg" in dag.tags
         for t in dag.tasks:
             assert t.retries >= 1 and t.execution_timeout is not None, t.task_id
+
+
+def test_retries_and_timeouts_come_from_params(dagbag) -> None:
+    settings = load_config(params_path=ROOT / "params.yaml").airflow
+    minutes = settings.timeout_minutes
+    retrain, ingest = dagbag.get_dag("garment_retrain"), dagbag.get_dag("garment_ingest")
+    for task_id in ("prepare", "train", "evaluate", "gate", "serving_check", "deploy", "smoke_test"):
+        assert retrain.get_task(task_id).execution_timeout == timedelta(minutes=getattr(minutes, task_id))
+    for task_id in ("sync_data", "register", "promote"):
+        assert retrain.get_task(task_id).execution_timeout == timedelta(minutes=minutes.default)
+    assert ingest.get_task("validate").execution_timeout == timedelta(minutes=minutes.default)
+    for t in (*retrain.tasks, *ingest.tasks):
+        assert t.retries == settings.retries, t.task_id
+        assert t.retry_delay == timedelta(minutes=settings.retry_delay_minutes), t.task_id
 
 
 def test_retrain_graph_schedule_and_placement(dagbag) -> None:
@@ -57,7 +73,7 @@ def test_ingest_branches_and_emits_the_dataset_asset(dagbag) -> None:
     assert dag.get_task("ingest").pool == "dvc"
 
 
-def test_kubernetes_placement_requests_a_gpu(airflow_home: Path) -> None:
+def test_kubernetes_placement_requests_a_gpu(embedded_airflow: EmbeddedAirflow) -> None:
     code = (
         "from airflow.dag_processing.dagbag import DagBag; "
         f"b = DagBag(dag_folder={str(ROOT / 'dags')!r}); "
@@ -65,13 +81,13 @@ def test_kubernetes_placement_requests_a_gpu(airflow_home: Path) -> None:
         "t = b.get_dag('garment_retrain').get_task('train'); "
         "print(type(t).__name__, t.container_resources.limits, t.node_selector, [x.key for x in t.tolerations])"
     )
-    env = airflow_env(airflow_home, GARMENTSEG__AIRFLOW__PLACEMENT="kubernetes")
+    env = embedded_airflow.env(GARMENTSEG__AIRFLOW__PLACEMENT="kubernetes")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "nvidia.com/gpu" in out.stdout and "'1'" in out.stdout and "Kubernetes" in out.stdout
 
 
-def test_dags_import_fast_without_tensorflow(airflow_home: Path) -> None:
+def test_dags_import_fast_without_tensorflow(embedded_airflow: EmbeddedAirflow) -> None:
     code = (
         "import sys, time, importlib.util; "
         "import airflow.sdk; "
@@ -83,7 +99,7 @@ def test_dags_import_fast_without_tensorflow(airflow_home: Path) -> None:
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
-        env=airflow_env(airflow_home),
+        env=embedded_airflow.env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -92,3 +108,26 @@ def test_dags_import_fast_without_tensorflow(airflow_home: Path) -> None:
     seconds, heavy = ([*out.stdout.strip().split("\n"), ""])[:2]
     assert heavy == "", f"importing dags/ pulled in {heavy}"
     assert float(seconds) < 2.0
+
+
+def test_promote_branch_and_stop_task_follow_the_promotion_verdict(dagbag) -> None:
+    from garmentseg.orchestration.tasks import explain_stop
+    from garmentseg.registry import promotion_verdict
+
+    branch = dagbag.get_dag("garment_retrain").get_task("promote_or_stop").python_callable
+    gate_pass = {"passed": True, "candidate_version": "2", "reason": "dice_median 0.95 >= floor 0.85"}
+    gate_reject = {"passed": False, "candidate_version": "2", "reason": "dice_median 0.40 is below the floor"}
+    check_pass = {"passed": True}
+    check_fail = {"passed": False, "reason": "p95 latency 9000 ms over budget 5000 ms"}
+    skipped = {"passed": False, "skipped": True, "reason": "gate did not pass"}
+    cases = [
+        (gate_pass, check_pass, "promote", gate_pass["reason"]),
+        (gate_pass, check_fail, "stop", f"serving check failed: {check_fail['reason']}"),
+        (gate_reject, skipped, "stop", gate_reject["reason"]),
+    ]
+    for decision, check, task_id, reason in cases:
+        verdict = promotion_verdict(decision, check)
+        assert (verdict.promote, verdict.reason) == (task_id == "promote", reason)
+        assert branch(decision, check) == task_id
+        if task_id == "stop":
+            assert explain_stop(decision, check)["reason"] == reason

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from garmentseg.config import load_config
+from garmentseg.orchestration.embedded import EmbeddedAirflow
 from tests.integration.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -105,29 +107,13 @@ def test_weaker_retrain_is_rejected_and_the_champion_stays(demo_run) -> None:
     project, summary = demo_run
     champion = summary["champion"]["version"]
     weak = {"profile": "demo", "overrides": {"training": {"epochs": 1, "learning_rate": 1e-7}}}
-    env = {**_env(project), **_airflow(project)}
-    run = subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "test", "garment_retrain", "--conf", json.dumps(weak)],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    assert "DagRun Finished" in run.stdout + run.stderr, (run.stdout + run.stderr)[-4000:]
+    airflow = EmbeddedAirflow.for_project(load_config(params_path=project / "params.yaml"))  # the demo's
+    log = project / "var" / "weak-retrain.log"
+    state = airflow.dags_test("garment_retrain", weak, log, env=airflow.env(base=_env(project)))
+    assert state in ("success", "failed"), log.read_text()[-4000:]  # the run finished
     shown = _garmentseg(project, "registry", "show", "--json", "--params", str(project / "params.yaml"))
     state = json.loads(shown.stdout)
     assert state["champion"]["version"] == champion
     latest = state["decisions"][0]
     assert latest["verdict"] == "reject" and latest["champion_version"] == champion
     assert latest["candidate_score"] < latest["champion_score"]
-
-
-def _airflow(project: Path) -> dict[str, str]:
-    home = project / "var" / "airflow"
-    return {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-    }

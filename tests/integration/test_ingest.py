@@ -1,8 +1,10 @@
 """Ingest for real: a failing batch is quarantined whole (every byte kept), a passing one goes into a
-temporary git + DVC project once (a second ingest is a no-op), an unreadable one is left alone."""
+temporary git + DVC project once (a second ingest is a no-op), an unreadable one is left alone, by the
+CLI and by the garment_ingest DAG alike."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,9 +14,11 @@ from click.testing import CliRunner
 
 from garmentseg.cli import main
 from garmentseg.config import Config
+from garmentseg.orchestration import tasks
+from garmentseg.orchestration.embedded import EmbeddedAirflow
 from garmentseg.validation import ingest_batch
 from garmentseg.validation.defects import inject_defects, write_clean_batch
-from garmentseg.validation.ingest import tree_digest
+from garmentseg.validation.ingest import Action, check_batch, tree_digest
 from tests.data.test_validation import GARMENTS, H, W, small_project
 
 
@@ -73,15 +77,61 @@ def test_failing_batch_is_quarantined_whole_with_its_report(tmp_path):
     assert without_report(tree_digest(second.destination)) == second_before
 
 
-def test_unreadable_batch_is_left_alone(tmp_path):
-    cfg = small_project(tmp_path / "project")
-    folder = cfg.path(cfg.paths.landing_dir) / "b-photos"
+def unreadable(cfg: Config, name: str) -> Path:
+    """A folder of photos, not a batch: no raw/, no cutouts/."""
+    folder = cfg.path(cfg.paths.landing_dir) / name
     (folder / "photos").mkdir(parents=True)
     (folder / "photos" / "a.png").write_bytes(b"x")
+    return folder
+
+
+def test_unreadable_batch_is_left_alone(tmp_path):
+    cfg = small_project(tmp_path / "project")
+    folder = unreadable(cfg, "b-photos")
     result = CliRunner().invoke(main, ["ingest", str(folder), "--params", str(cfg.root / "params.yaml")])
     assert result.exit_code == 2 and result.output.startswith("unreadable:")
     assert (folder / "photos" / "a.png").read_bytes() == b"x"
     assert not cfg.path(cfg.paths.quarantine_dir).exists()
+
+
+def test_routes_follow_the_validation_verdict(tmp_path):
+    cfg = small_project(tmp_path / "project")
+    routes = {
+        name: check_batch(batch, cfg)[1]
+        for name, batch in (
+            ("bad", landed(cfg, "b-bad", broken=True)),
+            ("good", landed(cfg, "b-good", broken=False)),
+            ("photos", unreadable(cfg, "b-photos")),
+        )
+    }
+    assert {name: r.action for name, r in routes.items()} == {
+        "bad": Action.QUARANTINE,
+        "good": Action.INGEST,
+        "photos": Action.LEAVE,
+    }
+    assert "b-photos" in routes["photos"].reason and "failed validation" in routes["bad"].reason
+
+
+def test_dag_and_cli_agree_on_an_unreadable_batch(tmp_path, embedded_airflow: EmbeddedAirflow):
+    """Both leave it where it landed; the DAG's validate task fails naming the folder, and the landing
+    scan keeps listing it (its run id `batch__<id>` then exists, so it is not triggered again)."""
+    cfg = small_project(tmp_path / "project")
+    folder = unreadable(cfg, "b-photos")
+    before = tree_digest(folder)
+    cli = CliRunner().invoke(main, ["ingest", str(folder), "--params", str(cfg.root / "params.yaml")])
+    assert cli.exit_code == 2 and tree_digest(folder) == before
+
+    airflow = dataclasses.replace(embedded_airflow, params=cfg.root / "params.yaml")
+    log = tmp_path / "garment_ingest.log"
+    state = airflow.dags_test("garment_ingest", {"batch_id": "b-photos"}, log)
+    output = log.read_text()
+    assert state == "failed", output[-3000:]
+    assert "AirflowFailException" in output and f"left where it landed: {folder}" in output
+    assert str(folder) in cli.output.splitlines()[0]
+    assert tree_digest(folder) == before
+    assert not cfg.path(cfg.paths.quarantine_dir).exists()
+    assert not (cfg.path(cfg.paths.data_dir) / "batches" / "b-photos").exists()
+    assert tasks.new_landed_batches(cfg) == ["b-photos"]
 
 
 @pytest.mark.slow

@@ -1,28 +1,31 @@
-"""What the Airflow DAGs share: config, the dataset asset, run params, retries, GPU placement.
+"""What the Airflow DAGs share: the dataset asset, run params, retries and timeouts, GPU placement.
 
 Only the DAG files import this; Airflow itself is imported inside the functions, so the library stays
-importable without it. Everything is read from params.yaml, the one source of truth for DAGs, CLI and service.
+importable without it. Everything is read from the Config (params.yaml, the one source of truth for DAGs,
+CLI and service) that the DAG files load with `tasks.config_for()`.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any
 
-from garmentseg.config import PARAMS_ENV, PROJECT_PARAMS, Config, load_config
-
-DEFAULT_ARGS: dict[str, Any] = {
-    "owner": "platform",
-    "retries": 1,
-    "retry_delay": timedelta(minutes=1),
-    "execution_timeout": timedelta(minutes=30),
-}
+from garmentseg.config import Config
 
 
-def dag_config() -> Config:
-    """$GARMENTSEG_PARAMS (an image that keeps params elsewhere), else the project's params.yaml."""
-    return load_config(params_path=os.environ.get(PARAMS_ENV) or PROJECT_PARAMS)
+def timeout(cfg: Config, task_id: str) -> timedelta:
+    """The execution_timeout `airflow.timeout_minutes` gives this task (`default` for the rest)."""
+    return timedelta(minutes=getattr(cfg.airflow.timeout_minutes, task_id))
+
+
+def default_args(cfg: Config) -> dict[str, Any]:
+    """Every task's owner, retries, retry delay and default timeout, from `airflow` in params.yaml."""
+    return {
+        "owner": "platform",
+        "retries": cfg.airflow.retries,
+        "retry_delay": timedelta(minutes=cfg.airflow.retry_delay_minutes),
+        "execution_timeout": timeout(cfg, "default"),
+    }
 
 
 def dataset_asset(cfg: Config) -> Any:
@@ -34,6 +37,7 @@ def dataset_asset(cfg: Config) -> Any:
 
 
 def run_params(cfg: Config) -> dict[str, Any]:
+    """The retrain's run params: a profile and a params.yaml fragment over it."""
     from airflow.sdk import Param
 
     return {
@@ -50,7 +54,7 @@ def gpu_task(cfg: Config, **kwargs: Any) -> Any:
     """The decorator for the GPU training task, by `airflow.placement` (celery | kubernetes | local)."""
     from airflow.sdk import task
 
-    kwargs.setdefault("execution_timeout", timedelta(hours=12))
+    kwargs.setdefault("execution_timeout", timeout(cfg, "train"))
     placement = cfg.airflow.placement
     if placement == "kubernetes":
         from kubernetes.client import models as k8s

@@ -47,76 +47,78 @@ def _landing(cfg: Config) -> Path:
 
 
 def new_landed_batches(cfg: Config) -> list[str]:
-    """Batch folders in the landing dir that are neither in the dataset nor in quarantine yet."""
+    """Batch folders in the landing dir that ingest has put nowhere yet (neither dataset nor quarantine).
+
+    A batch left in place as unreadable stays listed; its `batch__<id>` run exists, so it is not run again.
+    """
+    from garmentseg.validation.ingest import where_is
+
     landing = _landing(cfg)
     if not landing.is_dir():
         return []
-    known_dataset = cfg.path(cfg.paths.data_dir) / "batches"
-    quarantine = cfg.path(cfg.paths.quarantine_dir)
     return sorted(
         p.name
         for p in landing.iterdir()
-        if p.is_dir()
-        and not p.name.startswith(".")
-        and not (known_dataset / p.name).exists()
-        and not (quarantine / p.name).exists()
+        if p.is_dir() and not p.name.startswith(".") and where_is(cfg, p.name) is None
     )
 
 
-def validate_landed_batch(cfg: Config, batch_id: str) -> dict[str, Any]:
-    """GX validation of one landed batch; the report dict travels to the branch and the next task."""
-    from garmentseg.validation import validate_batch
+def route_landed_batch(cfg: Config, batch_id: str) -> dict[str, Any]:
+    """GX validation of one landed batch and the library's route for it (what `garmentseg ingest` does)."""
+    from garmentseg.validation.ingest import check_batch
 
-    result = validate_batch(_landing(cfg) / batch_id, cfg)
+    result, route = check_batch(_landing(cfg) / batch_id, cfg, batch_id=batch_id)
+    data_docs = str(result.data_docs_page or result.data_docs_index or "")
+    log.info("batch %s: %s (%s); Data Docs: %s", batch_id, route.action.value, route.reason, data_docs)
     return {
         "batch_id": batch_id,
         "batch_dir": str(result.batch_dir),
-        "passed": result.passed,
-        "exit_code": result.exit_code,
+        "action": route.action.value,
+        "reason": route.reason,
         "report_dir": str(result.report_dir),
-        "data_docs": str(result.data_docs_page or result.data_docs_index or ""),
+        "data_docs": data_docs,
         "errors": sum(1 for f in result.findings if f["severity"] == "error"),
         "warnings": sum(1 for f in result.findings if f["severity"] == "warning"),
     }
 
 
-def ingest_landed_batch(cfg: Config, report: dict[str, Any]) -> dict[str, Any]:
-    """Add a passing batch to the DVC dataset; `changed` is False when it was already there."""
-    from garmentseg.data.dataset import add_batch
+def ingest_landed_batch(cfg: Config, routed: dict[str, Any]) -> dict[str, Any]:
+    """Add a batch routed to ingest to the DVC dataset; `changed` is False when it was already there."""
+    from garmentseg.validation.ingest import INGESTED, Action, admit_batch
 
-    if not report["passed"]:
-        raise ValueError(f"batch {report['batch_id']} failed validation; it cannot be ingested")
-    added = add_batch(Path(report["batch_dir"]), cfg, batch_id=report["batch_id"])
-    return {
-        "batch_id": added.batch_id,
-        "changed": not added.already_present,
-        "pairs": added.n_pairs,
-        "data_version": added.data_version,
-    }
-
-
-def quarantine_landed_batch(cfg: Config, report: dict[str, Any]) -> dict[str, Any]:
-    """Move the whole failing batch, with its report, to the quarantine folder."""
-    from garmentseg.validation import quarantine_batch
-
-    outcome = quarantine_batch(
-        Path(report["batch_dir"]),
+    if routed["action"] != Action.INGEST:
+        raise ValueError(f"batch {routed['batch_id']} is routed to {routed['action']}: {routed['reason']}")
+    outcome = admit_batch(
+        Path(routed["batch_dir"]),
         cfg,
-        Path(report["report_dir"]),
-        batch_id=report["batch_id"],
-        data_docs_page=Path(report["data_docs"]) if report["data_docs"] else None,
+        batch_id=routed["batch_id"],
+        report_dir=Path(routed["report_dir"]),
+        data_docs_page=Path(routed["data_docs"]) if routed["data_docs"] else None,
     )
     return {
-        "batch_id": report["batch_id"],
-        "quarantined_to": str(outcome.destination),
-        "errors": report["errors"],
+        "batch_id": outcome.batch_id,
+        "changed": outcome.status == INGESTED,
+        "pairs": outcome.n_pairs,
+        "data_version": outcome.data_version,
     }
 
 
-def publish_data_docs(cfg: Config, report: dict[str, Any]) -> str:
-    """Copy the Data Docs site where stewards read it (it is already rebuilt by validation)."""
-    log.info("Data Docs for batch %s: %s", report["batch_id"], report["data_docs"])
-    return report["data_docs"]
+def quarantine_landed_batch(cfg: Config, routed: dict[str, Any]) -> dict[str, Any]:
+    """Move the whole failing batch, with its report, to the quarantine folder."""
+    from garmentseg.validation.ingest import quarantine_batch
+
+    outcome = quarantine_batch(
+        Path(routed["batch_dir"]),
+        cfg,
+        Path(routed["report_dir"]),
+        batch_id=routed["batch_id"],
+        data_docs_page=Path(routed["data_docs"]) if routed["data_docs"] else None,
+    )
+    return {
+        "batch_id": routed["batch_id"],
+        "quarantined_to": str(outcome.destination),
+        "errors": routed["errors"],
+    }
 
 
 # ------------------------------------------------------------------------------------------ retrain
@@ -152,7 +154,7 @@ def validate_training_set(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
     return {"folders": results, "data_version": data["data_version"]}
 
 
-def prepare_tensors(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
+def prepare_tensors(cfg: Config) -> dict[str, Any]:
     """Resize once and cache the tensors for the model's input size (later steps never decode PNGs)."""
     from garmentseg import prepare
     from garmentseg.data.index import load_dataset
@@ -247,8 +249,10 @@ def promote_candidate(cfg: Config, candidate: dict[str, Any]) -> dict[str, Any]:
 
 
 def explain_stop(decision: dict[str, Any], check: dict[str, Any]) -> dict[str, Any]:
-    """The champion stays; say why, loudly, in the task log and the return value."""
-    reason = decision["reason"] if not decision["passed"] else f"serving check failed: {check.get('reason')}"
+    """The champion stays; say why (the promote rule's reason), loudly, in the task log and the result."""
+    from garmentseg.registry import promotion_verdict
+
+    reason = promotion_verdict(decision, check).reason
     log.warning("candidate v%s not promoted: %s", decision["candidate_version"], reason)
     return {"promoted": False, "candidate_version": decision["candidate_version"], "reason": reason}
 

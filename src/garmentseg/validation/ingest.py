@@ -1,5 +1,8 @@
 """Validate, then hand a passing batch to the dataset or move a failing one, whole, to quarantine.
 
+`route_batch` is the one ingest rule: `garmentseg ingest`, the `garment_ingest` DAG and the demo all act on
+its answer. A folder that is not a readable batch at all is left where it landed.
+
 Nothing is lost: the input is never modified, overwritten or deleted except by the atomic rename that
 moves it into quarantine (or, across file systems, after every byte of the copy has been verified).
 """
@@ -12,13 +15,20 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from garmentseg.config import Config
 from garmentseg.data.contract import batch_id_of
 from garmentseg.validation.metadata import REPORT_DIR_NAME
-from garmentseg.validation.validate import EXIT_FAILED, EXIT_PASSED, EXIT_UNREADABLE, validate_batch
+from garmentseg.validation.validate import (
+    EXIT_FAILED,
+    EXIT_PASSED,
+    EXIT_UNREADABLE,
+    ValidationResult,
+    validate_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +38,52 @@ INGESTED, ALREADY_INGESTED, QUARANTINED, UNREADABLE = (
     "quarantined",
     "unreadable",
 )
+
+
+class Action(StrEnum):
+    """What happens to a validated batch (the values are also the ingest DAG's task ids)."""
+
+    INGEST = "ingest"
+    QUARANTINE = "quarantine"
+    LEAVE = "leave"
+
+
+@dataclass(frozen=True)
+class Route:
+    """The ingest rule's answer for one batch, and why."""
+
+    action: Action
+    reason: str
+
+
+def route_batch(result: ValidationResult) -> Route:
+    """Pass: into the dataset. Fail: to quarantine, whole. Not a readable batch: left where it landed."""
+    if result.exit_code == EXIT_UNREADABLE:
+        return Route(Action.LEAVE, result.findings[0]["message"])
+    if not result.passed:
+        errors = sum(1 for f in result.findings if f["severity"] == "error")
+        return Route(Action.QUARANTINE, f"batch {result.batch_id} failed validation with {errors} errors")
+    return Route(Action.INGEST, f"batch {result.batch_id} passed validation")
+
+
+def check_batch(
+    batch_dir: Path, cfg: Config, source: str | None = None, *, batch_id: str | None = None
+) -> tuple[ValidationResult, Route]:
+    """Validate a landed batch (report in <reports_dir>/<batch_id>) and route it: ingest's first step."""
+    batch_id = batch_id or batch_id_of(Path(batch_dir))
+    result = validate_batch(batch_dir, cfg, cfg.path(cfg.paths.reports_dir) / batch_id, source=source)
+    return result, route_batch(result)
+
+
+def where_is(cfg: Config, batch_id: str) -> tuple[str, Path] | None:
+    """Where an earlier ingest put the batch: (ingested | quarantined, its folder); None while it waits."""
+    for status, folder in (
+        (INGESTED, cfg.path(cfg.paths.data_dir) / "batches" / batch_id),
+        (QUARANTINED, cfg.path(cfg.paths.quarantine_dir) / batch_id),
+    ):
+        if folder.exists():
+            return status, folder
+    return None
 
 
 @dataclass(frozen=True)
@@ -56,24 +112,23 @@ def ingest_batch(
     batch_id: str | None = None,
     push: bool = False,
 ) -> IngestOutcome:
-    """Validate the batch; add it to the dataset when it passes, quarantine it whole when it fails."""
+    """Validate the batch and act on `route_batch`: ingest, quarantine whole, or leave it where it is."""
     batch_dir = Path(batch_dir)
     batch_id = batch_id or batch_id_of(batch_dir)
-    if not batch_dir.exists() and (earlier := _quarantined(cfg, batch_id)):
+    earlier = where_is(cfg, batch_id)
+    if not batch_dir.exists() and earlier and earlier[0] == QUARANTINED:
         return IngestOutcome(
             QUARANTINED,
             batch_id,
             EXIT_FAILED,
-            earlier / REPORT_DIR_NAME,
-            earlier,
-            f"batch {batch_id} was already quarantined at {earlier}",
+            earlier[1] / REPORT_DIR_NAME,
+            earlier[1],
+            f"batch {batch_id} was already quarantined at {earlier[1]}",
         )
-    result = validate_batch(batch_dir, cfg, cfg.path(cfg.paths.reports_dir) / batch_id, source=source)
-    if result.exit_code == EXIT_UNREADABLE:
-        return IngestOutcome(
-            UNREADABLE, batch_id, EXIT_UNREADABLE, result.report_dir, None, result.findings[0]["message"]
-        )
-    if not result.passed:
+    result, route = check_batch(batch_dir, cfg, source, batch_id=batch_id)
+    if route.action is Action.LEAVE:
+        return IngestOutcome(UNREADABLE, batch_id, EXIT_UNREADABLE, result.report_dir, None, route.reason)
+    if route.action is Action.QUARANTINE:
         return quarantine_batch(
             batch_dir, cfg, result.report_dir, batch_id=batch_id, data_docs_page=result.data_docs_page
         )
@@ -151,11 +206,6 @@ def quarantine_batch(
         f"batch {batch_id} failed validation; moved whole to {destination}",
         data_docs_page=data_docs_page,
     )
-
-
-def _quarantined(cfg: Config, batch_id: str) -> Path | None:
-    folder = cfg.path(cfg.paths.quarantine_dir) / batch_id
-    return folder if folder.is_dir() else None
 
 
 def _reserve(root: Path, batch_id: str) -> Path:
