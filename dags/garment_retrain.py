@@ -6,7 +6,7 @@ changes (an ingested batch). Each task is one call into `garmentseg.orchestratio
 
 sync data (DVC) → validate the training set (GX) → prepare tensors → **train on a GPU node** → evaluate →
 register (`challenger`) → gate (candidate vs champion on the same test split) → serving check of the
-candidate → promote or stop (`garmentseg.registry.promotion_verdict`) → deploy → smoke-test the endpoint.
+candidate → promote or stop (`garmentseg.gate.promotion_verdict`) → deploy → smoke-test the endpoint.
 
 GPU placement is configuration (`airflow.placement`): `celery` routes the training task to the Celery
 queue `airflow.gpu_queue`; `kubernetes` runs it as a pod requesting `nvidia.com/gpu` with the node selector
@@ -80,7 +80,7 @@ def serving_check(candidate: dict, decision: dict, params=None) -> dict:
 
 @task.branch
 def promote_or_stop(decision: dict, check: dict) -> str:
-    from garmentseg.registry import promotion_verdict
+    from garmentseg.gate import promotion_verdict
 
     return "promote" if promotion_verdict(decision, check).promote else "stop"
 

@@ -1,4 +1,4 @@
-"""The MLflow Model Registry gate: register, gate, promote, rollback, show.
+"""The MLflow Model Registry: register, promote, rollback, show, and the `garmentseg registry` commands.
 
 A retrained model reaches production only through here. As TFX's Evaluator does, the gate re-scores the
 candidate *and* the current champion on the same current test split (a champion's historical metric is not
@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,36 +41,8 @@ class RegistryError(RuntimeError):
     """A registry operation that must not go ahead; the message says why."""
 
 
-@dataclass
-class GateDecision:
-    """What the gate decided about one candidate, with everything needed to audit it later."""
-
-    model_name: str
-    candidate_version: str
-    champion_version: str | None
-    data_version: str
-    candidate_score: float | None
-    champion_score: float | None
-    floor: float
-    slice_tolerance: float
-    candidate_slices: dict[str, float] = field(default_factory=dict)
-    champion_slices: dict[str, float] = field(default_factory=dict)
-    verdict: str = "error"  # pass | reject | error
-    mode: str = "compare"  # compare | bootstrap
-    reason: str = ""
-    rule: str = ""
-    decided_at: float = field(default_factory=time.time)
-    n_test: int = 0
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == "pass"
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
-
-
-def _client(cfg: Config) -> MlflowClient:
+def mlflow_client(cfg: Config) -> MlflowClient:
+    """The tracking and registry client of cfg's MLflow (the process's default URI set to it too)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -83,7 +54,7 @@ def _actor() -> str:
     return os.environ.get("GARMENTSEG_ACTOR") or os.environ.get("AIRFLOW_CTX_DAG_OWNER") or getpass.getuser()
 
 
-def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -108,7 +79,7 @@ def register(run_id: str, cfg: Config, *, artifact_path: str = "model") -> Model
 
     Idempotent: a run already registered returns its existing version (a retried task never registers twice).
     """
-    client = _client(cfg)
+    client = mlflow_client(cfg)
     name = cfg.registry.model_name
     _ensure_registered_model(client, name)
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
@@ -169,149 +140,6 @@ def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float 
     raise RegistryError(f"{name} version {version}: not READY after {timeout_s:.0f}s")
 
 
-def _score(
-    model_uri: str, frame: pd.DataFrame, root: Path, cfg: Config
-) -> tuple[float, dict[str, float], int]:
-    """Median test Dice, per-view median Dice and test size of one model, read from the report of the
-    evaluation training runs (its view slices, not a second computation of them)."""
-    from garmentseg.evaluation import evaluate
-    from garmentseg.inference import load_cutout_model
-
-    model = load_cutout_model(model_uri, tracking_uri=cfg.tracking_uri)
-    summary = evaluate(model, frame, root, cfg, split="test").summary
-    score = summary.get(HEADLINE)
-    if score is None or score != score:  # missing or NaN fails closed
-        raise RegistryError(f"{model_uri}: evaluation produced no {HEADLINE}")
-    slices = {view: stats[HEADLINE] for view, stats in summary["slices"]["view"].items()}
-    return float(score), slices, int(summary["n"])
-
-
-def _rule_text(cfg: Config) -> str:
-    return (
-        f"candidate test {HEADLINE} >= champion's on the same split (ties pass) and >= floor "
-        f"{cfg.registry.dice_floor}; no view slice drops by more than {cfg.registry.slice_tolerance}"
-    )
-
-
-def _decide(decision: GateDecision) -> GateDecision:
-    """Apply the rule through MLflow's validator where it can express it, and the slice rule beside it."""
-    from mlflow.models import EvaluationResult, MetricThreshold
-    from mlflow.models.evaluation.validation import ModelValidationFailedException
-
-    assert decision.candidate_score is not None
-    bar = decision.floor if decision.champion_score is None else max(decision.floor, decision.champion_score)
-    thresholds = {HEADLINE: MetricThreshold(threshold=float(bar), greater_is_better=True)}
-    candidate = EvaluationResult(metrics={HEADLINE: decision.candidate_score}, artifacts={})
-    reasons = []
-    try:
-        import mlflow
-
-        mlflow.validate_evaluation_results(thresholds, candidate)
-    except ModelValidationFailedException:
-        if decision.candidate_score < decision.floor:
-            reasons.append(
-                f"{HEADLINE} {decision.candidate_score:.4f} is below the floor {decision.floor:.4f}"
-            )
-        else:
-            reasons.append(
-                f"{HEADLINE} {decision.candidate_score:.4f} is below champion v{decision.champion_version}'s "
-                f"{decision.champion_score:.4f} on the same split"
-            )
-    for view, champ in decision.champion_slices.items():
-        cand = decision.candidate_slices.get(view)
-        if cand is None:
-            reasons.append(f"view {view}: candidate has no score")
-        elif champ - cand > decision.slice_tolerance:
-            reasons.append(
-                f"view {view}: {HEADLINE} drops {champ - cand:.4f} ({champ:.4f} -> {cand:.4f}), "
-                f"tolerance {decision.slice_tolerance}"
-            )
-    decision.verdict = "reject" if reasons else "pass"
-    if reasons:
-        decision.reason = "; ".join(reasons)
-    elif decision.mode == "bootstrap":
-        decision.reason = f"bootstrap: no champion yet; {HEADLINE} {decision.candidate_score:.4f} >= floor {decision.floor:.4f}"
-    else:
-        decision.reason = (
-            f"{HEADLINE} {decision.candidate_score:.4f} >= champion v{decision.champion_version}'s "
-            f"{decision.champion_score:.4f} and floor {decision.floor:.4f}; no view slice dropped"
-        )
-    return decision
-
-
-def _decision_from_tags(tags: dict[str, str]) -> dict[str, Any] | None:
-    raw = tags.get(GATE_PREFIX + "decision")
-    return json.loads(raw) if raw else None
-
-
-def gate(version: str, cfg: Config, frame: pd.DataFrame, root: Path, data_version: str) -> GateDecision:
-    """Score candidate and champion on the same test split and decide; any error fails closed.
-
-    Idempotent per (candidate, data version): a second gate of the same candidate on the same data returns
-    the recorded decision instead of scoring again.
-    """
-    client = _client(cfg)
-    name = cfg.registry.model_name
-    mv = client.get_model_version(name, version)
-    recorded = _decision_from_tags(mv.tags)
-    if recorded and recorded.get("data_version") == data_version:
-        log.info("%s v%s already gated on data %s: %s", name, version, data_version, recorded["verdict"])
-        recorded.pop("passed", None)
-        return GateDecision(**recorded)
-    champion = _alias_version(client, name, CHAMPION)
-    if champion is not None and str(champion.version) == str(version):
-        champion = _alias_version(client, name, PREVIOUS)
-    decision = GateDecision(
-        model_name=name,
-        candidate_version=str(version),
-        champion_version=str(champion.version) if champion else None,
-        data_version=data_version,
-        candidate_score=None,
-        champion_score=None,
-        floor=cfg.registry.dice_floor,
-        slice_tolerance=cfg.registry.slice_tolerance,
-        mode="compare" if champion else "bootstrap",
-        rule=_rule_text(cfg),
-    )
-    try:
-        decision.candidate_score, decision.candidate_slices, decision.n_test = _score(
-            f"models:/{name}/{version}", frame, root, cfg
-        )
-        if champion is not None:
-            decision.champion_score, decision.champion_slices, _ = _score(
-                f"models:/{name}/{champion.version}", frame, root, cfg
-            )
-        decision = _decide(decision)
-    except Exception as exc:  # fail closed: whatever broke, nothing is promoted
-        log.exception("gate of %s v%s failed closed", name, version)
-        decision.verdict = "error"
-        decision.reason = f"failed closed: {type(exc).__name__}: {exc}"
-    _record_decision(client, mv, decision)
-    log.info("gate %s v%s: %s (%s)", name, version, decision.verdict, decision.reason)
-    return decision
-
-
-def _record_decision(client: MlflowClient, mv: ModelVersion, decision: GateDecision) -> None:
-    payload = decision.to_json()
-    tags = {
-        "decision": json.dumps(payload, sort_keys=True),
-        "verdict": decision.verdict,
-        "mode": decision.mode,
-        "reason": decision.reason[:4900],
-        "candidate_dice_median": ""
-        if decision.candidate_score is None
-        else f"{decision.candidate_score:.6f}",
-        "champion_dice_median": "" if decision.champion_score is None else f"{decision.champion_score:.6f}",
-        "champion_version": decision.champion_version or "",
-        "data_version": decision.data_version,
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(mv.name, mv.version, GATE_PREFIX + key, value)
-    if mv.run_id:
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(decision.decided_at))
-        client.log_dict(mv.run_id, payload, f"gate/decision-v{mv.version}-{stamp}.json")
-
-
 def _append_move(client: MlflowClient, name: str, move: dict[str, Any]) -> None:
     """One tag per move (`promotion_log.000001`...): ordered, append-only, survives restarts."""
     tags = client.get_registered_model(name).tags
@@ -320,13 +148,13 @@ def _append_move(client: MlflowClient, name: str, move: dict[str, Any]) -> None:
 
 
 def promotion_log(cfg: Config) -> list[dict[str, Any]]:
-    client = _client(cfg)
+    client = mlflow_client(cfg)
     tags = client.get_registered_model(cfg.registry.model_name).tags
     return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(MOVE_PREFIX))]
 
 
 def _move_champion(client: MlflowClient, name: str, target: str, action: str, reason: str) -> dict[str, Any]:
-    current = _alias_version(client, name, CHAMPION)
+    current = alias_version(client, name, CHAMPION)
     if current is not None and str(current.version) == str(target):
         return {}
     if current is not None:
@@ -345,11 +173,17 @@ def _move_champion(client: MlflowClient, name: str, target: str, action: str, re
     return move
 
 
+def recorded_decision(tags: dict[str, str]) -> dict[str, Any] | None:
+    """The gate decision recorded on a model version's tags, if any."""
+    raw = tags.get(GATE_PREFIX + "decision")
+    return json.loads(raw) if raw else None
+
+
 def promote(version: str, cfg: Config) -> dict[str, Any]:
     """Move `champion` to the candidate, only with a recorded passing gate decision."""
-    client = _client(cfg)
+    client = mlflow_client(cfg)
     name = cfg.registry.model_name
-    decision = _decision_from_tags(client.get_model_version(name, version).tags)
+    decision = recorded_decision(client.get_model_version(name, version).tags)
     if not decision:
         raise RegistryError(f"{name} v{version}: no gate decision recorded; run the gate first")
     if decision["verdict"] != "pass":
@@ -359,29 +193,12 @@ def promote(version: str, cfg: Config) -> dict[str, Any]:
     return _move_champion(client, name, str(version), "promote", decision["reason"])
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """Whether a gated, serving-checked candidate becomes champion, and why (or why not)."""
-
-    promote: bool
-    reason: str
-
-
-def promotion_verdict(decision: dict[str, Any], serving_check: dict[str, Any]) -> Verdict:
-    """The one promote rule: a passing gate decision and a passing serving check of the candidate."""
-    if not decision["passed"]:  # the serving check was skipped: the gate's reason is the reason
-        return Verdict(False, decision["reason"])
-    if not serving_check["passed"]:
-        return Verdict(False, f"serving check failed: {serving_check.get('reason')}")
-    return Verdict(True, decision["reason"])
-
-
 def rollback(cfg: Config, to_version: str | None = None, reason: str = "manual rollback") -> dict[str, Any]:
     """Put `champion` back on `previous` (or a named version), logged like a promotion."""
-    client = _client(cfg)
+    client = mlflow_client(cfg)
     name = cfg.registry.model_name
     if to_version is None:
-        previous = _alias_version(client, name, PREVIOUS)
+        previous = alias_version(client, name, PREVIOUS)
         if previous is None:
             raise RegistryError(f"{name}: no `previous` version to roll back to")
         to_version = str(previous.version)
@@ -411,7 +228,7 @@ def show(cfg: Config, last: int = 10) -> dict[str, Any]:
     """Champion, its lineage and the last decisions and moves, as one JSON-ready dict."""
     from mlflow.exceptions import MlflowException
 
-    client = _client(cfg)
+    client = mlflow_client(cfg)
     name = cfg.registry.model_name
     try:
         client.get_registered_model(name)
@@ -425,11 +242,11 @@ def show(cfg: Config, last: int = 10) -> dict[str, Any]:
             "promotions": [],
         }
     aliases = {
-        alias: (_version_view(mv, client) if (mv := _alias_version(client, name, alias)) else None)
+        alias: (_version_view(mv, client) if (mv := alias_version(client, name, alias)) else None)
         for alias in (CHAMPION, PREVIOUS, CHALLENGER)
     }
     versions = client.search_model_versions(f"name = '{name}'")
-    decisions = [d for mv in versions if (d := _decision_from_tags(mv.tags))]
+    decisions = [d for mv in versions if (d := recorded_decision(mv.tags))]
     decisions.sort(key=lambda d: d["decided_at"], reverse=True)
     return {
         "model_name": name,
@@ -499,6 +316,8 @@ def gate_cmd(
     """Score VERSION and the champion on the same test split; exit 1 unless it passes."""
     cfg = load_config(profile, params)
     frame, root, data_version = _current_test_split(cfg, dataset)
+    from garmentseg.gate import gate
+
     decision = gate(version, cfg, frame, root, data_version)
     click.echo(
         json.dumps(decision.to_json(), indent=2) if as_json else f"{decision.verdict}: {decision.reason}"

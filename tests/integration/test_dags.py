@@ -111,8 +111,8 @@ def test_dags_import_fast_without_tensorflow(embedded_airflow: EmbeddedAirflow) 
 
 
 def test_promote_branch_and_stop_task_follow_the_promotion_verdict(dagbag) -> None:
+    from garmentseg.gate import promotion_verdict
     from garmentseg.orchestration.tasks import explain_stop
-    from garmentseg.registry import promotion_verdict
 
     branch = dagbag.get_dag("garment_retrain").get_task("promote_or_stop").python_callable
     gate_pass = {"passed": True, "candidate_version": "2", "reason": "dice_median 0.95 >= floor 0.85"}

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from garmentseg import evaluation, registry
+from garmentseg import evaluation, gate, registry
 from garmentseg.config import Config, load_config
 from garmentseg.imageio import write_png
 from garmentseg.inference import load_cutout_model
@@ -157,10 +157,10 @@ def postgres_mlflow_uri() -> str:
 GOOD, BETTER, WORSE, AWFUL = 110.0, 70.0, 125.0, 200.0  # garment red ramps 100..230, backdrop 40
 
 
-def _register_and_gate(cfg: Config, dataset, red_cutoff: float, **kw) -> tuple[str, registry.GateDecision]:
+def _register_and_gate(cfg: Config, dataset, red_cutoff: float, **kw) -> tuple[str, gate.GateDecision]:
     frame, root = dataset
     version = str(registry.register(_train_run(cfg, red_cutoff, **kw), cfg).version)
-    return version, registry.gate(version, cfg, frame, root, data_version="blobs-v1")
+    return version, gate.gate(version, cfg, frame, root, data_version="blobs-v1")
 
 
 def test_bootstrap_then_better_then_worse_then_tie_then_rollback(cfg: Config, dataset) -> None:
@@ -213,7 +213,7 @@ def test_below_floor_is_rejected_even_without_champion(cfg: Config, dataset) -> 
 def test_unloadable_candidate_fails_closed(cfg: Config, dataset) -> None:
     frame, root = dataset
     good = str(registry.register(_train_run(cfg, GOOD), cfg).version)
-    registry.gate(good, cfg, frame, root, "blobs-v1")
+    gate.gate(good, cfg, frame, root, "blobs-v1")
     registry.promote(good, cfg)
     version, decision = _register_and_gate(cfg, dataset, BETTER, corrupt=True)
     assert decision.verdict == "error" and decision.reason.startswith("failed closed")
@@ -228,8 +228,8 @@ def test_register_and_gate_are_idempotent(cfg: Config, dataset) -> None:
     first = registry.register(run_id, cfg)
     again = registry.register(run_id, cfg)
     assert first.version == again.version
-    decision = registry.gate(first.version, cfg, frame, root, "blobs-v1")
-    repeat = registry.gate(first.version, cfg, frame, root, "blobs-v1")
+    decision = gate.gate(first.version, cfg, frame, root, "blobs-v1")
+    repeat = gate.gate(first.version, cfg, frame, root, "blobs-v1")
     assert repeat.to_json() == decision.to_json()
     # the gate's view slices are evaluation's, not a computation of its own
     model = load_cutout_model(f"models:/{cfg.registry.model_name}/{first.version}", cfg.tracking_uri)
@@ -242,7 +242,7 @@ def test_register_and_gate_are_idempotent(cfg: Config, dataset) -> None:
 
 def test_a_slice_that_drops_too_far_is_rejected() -> None:
     """Same overall median but one view collapses: the slice rule catches what the median hides."""
-    decision = registry.GateDecision(
+    decision = gate.GateDecision(
         model_name="m",
         candidate_version="2",
         champion_version="1",
@@ -254,5 +254,5 @@ def test_a_slice_that_drops_too_far_is_rejected() -> None:
         candidate_slices={"Front": 0.97, "Back": 0.90},
         champion_slices={"Front": 0.95, "Back": 0.95},
     )
-    decided = registry._decide(decision)
+    decided = gate._decide(decision)
     assert decided.verdict == "reject" and "view Back" in decided.reason

@@ -216,11 +216,11 @@ def register_candidate(cfg: Config, trained: dict[str, Any]) -> dict[str, Any]:
 
 
 def gate_candidate(cfg: Config, candidate: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    from garmentseg import registry
     from garmentseg.data.index import load_dataset
+    from garmentseg.gate import gate
 
     frame, root = load_dataset(cfg)
-    return registry.gate(candidate["version"], cfg, frame, root, data["data_version"]).to_json()
+    return gate(candidate["version"], cfg, frame, root, data["data_version"]).to_json()
 
 
 def _held_out_shots(cfg: Config, count: int) -> list[Path]:
@@ -250,7 +250,7 @@ def promote_candidate(cfg: Config, candidate: dict[str, Any]) -> dict[str, Any]:
 
 def explain_stop(decision: dict[str, Any], check: dict[str, Any]) -> dict[str, Any]:
     """The champion stays; say why (the promote rule's reason), loudly, in the task log and the result."""
-    from garmentseg.registry import promotion_verdict
+    from garmentseg.gate import promotion_verdict
 
     reason = promotion_verdict(decision, check).reason
     log.warning("candidate v%s not promoted: %s", decision["candidate_version"], reason)
