@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from garmentseg.config import Config, ConfigError
+from garmentseg.validation.datadocs import make_self_contained
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +26,11 @@ SUITE_NAME = "garment_batch"
 DATASOURCE = "garmentseg"
 ASSET = "batch_metadata"
 SITE_NAME = "garmentseg"
-GX_DIR = "gx"
 DOCS_DIR = "data_docs"
 INDEX_COLUMN = "file"
 BATCH_FILE = "."  # a finding about the batch as a whole
 
 Row = dict[str, Any]
-# GX inlines this file into every Data Docs page; its Bootstrap comes from CDNs, so without a network the
-# pages would be unstyled. These few rules keep the tables readable offline (Bootstrap wins when online).
-OFFLINE_CSS = """
-body{font-family:system-ui,-apple-system,sans-serif;font-size:14px;color:#222;margin:0 24px}
-table{border-collapse:collapse;margin:6px 0 12px}
-td,th{border:1px solid #d0d0d0;padding:3px 8px;text-align:left;vertical-align:top}
-.navbar img{max-height:28px} .sticky-footer,.ge-footer{display:none}
-h3,h4,h5,h6{margin:14px 0 6px} pre,code{font-size:12px;background:#f4f4f4}
-"""
 
 
 @dataclass(frozen=True)
@@ -302,9 +293,6 @@ def run_suite(frame: pd.DataFrame, specs: list[CheckSpec], reports_dir: Path, ru
     docs_dir = reports_dir / DOCS_DIR
     with _locked(reports_dir):
         context = gx.get_context(mode="file", project_root_dir=reports_dir)
-        styles = reports_dir / GX_DIR / "plugins" / "custom_data_docs" / "styles"
-        styles.mkdir(parents=True, exist_ok=True)
-        (styles / "data_docs_custom_styles.css").write_text(OFFLINE_CSS)
         if SITE_NAME not in context.get_site_names():
             context.add_data_docs_site(
                 SITE_NAME,
@@ -353,6 +341,7 @@ def run_suite(frame: pd.DataFrame, specs: list[CheckSpec], reports_dir: Path, ru
         )
         (identifier, validation), *_ = result.run_results.items()
         urls = context.get_docs_sites_urls(resource_identifier=identifier, site_name=SITE_NAME)
+        make_self_contained(docs_dir)
     page = _url_to_path(urls[0]["site_url"]) if urls and urls[0].get("site_url") else None
     failures = []
     for outcome in validation.results:
