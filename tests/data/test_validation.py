@@ -17,7 +17,7 @@ from garmentseg.validation.defects import DEFECTS, Defect, inject_defects, write
 
 ROOT = Path(__file__).resolve().parents[2]
 W, H = 288, 432
-GARMENTS = 9  # 27 garment/views: 20 take a defect, 7 stay clean
+GARMENTS = 12  # 36 garment/views: 28 take a defect, 8 stay clean
 
 
 def small_project(folder: Path, workers: int = 1) -> Config:
@@ -81,7 +81,13 @@ def test_messages_name_the_value_and_the_rule(validated):
     assert "floor 12" in by_check["contrast"]
     assert "limit 2.0%" in by_check["alpha_binary"]
     formats = [f["message"] for f in validated["broken"].findings if f["check"] == "format"]
-    assert any("content is JPEG, not PNG" in m for m in formats)
+    assert any("content is JPEG (YCbCr colour 8-bit), not PNG" in m for m in formats)
+    assert "shot is greyscale 8-bit" in by_check["colour_mode"]
+    assert "looks inverted" in by_check["alpha_inverted"] and "limit 50%" in by_check["alpha_inverted"]
+    assert "left" in by_check["mask_border"] and "floor 0.75" in by_check["edge_alignment"]
+    assert (
+        "(identical bytes)" in by_check["duplicate_shot"] and "hash bits" in by_check["near_duplicate_shot"]
+    )
     assert any("not an image" in m for m in formats)
     assert "zero-byte" in by_check["file_size"]
 

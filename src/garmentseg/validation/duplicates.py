@@ -1,0 +1,122 @@
+"""The same shot delivered under two garment ids (a re-export, a copy-paste): found before it can cross splits.
+
+Exact copies (identical bytes, or identical pixels in another encoding) are found within the batch and
+against the dataset index's raw_sha256; near copies (the same picture re-exported: recompressed, slightly
+brightened) by a perceptual hash, each candidate confirmed pixel by pixel over both garments' masks, so
+that two garments on the same backdrop and mannequin never collide. A shot of the same garment and view as
+one already in the dataset is a correction, not a duplicate. Every copy carries its own finding.
+"""
+
+from __future__ import annotations
+
+import logging
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from garmentseg.config import Config
+from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR
+from garmentseg.imageio import ImageError, read_image
+from garmentseg.validation.content import hamming
+
+log = logging.getLogger(__name__)
+
+# Both shots are compared at this size (width x height), enough to tell garments apart, cheap to decode.
+COMPARE_SIZE = (96, 144)
+
+
+def mark_duplicate_shots(frame: pd.DataFrame, batch_dir: Path, cfg: Config) -> pd.DataFrame:
+    """Fill `same_shot_as` and `near_duplicate_of` on the batch's shots; returns the frame."""
+    shots = frame[
+        (frame["side"] == RAW_DIR)
+        & frame["garment_id"].notna()
+        & frame["name_error"].isna()
+        & frame["duplicate_of"].isna()
+        & frame["raw_sha256"].notna()
+    ]
+    exact: dict[str, list[str]] = {}
+    for column, what in (("raw_sha256", "identical bytes"), ("pixel_sha256", "identical pixels")):
+        for _, group in shots.groupby(column):
+            for file in group["file"]:
+                exact.setdefault(file, []).extend(
+                    f"{other} ({what})" for other in group["file"] if other != file
+                )
+    for file, found in _against_dataset(shots, cfg).items():
+        exact.setdefault(file, []).extend(found)
+    near = _near_copies(shots, batch_dir, cfg, exact)
+    frame = frame.copy()
+    for column, found in (("same_shot_as", exact), ("near_duplicate_of", near)):
+        for file, others in found.items():
+            if others:
+                unique = list(dict.fromkeys(others))
+                frame.loc[frame["file"] == file, column] = ", ".join(unique)
+    return frame
+
+
+def _against_dataset(shots: pd.DataFrame, cfg: Config) -> dict[str, list[str]]:
+    """Shots whose bytes are already in the dataset under another garment id or view."""
+    from garmentseg.data.index import INDEX_FILE, read_index
+
+    path = cfg.path(cfg.paths.data_dir) / INDEX_FILE
+    if shots.empty or not path.is_file():
+        return {}
+    index = read_index(path)
+    by_hash = index.groupby("raw_sha256")
+    found: dict[str, list[str]] = {}
+    for row in shots.itertuples():
+        if row.raw_sha256 not in by_hash.groups:
+            continue
+        for entry in by_hash.get_group(row.raw_sha256).itertuples():
+            if (entry.garment_id, entry.view) == (row.garment_id, row.view):
+                continue  # the same garment and view delivered again: a correction
+            found.setdefault(row.file, []).append(
+                f"dataset batch {entry.batch_id}: {entry.raw_path} (identical bytes)"
+            )
+    return found
+
+
+def _near_copies(
+    shots: pd.DataFrame, batch_dir: Path, cfg: Config, exact: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """Pairs of shots whose perceptual hashes are close and whose garments match pixel for pixel."""
+    v = cfg.validation
+    rows = shots.dropna(subset=["dhash"])[["file", "dhash"]].itertuples(index=False)
+    found: dict[str, list[str]] = {}
+    for (file_a, hash_a), (file_b, hash_b) in combinations(list(rows), 2):
+        if any(entry.startswith(f"{file_b} (") for entry in exact.get(file_a, [])):
+            continue
+        bits = hamming(hash_a, hash_b)
+        if bits > v.near_duplicate_bits:
+            continue
+        diff = _garment_difference(batch_dir, file_a, file_b, v.max_pixels)
+        if diff is None or diff > v.near_duplicate_max_diff:
+            continue
+        found.setdefault(file_a, []).append(f"{file_b} ({bits} hash bits, mean diff {diff:.1f})")
+        found.setdefault(file_b, []).append(f"{file_a} ({bits} hash bits, mean diff {diff:.1f})")
+    return found
+
+
+def _garment_difference(batch_dir: Path, file_a: str, file_b: str, max_pixels: int) -> float | None:
+    """Mean |RGB difference| of two shots over the union of their cutouts' masks (the whole frame when a
+    cutout cannot be read); None when a shot cannot be read."""
+    import cv2
+
+    images, masks = [], []
+    for rel in (file_a, file_b):
+        try:
+            shot = read_image(batch_dir / rel, max_pixels=max_pixels)
+        except (ImageError, OSError):
+            return None
+        images.append(cv2.resize(shot, COMPARE_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32))
+        cutout = batch_dir / CUTOUT_DIR / rel.removeprefix(f"{RAW_DIR}/")
+        try:
+            alpha = read_image(cutout, max_pixels=max_pixels, alpha=True)[..., 3]
+            masks.append(cv2.resize(alpha, COMPARE_SIZE, interpolation=cv2.INTER_NEAREST) >= 128)
+        except (ImageError, OSError):
+            masks.append(np.ones(COMPARE_SIZE[::-1], bool))
+    region = masks[0] | masks[1]
+    if not region.any():
+        region = np.ones_like(region)
+    return float(np.abs(images[0] - images[1])[region].mean())
