@@ -124,7 +124,7 @@ class ValidationConfig(_Section):
     alpha_inverted_border_share: float = Field(gt=0, le=1)
     edge_alignment_min: float = Field(ge=0, le=1)
     edge_search_share: float = Field(gt=0, le=0.5)
-    near_duplicate_bits: int = Field(ge=0, le=64)
+    near_duplicate_bits: int = Field(ge=0, le=256)
     near_duplicate_max_diff: float = Field(ge=0)
 
 

@@ -17,8 +17,9 @@ _JPEG_MODES = {1: "greyscale", 3: "YCbCr colour", 4: "CMYK"}
 # What the contract accepts: 8-bit colour, with or without alpha (a cutout's alpha is checked on its own).
 ACCEPTED_MODES = ("RGB 8-bit", "RGBA 8-bit")
 SIDES = ("top", "bottom", "left", "right")
-# Perceptual hash: a (HASH_SIDE+1) x HASH_SIDE difference hash, HASH_SIDE**2 bits.
-HASH_SIDE = 8
+# Perceptual hash: a (HASH_SIDE+1) x HASH_SIDE difference hash, HASH_SIDE**2 bits (a garment's outline
+# and pattern; its flat colour is compared separately, a binary hash cannot see it).
+HASH_SIDE = 16
 # Mean gradient (Sobel of the blurred grey shot) below which no position of the mask finds an edge: the
 # garment is inseparable from its surroundings, the contrast check's case, and alignment is not measured.
 # A clean edge of the synthetic studio scores in the hundreds, sensor noise alone under 5.
@@ -141,13 +142,18 @@ def pixel_digest(image: np.ndarray) -> str:
 
 
 def difference_hash(bgr: np.ndarray) -> str:
-    """A 64-bit difference hash (dHash) as 16 hex digits: near-identical images differ in few bits."""
+    """A HASH_SIDE**2-bit difference hash (dHash) in hex: near-identical images differ in few bits."""
     import cv2
 
     gray = cv2.cvtColor(np.ascontiguousarray(bgr[..., :3]), cv2.COLOR_BGR2GRAY)
     small = cv2.resize(gray, (HASH_SIDE + 1, HASH_SIDE), interpolation=cv2.INTER_AREA).astype(np.int16)
     bits = (small[:, 1:] > small[:, :-1]).flatten()
     return f"{int(''.join('1' if b else '0' for b in bits), 2):0{HASH_SIDE * HASH_SIDE // 4}x}"
+
+
+def colour_distance(a: str, b: str) -> int:
+    """Largest channel difference of two '#rrggbb' colours (0-255)."""
+    return max(abs(int(a[i : i + 2], 16) - int(b[i : i + 2], 16)) for i in (1, 3, 5))
 
 
 def hamming(a: str, b: str) -> int:

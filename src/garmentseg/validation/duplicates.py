@@ -19,7 +19,7 @@ import pandas as pd
 from garmentseg.config import Config
 from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR
 from garmentseg.imageio import ImageError, read_image
-from garmentseg.validation.content import hamming
+from garmentseg.validation.content import colour_distance, hamming
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +80,18 @@ def _against_dataset(shots: pd.DataFrame, cfg: Config) -> dict[str, list[str]]:
 def _near_copies(
     shots: pd.DataFrame, batch_dir: Path, cfg: Config, exact: dict[str, list[str]]
 ) -> dict[str, list[str]]:
-    """Pairs of shots whose perceptual hashes are close and whose garments match pixel for pixel."""
+    """Pairs of shots whose garments have close perceptual hashes and mean colours, then match pixel for
+    pixel (only these few candidates are read again)."""
     v = cfg.validation
-    rows = shots.dropna(subset=["dhash"])[["file", "dhash"]].itertuples(index=False)
+    rows = shots.dropna(subset=["dhash", "garment_colour"])[["file", "dhash", "garment_colour"]]
     found: dict[str, list[str]] = {}
-    for (file_a, hash_a), (file_b, hash_b) in combinations(list(rows), 2):
+    for (file_a, hash_a, colour_a), (file_b, hash_b, colour_b) in combinations(
+        list(rows.itertuples(index=False)), 2
+    ):
         if any(entry.startswith(f"{file_b} (") for entry in exact.get(file_a, [])):
             continue
         bits = hamming(hash_a, hash_b)
-        if bits > v.near_duplicate_bits:
+        if bits > v.near_duplicate_bits or colour_distance(colour_a, colour_b) > v.near_duplicate_max_diff:
             continue
         diff = _garment_difference(batch_dir, file_a, file_b, v.max_pixels)
         if diff is None or diff > v.near_duplicate_max_diff:

@@ -83,7 +83,8 @@ COLUMNS: dict[str, str] = {
     "edge_alignment": "float64",  # cutouts: image gradient on the mask edge / best with the mask moved (0-1)
     "raw_sha256": _STRING,  # raw: SHA-256 of the file's bytes
     "pixel_sha256": _STRING,  # raw: SHA-256 of the decoded pixels (equal across re-encodings)
-    "dhash": _STRING,  # raw: 64-bit perceptual difference hash, hex
+    "dhash": _STRING,  # raw: 256-bit perceptual difference hash of the garment (shot under its mask), hex
+    "garment_colour": _STRING,  # raw: mean colour of the shot under its mask, #rrggbb
     "same_shot_as": _STRING,  # raw: another garment's shot with identical bytes or pixels (batch or dataset)
     "near_duplicate_of": _STRING,  # raw: another garment's shot that is the same picture re-exported
 }
@@ -304,7 +305,7 @@ def _load(batch_dir: Path, rel: str, side: str, limits: Limits) -> tuple[dict[st
     height, width = image.shape[:2]
     row.update(width=width, height=height, size=f"{width}x{height}", aspect=width / height)
     if side != CUTOUT_DIR:
-        row["pixel_sha256"], row["dhash"] = content.pixel_digest(image), content.difference_hash(image)
+        row["pixel_sha256"] = content.pixel_digest(image)
         return row, (image if image.shape[2] == 3 else np.ascontiguousarray(image[..., :3]))
     row["has_alpha"] = image.shape[2] == 4
     if not row["has_alpha"]:
@@ -447,6 +448,10 @@ def _measure_pair(
     if cut_row["rgb_diff"] > limits.cutout_rgb_max_diff:
         return  # the mask belongs to another image: contrast under it would be meaningless
     mask = alpha >= 128
+    # Hashing the garment alone: shots sharing a backdrop and mannequin do not look alike to the hash.
+    raw_row["dhash"] = content.difference_hash(np.where(mask[..., None], small, 0))
+    blue, green, red, _ = cv2.mean(small, mask=mask.astype(np.uint8))
+    raw_row["garment_colour"] = f"#{round(red):02x}{round(green):02x}{round(blue):02x}"
     radius = max(2, round(limits.edge_search_share * min(small.shape[:2])))
     cut_row["edge_alignment"] = content.edge_alignment(small, mask, radius)
     if cut_row["edge_alignment"] is not None and cut_row["edge_alignment"] < limits.edge_alignment_min:
