@@ -80,16 +80,17 @@ def _against_dataset(shots: pd.DataFrame, cfg: Config) -> dict[str, list[str]]:
 def _near_copies(
     shots: pd.DataFrame, batch_dir: Path, cfg: Config, exact: dict[str, list[str]]
 ) -> dict[str, list[str]]:
-    """Pairs of shots whose garments have close perceptual hashes and mean colours, then match pixel for
-    pixel (only these few candidates are read again)."""
+    """Pairs of shots of two garments whose perceptual hashes and mean colours are close, then match pixel
+    for pixel (only these few candidates are read again). Views of one garment may look alike (a plain
+    shirt's front and back) and share a split anyway: they are not compared."""
     v = cfg.validation
-    rows = shots.dropna(subset=["dhash", "garment_colour"])[["file", "dhash", "garment_colour"]]
+    rows = shots.dropna(subset=["dhash", "garment_colour"])[["file", "garment_id", "dhash", "garment_colour"]]
     found: dict[str, list[str]] = {}
-    for (file_a, hash_a, colour_a), (file_b, hash_b, colour_b) in combinations(
+    for (file_a, garment_a, hash_a, colour_a), (file_b, garment_b, hash_b, colour_b) in combinations(
         list(rows.itertuples(index=False)), 2
     ):
-        if any(entry.startswith(f"{file_b} (") for entry in exact.get(file_a, [])):
-            continue
+        if garment_a == garment_b or any(entry.startswith(f"{file_b} (") for entry in exact.get(file_a, [])):
+            continue  # views of one garment share a split; an exact copy is reported as such
         bits = hamming(hash_a, hash_b)
         if bits > v.near_duplicate_bits or colour_distance(colour_a, colour_b) > v.near_duplicate_max_diff:
             continue
