@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR, ShotKey
-from garmentseg.data.index import INDEX_FILE, index_folder, write_index
+from garmentseg.data.index import BATCHES_DIR, INDEX_FILE, build_index, write_index
 from garmentseg.imageio import encode_png
 from garmentseg.validation import content, validate_batch
 from garmentseg.validation import metadata as md
-from garmentseg.validation.defects import clean_pair, os_junk_files, write_clean_batch
+from garmentseg.validation.defects import clean_pair, near_duplicate_shot, os_junk_files, write_clean_batch
+from garmentseg.validation.duplicates import SIGNATURES
 from garmentseg.validation.suite import build_checks
 from tests.data.test_validation import H, W, small_project
 
@@ -30,12 +31,15 @@ def _findings(result, check: str) -> dict[str, str]:
 
 def test_same_shot_as_a_dataset_one_is_an_error_but_a_correction_is_not(tmp_path):
     cfg = small_project(tmp_path / "project")
-    old = tmp_path / "data" / "b-old"
-    keys = write_clean_batch(old, 2, width=W, height=H, seed=3)
-    write_index(index_folder(old, cfg, batch_id="b-old"), cfg.path(cfg.paths.data_dir) / INDEX_FILE)
+    data_dir = cfg.path(cfg.paths.data_dir)
+    old = data_dir / BATCHES_DIR / "b-old"
+    keys = write_clean_batch(old, 3, width=W, height=H, seed=3)
+    write_index(build_index(data_dir, cfg), data_dir / INDEX_FILE)
     new = tmp_path / "landing" / "b-new"
     fresh = write_clean_batch(new, 2, width=W, height=H, seed=4)
-    copied, corrected = keys[0], keys[1]
+    copied, corrected, re_exported = keys[0], keys[4], keys[8]  # three garments
+    near = ShotKey(fresh[1].garment_id, re_exported.view)
+    near_duplicate_shot(old, [re_exported, near], out=new)
     # A new garment id whose Front is the dataset's shot of another garment, byte for byte.
     for side in (RAW_DIR, CUTOUT_DIR):
         shutil.copyfile(
@@ -47,8 +51,17 @@ def test_same_shot_as_a_dataset_one_is_an_error_but_a_correction_is_not(tmp_path
     duplicates = _findings(result, "duplicate_shot")
     copy = f"{RAW_DIR}/{ShotKey(fresh[0].garment_id, copied.view).filename}"
     assert set(duplicates) == {copy}, result.findings
-    assert f"dataset batch b-old: {RAW_DIR}/{copied.filename} (identical bytes)" in duplicates[copy]
+    assert (
+        f"dataset batch b-old: {BATCHES_DIR}/b-old/{RAW_DIR}/{copied.filename} (identical bytes)"
+        in duplicates[copy]
+    )
     assert not result.passed
+    assert set(_findings(result, "near_duplicate_shot")) == {f"{RAW_DIR}/{near.filename}"}
+    assert (
+        f"dataset batch b-old: {BATCHES_DIR}/b-old/{RAW_DIR}/{re_exported.filename}"
+        in _findings(result, "near_duplicate_shot")[f"{RAW_DIR}/{near.filename}"]
+    )
+    assert (cfg.path(cfg.paths.state_dir) / "cache" / SIGNATURES).is_file()
 
 
 def test_a_re_encoded_copy_is_an_exact_duplicate_by_its_pixels(tmp_path):

@@ -156,6 +156,18 @@ def colour_distance(a: str, b: str) -> int:
     return max(abs(int(a[i : i + 2], 16) - int(b[i : i + 2], 16)) for i in (1, 3, 5))
 
 
+def garment_signature(bgr_small: np.ndarray, mask: np.ndarray) -> tuple[str, str]:
+    """(dHash of the garment alone, its mean colour '#rrggbb'): what near-duplicate shots share. Hashing
+    the shot under its mask keeps a shared backdrop and mannequin from making two shots look alike."""
+    import cv2
+
+    blue, green, red, _ = cv2.mean(bgr_small, mask=mask.astype(np.uint8))
+    return (
+        difference_hash(np.where(mask[..., None], bgr_small, 0)),
+        f"#{round(red):02x}{round(green):02x}{round(blue):02x}",
+    )
+
+
 def hamming(a: str, b: str) -> int:
     """Differing bits of two hex hashes."""
     return (int(a, 16) ^ int(b, 16)).bit_count()

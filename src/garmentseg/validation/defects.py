@@ -351,12 +351,15 @@ def duplicate_shot(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...
     return {_rel(RAW_DIR, keys[0]): ("duplicate_shot",), _rel(RAW_DIR, keys[1]): ("duplicate_shot",)}
 
 
-def near_duplicate_shot(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
-    """One garment's shot re-exported 4 levels brighter under a second garment id, with its cutout."""
+def near_duplicate_shot(
+    batch: Path, keys: list[ShotKey], out: Path | None = None
+) -> dict[str, tuple[str, ...]]:
+    """One garment's shot re-exported 4 levels brighter under a second garment id, with its cutout (into
+    the batch `out` when given: a copy of a shot the dataset already holds)."""
     raw, cut = _paths(batch, keys[0])
     shot = np.clip(_read(raw, False).astype(np.int16) + 4, 0, 255).astype(np.uint8)
     alpha = _read(cut, True)[..., 3]
-    copy_raw, copy_cut = _paths(batch, keys[1])
+    copy_raw, copy_cut = _paths(out or batch, keys[1])
     copy_raw.write_bytes(encode_png(shot))
     copy_cut.write_bytes(encode_png(np.dstack([shot * (alpha[..., None] >= 128), alpha])))
     return {

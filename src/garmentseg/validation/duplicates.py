@@ -2,9 +2,11 @@
 
 Exact copies (identical bytes, or identical pixels in another encoding) are found within the batch and
 against the dataset index's raw_sha256; near copies (the same picture re-exported: recompressed, slightly
-brightened) by a perceptual hash, each candidate confirmed pixel by pixel over both garments' masks, so
-that two garments on the same backdrop and mannequin never collide. A shot of the same garment and view as
-one already in the dataset is a correction, not a duplicate. Every copy carries its own finding.
+brightened) by a perceptual hash of the garment and its mean colour, each candidate confirmed pixel by
+pixel over both garments' masks, so that two garments on the same backdrop and mannequin never collide.
+The dataset's signatures are computed once per shot and cached by its SHA-256 under the state folder. A
+shot of the same garment and view as one already in the dataset is a correction, not a duplicate; views
+of one garment share a split and are not compared. Every copy carries its own finding.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import pandas as pd
 from garmentseg.config import Config
 from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR
 from garmentseg.imageio import ImageError, read_image
-from garmentseg.validation.content import colour_distance, hamming
+from garmentseg.validation.content import colour_distance, garment_signature, hamming
 
 log = logging.getLogger(__name__)
 
 # Both shots are compared at this size (width x height), enough to tell garments apart, cheap to decode.
 COMPARE_SIZE = (96, 144)
+SIGNATURES = "shot_signatures.parquet"  # the dataset shots' near-duplicate signatures, by raw_sha256
 
 
 def mark_duplicate_shots(frame: pd.DataFrame, batch_dir: Path, cfg: Config) -> pd.DataFrame:
@@ -46,6 +49,8 @@ def mark_duplicate_shots(frame: pd.DataFrame, batch_dir: Path, cfg: Config) -> p
     for file, found in _against_dataset(shots, cfg).items():
         exact.setdefault(file, []).extend(found)
     near = _near_copies(shots, batch_dir, cfg, exact)
+    for file, found in _near_dataset_copies(shots, batch_dir, cfg, exact).items():
+        near.setdefault(file, []).extend(found)
     frame = frame.copy()
     for column, found in (("same_shot_as", exact), ("near_duplicate_of", near)):
         for file, others in found.items():
@@ -94,7 +99,9 @@ def _near_copies(
         bits = hamming(hash_a, hash_b)
         if bits > v.near_duplicate_bits or colour_distance(colour_a, colour_b) > v.near_duplicate_max_diff:
             continue
-        diff = _garment_difference(batch_dir, file_a, file_b, v.max_pixels)
+        diff = _garment_difference(
+            _pair_paths(batch_dir, file_a), _pair_paths(batch_dir, file_b), v.max_pixels
+        )
         if diff is None or diff > v.near_duplicate_max_diff:
             continue
         found.setdefault(file_a, []).append(f"{file_b} ({bits} hash bits, mean diff {diff:.1f})")
@@ -102,21 +109,92 @@ def _near_copies(
     return found
 
 
-def _garment_difference(batch_dir: Path, file_a: str, file_b: str, max_pixels: int) -> float | None:
+def _near_dataset_copies(
+    shots: pd.DataFrame, batch_dir: Path, cfg: Config, exact: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """Batch shots that are a dataset shot of another garment re-exported."""
+    from garmentseg.data.index import INDEX_FILE, read_index
+
+    data_dir = cfg.path(cfg.paths.data_dir)
+    batch = shots.dropna(subset=["dhash", "garment_colour"])
+    if batch.empty or not (data_dir / INDEX_FILE).is_file():
+        return {}
+    v = cfg.validation
+    index = read_index(data_dir / INDEX_FILE)
+    dataset = index.merge(dataset_signatures(index, data_dir, cfg), on="raw_sha256")
+    found: dict[str, list[str]] = {}
+    for shot in batch.itertuples():
+        near = dataset[
+            (dataset["garment_id"] != shot.garment_id)
+            & (dataset["raw_sha256"] != shot.raw_sha256)
+            & (dataset["dhash"].map(lambda h, mine=shot.dhash: hamming(h, mine)) <= v.near_duplicate_bits)
+            & (
+                dataset["garment_colour"].map(lambda c, mine=shot.garment_colour: colour_distance(c, mine))
+                <= v.near_duplicate_max_diff
+            )
+        ]
+        for entry in near.itertuples():
+            if any(entry.raw_path in known for known in exact.get(shot.file, [])):
+                continue
+            paths = (data_dir / entry.raw_path, data_dir / entry.cutout_path)
+            diff = _garment_difference(_pair_paths(batch_dir, shot.file), paths, v.max_pixels)
+            if diff is not None and diff <= v.near_duplicate_max_diff:
+                found.setdefault(shot.file, []).append(
+                    f"dataset batch {entry.batch_id}: {entry.raw_path} (mean diff {diff:.1f})"
+                )
+    return found
+
+
+def dataset_signatures(index: pd.DataFrame, data_dir: Path, cfg: Config) -> pd.DataFrame:
+    """raw_sha256 -> dhash, garment_colour of every dataset shot; computed once per shot, then cached."""
+    from garmentseg.validation.metadata import shrink, shrink_factor
+
+    cache = cfg.path(cfg.paths.state_dir) / "cache" / SIGNATURES
+    known = (
+        pd.read_parquet(cache)
+        if cache.is_file()
+        else pd.DataFrame(columns=["raw_sha256", "dhash", "garment_colour"])
+    )
+    missing = index[~index["raw_sha256"].isin(known["raw_sha256"])].drop_duplicates("raw_sha256")
+    rows = []
+    for entry in missing.itertuples():
+        try:
+            shot = read_image(data_dir / entry.raw_path, max_pixels=cfg.validation.max_pixels)
+            alpha = read_image(data_dir / entry.cutout_path, max_pixels=cfg.validation.max_pixels, alpha=True)
+        except (ImageError, OSError) as exc:
+            log.warning("%s: no near-duplicate signature (%s)", entry.raw_path, exc)
+            continue
+        factor = shrink_factor(*shot.shape[:2])
+        small, mask = shrink(shot[..., ::-1], factor), shrink(alpha[..., 3], factor) >= 128
+        rows.append((entry.raw_sha256, *garment_signature(np.ascontiguousarray(small), mask)))
+    if rows:
+        known = pd.concat([known, pd.DataFrame(rows, columns=list(known.columns))], ignore_index=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.tmp")
+        known.to_parquet(tmp, index=False)
+        tmp.replace(cache)
+        log.info("near-duplicate signatures: %d dataset shots added to %s", len(rows), cache)
+    return known
+
+
+def _pair_paths(batch_dir: Path, raw_rel: str) -> tuple[Path, Path]:
+    return batch_dir / raw_rel, batch_dir / CUTOUT_DIR / raw_rel.removeprefix(f"{RAW_DIR}/")
+
+
+def _garment_difference(a: tuple[Path, Path], b: tuple[Path, Path], max_pixels: int) -> float | None:
     """Mean |RGB difference| of two shots over the union of their cutouts' masks (the whole frame when a
-    cutout cannot be read); None when a shot cannot be read."""
+    cutout cannot be read); each argument is (shot, cutout). None when a shot cannot be read."""
     import cv2
 
     images, masks = [], []
-    for rel in (file_a, file_b):
+    for shot_path, cutout_path in (a, b):
         try:
-            shot = read_image(batch_dir / rel, max_pixels=max_pixels)
+            shot = read_image(shot_path, max_pixels=max_pixels)
         except (ImageError, OSError):
             return None
         images.append(cv2.resize(shot, COMPARE_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32))
-        cutout = batch_dir / CUTOUT_DIR / rel.removeprefix(f"{RAW_DIR}/")
         try:
-            alpha = read_image(cutout, max_pixels=max_pixels, alpha=True)[..., 3]
+            alpha = read_image(cutout_path, max_pixels=max_pixels, alpha=True)[..., 3]
             masks.append(cv2.resize(alpha, COMPARE_SIZE, interpolation=cv2.INTER_NEAREST) >= 128)
         except (ImageError, OSError):
             masks.append(np.ones(COMPARE_SIZE[::-1], bool))

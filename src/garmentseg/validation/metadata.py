@@ -381,11 +381,11 @@ def _decode_native(data: bytes) -> np.ndarray | None:
     return image
 
 
-def _factor(height: int, width: int) -> int:
+def shrink_factor(height: int, width: int) -> int:
     return max(1, round(min(height, width) / CONTRAST_SHORT_SIDE))
 
 
-def _shrink(image: np.ndarray, factor: int) -> np.ndarray:
+def shrink(image: np.ndarray, factor: int) -> np.ndarray:
     import cv2
 
     if factor == 1:
@@ -412,8 +412,8 @@ def extract_unit(unit: Unit, limits: Limits) -> list[dict[str, Any]]:
         cut_row, cut = _load(batch_dir, unit.cutout, CUTOUT_DIR, limits)
     small = None
     if raw is not None and raw_row is not None:
-        factor = _factor(*raw.shape[:2])
-        small = _shrink(raw, factor)
+        factor = shrink_factor(*raw.shape[:2])
+        small = shrink(raw, factor)
         raw_row["brightness"] = brightness(small)
     if raw is not None and cut is not None and raw_row is not None and cut_row is not None:
         cut_row["partner_size"] = raw_row["size"]
@@ -437,8 +437,8 @@ def _measure_pair(
 
     if small is None or cut_row.get("border_opaque_share", 0) > limits.alpha_inverted_border_share:
         return
-    factor = _factor(*raw.shape[:2])
-    cut_small = _shrink(cut, factor)
+    factor = shrink_factor(*raw.shape[:2])
+    cut_small = shrink(cut, factor)
     alpha = cv2.extractChannel(cut_small, 3)
     opaque = cv2.inRange(alpha, 255, 255)
     if not cv2.countNonZero(opaque):
@@ -448,10 +448,7 @@ def _measure_pair(
     if cut_row["rgb_diff"] > limits.cutout_rgb_max_diff:
         return  # the mask belongs to another image: contrast under it would be meaningless
     mask = alpha >= 128
-    # Hashing the garment alone: shots sharing a backdrop and mannequin do not look alike to the hash.
-    raw_row["dhash"] = content.difference_hash(np.where(mask[..., None], small, 0))
-    blue, green, red, _ = cv2.mean(small, mask=mask.astype(np.uint8))
-    raw_row["garment_colour"] = f"#{round(red):02x}{round(green):02x}{round(blue):02x}"
+    raw_row["dhash"], raw_row["garment_colour"] = content.garment_signature(small, mask)
     radius = max(2, round(limits.edge_search_share * min(small.shape[:2])))
     cut_row["edge_alignment"] = content.edge_alignment(small, mask, radius)
     if cut_row["edge_alignment"] is not None and cut_row["edge_alignment"] < limits.edge_alignment_min:
