@@ -161,3 +161,16 @@ def test_cli_validate_exit_codes(validated, tmp_path):
     assert (tmp_path / "report" / "findings.json").read_text().strip() == "[]"
     bad = runner.invoke(main, ["validate", str(tmp_path / "nowhere"), "--params", str(params)])
     assert bad.exit_code == 2 and "UNREADABLE" in bad.output
+
+
+def test_every_batch_is_kept_in_the_drift_history(validated):
+    from garmentseg.validation.drift import read_history
+
+    reports = validated["cfg"].path("var/reports")
+    history = {e["batch_id"]: e for e in read_history(reports)}
+    assert {"b-clean", "b-broken"} <= set(history)
+    assert history["b-broken"]["reference"] == "b-clean" and not history["b-broken"]["passed"]
+    assert "garment_fraction/Front" in history["b-broken"]["stats"]
+    page = validated["broken"].drift_page
+    assert page == validated["broken"].data_docs_index.parent / "drift.html" and page.is_file()
+    assert "drift over batches:" in validated["broken"].text()

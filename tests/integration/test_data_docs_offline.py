@@ -101,3 +101,24 @@ def test_index_lists_every_batch_offline_and_links_its_failing_expectations(site
     # Each failing expectation is shown on the column its check reads, with a failed status.
     assert "garment_fraction" in text and "rgb_diff" in text
     assert chromium.execute_script("return getComputedStyle(document.body).fontFamily") != "Times New Roman"
+
+
+def test_drift_page_beside_the_index_draws_every_statistic_offline(site, chromium):
+    page = site["index"].parent / "drift.html"
+    chromium.get(page.resolve().as_uri())
+    _wait(chromium, "return document.readyState === 'complete'")
+    charts = chromium.execute_script(
+        "return [...document.querySelectorAll('svg')].map(s => [s.getAttribute('aria-label'), "
+        "s.querySelectorAll('circle').length, s.getBoundingClientRect().height])"
+    )
+    assert {label.split("/")[0] for label, _, _ in charts} == {
+        "garment_fraction",
+        "brightness",
+        "contrast",
+        "alpha_partial_share",
+    }
+    assert all(points >= 1 and height > 100 for _, points, height in charts), charts
+    # Every batch has a garment fraction per view (a statistic may lack a batch whose pairs all failed).
+    assert all(
+        points == len(site["batches"]) for label, points, _ in charts if label.startswith("garment_")
+    ), charts
