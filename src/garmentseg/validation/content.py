@@ -84,6 +84,14 @@ def edge_contrast(image: np.ndarray, mask: np.ndarray, band: int) -> float | Non
     return float(np.sqrt((diff**2).sum(axis=1)).mean())
 
 
+def is_grey(bgr: np.ndarray) -> bool:
+    """True when no pixel's channels differ by more than 2 levels: a greyscale picture saved as RGB(A)."""
+    import cv2
+
+    b, g, r = (np.ascontiguousarray(bgr[..., i]) for i in range(3))
+    return max(cv2.norm(b, g, cv2.NORM_INF), cv2.norm(g, r, cv2.NORM_INF)) <= 2
+
+
 def border_opaque_share(alpha: np.ndarray) -> float:
     """Share of the frame's outermost pixels (all four sides) that are opaque (alpha >= 128).
 

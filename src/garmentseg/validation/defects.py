@@ -377,6 +377,16 @@ def grayscale_shot(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...
     return {_rel(RAW_DIR, keys[0]): ("colour_mode",)}
 
 
+def grey_pixels_in_rgb(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
+    """The shot desaturated but saved as RGB (R = G = B): the header says colour, the pixels do not."""
+    import cv2
+
+    raw, _ = _paths(batch, keys[0])
+    grey = cv2.cvtColor(_read(raw, False), cv2.COLOR_RGB2GRAY)
+    raw.write_bytes(encode_png(np.dstack([grey, grey, grey])))
+    return {_rel(RAW_DIR, keys[0]): ("colour_mode",)}
+
+
 def os_junk_files(batch: Path, _keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
     """What macOS and Windows leave beside a copied delivery."""
     junk = (".DS_Store", "__MACOSX/._raw", f"{RAW_DIR}/._shot.png", f"{CUTOUT_DIR}/Thumbs.db", "desktop.ini")
@@ -431,6 +441,7 @@ DEFECTS: dict[str, tuple[DefectFn, int, str]] = {
     "duplicate_shot": (duplicate_shot, 2, "error"),
     "near_duplicate_shot": (near_duplicate_shot, 2, "warning"),
     "grayscale_shot": (grayscale_shot, 1, "error"),
+    "grey_pixels_in_rgb": (grey_pixels_in_rgb, 1, "error"),
     "os_junk": (os_junk_files, 0, "warning"),
 }
 

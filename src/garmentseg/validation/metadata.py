@@ -69,7 +69,7 @@ COLUMNS: dict[str, str] = {
     "aspect": "float64",
     "channels": "Int64",  # channels in the file (header)
     "colour_mode": _STRING,  # '<mode> <depth>-bit' from the PNG IHDR / JPEG frame header
-    "colour_mode_error": _STRING,  # a PNG that is not 8-bit RGB(A): not measured further
+    "colour_mode_error": _STRING,  # a PNG that is not 8-bit RGB(A), or grey pixels in one: not measured further
     "has_alpha": "boolean",  # cutouts only
     "alpha_partial_share": "float64",  # cutouts: share of pixels with 0 < alpha < 255
     "garment_fraction": "float64",  # cutouts: share of pixels with alpha >= 128
@@ -304,6 +304,9 @@ def _load(batch_dir: Path, rel: str, side: str, limits: Limits) -> tuple[dict[st
         return row, None
     height, width = image.shape[:2]
     row.update(width=width, height=height, size=f"{width}x{height}", aspect=width / height)
+    if side == RAW_DIR and content.is_grey(image):  # a cutout of a grey garment on black may be grey
+        row["colour_mode_error"] = f"{row['colour_mode']} holding only grey pixels (R = G = B)"
+        return row, None
     if side != CUTOUT_DIR:
         row["pixel_sha256"] = content.pixel_digest(image)
         return row, (image if image.shape[2] == 3 else np.ascontiguousarray(image[..., :3]))
