@@ -1,9 +1,11 @@
 """Batch folder -> per-file metadata table: every file read and decoded once, in parallel, small rows back.
 
-One row per file of the batch (plus one row per view a garment lacks, `present=False`). Each check of the
-expectation suite reads one column; a column is null where its check does not apply (a raw shot has no
-alpha, a file that failed an earlier gate is not measured further), so every defect is reported once, by
-the gate that caught it: size -> format -> pixel limit -> decode -> content -> pair.
+One row per file of the batch (plus one row per view a garment lacks, `present=False`, and one per OS junk
+file, which is listed and never read). Each check of the expectation suite reads one column; a column is
+null where its check does not apply (a raw shot has no alpha, a file that failed an earlier gate is not
+measured further), so every defect is reported once, by the gate that caught it: size -> format -> pixel
+limit -> colour mode -> decode -> content -> pair (inverted alpha -> cutout RGB -> edge alignment ->
+contrast). The shots are then compared with each other and with the dataset (duplicates.py).
 """
 
 from __future__ import annotations
