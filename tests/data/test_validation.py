@@ -176,3 +176,21 @@ def test_every_batch_is_kept_in_the_drift_history(validated):
     page = validated["broken"].drift_page
     assert page == validated["broken"].data_docs_index.parent / "drift.html" and page.is_file()
     assert "drift over batches:" in validated["broken"].text()
+
+
+def test_every_check_reaches_the_gallery_and_data_docs(validated):
+    broken: ValidationResult = validated["broken"]
+    gallery = broken.gallery.read_text()
+    page = broken.data_docs_page.read_text()
+    for finding in broken.findings:  # the gallery's table of all findings (cards: the first gallery_size)
+        assert f"<td>{finding['file']}</td><td>{finding['check']}</td>" in gallery, finding
+    for column in (
+        "os_junk",
+        "colour_mode_error",
+        "border_opaque_share",
+        "mask_touches",
+        "edge_alignment",
+        "same_shot_as",
+        "near_duplicate_of",
+    ):
+        assert column in page, column
