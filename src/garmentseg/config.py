@@ -77,6 +77,8 @@ class SourceConfig(_Section):
     # Checks whose findings only warn for this source: the steward sees them in the report, but a delivery
     # is not refused for them (e.g. the labels of an outside dataset, which nobody here can fix).
     warn_only: tuple[str, ...] = ()
+    # Frame sides a garment's mask may never reach for this source (the studio frames the whole garment).
+    mask_free_sides: tuple[Literal["top", "bottom", "left", "right"], ...] = ()
 
     @model_validator(mode="after")
     def _exact_or_range(self) -> SourceConfig:
@@ -119,6 +121,11 @@ class ValidationConfig(_Section):
     contrast_band_px: int = Field(ge=1)
     gallery_size: int = Field(ge=0)
     drift_z_warn: float = Field(gt=0)
+    alpha_inverted_border_share: float = Field(gt=0, le=1)
+    edge_alignment_min: float = Field(ge=0, le=1)
+    edge_search_share: float = Field(gt=0, le=0.5)
+    near_duplicate_bits: int = Field(ge=0, le=256)
+    near_duplicate_max_diff: float = Field(ge=0)
 
 
 class ModelConfig(_Section):

@@ -11,7 +11,7 @@ import pytest
 
 from garmentseg.config import ConfigError, load_config
 from garmentseg.imageio import encode_png
-from garmentseg.validation import compare_batches
+from garmentseg.validation import compare_batches, content
 from garmentseg.validation import metadata as md
 from garmentseg.validation.defects import bomb_png, clean_pair, write_clean_batch
 from garmentseg.validation.suite import build_checks
@@ -50,14 +50,36 @@ def test_listing_flags_names_twins_orphans_and_missing_views(tmp_path, cfg):
     ):
         touch(tmp_path, rel)
     touch(tmp_path, "garments.csv")
-    touch(tmp_path, "thumbs.db")
+    touch(tmp_path, "notes.txt")
+    for junk in (
+        "Thumbs.db",
+        ".DS_Store",
+        "__MACOSX/x",
+        "raw/._x.png",
+        "cutouts/desktop.ini",
+        "raw/.DS_Store",
+    ):
+        touch(tmp_path, junk)
     rows = listed(tmp_path, cfg)
     assert rows.loc[f"raw/{GID.upper()}_Front.png", "duplicate_of"].startswith(f"raw/{GID}_Front.png")
     assert pd.isna(rows.loc[f"raw/{GID}_Front.png", "duplicate_of"])  # the canonical spelling is the original
     assert "cutouts/" in rows.loc[f"raw/{GID}_Back.png", "partner_missing"]
     assert "view 'front'" in rows.loc[f"cutouts/{GID}_front.png", "name_error"]
     assert "not a UUID" in rows.loc["raw/IMG_0001.png", "name_error"]
-    assert "top level" in rows.loc["thumbs.db", "layout_error"] and "garments.csv" not in rows.index
+    assert "top level" in rows.loc["notes.txt", "layout_error"] and "garments.csv" not in rows.index
+    junk = rows[rows["os_junk"].notna()]
+    assert set(junk.index) == {
+        "Thumbs.db",
+        ".DS_Store",
+        "__MACOSX",
+        "raw/._x.png",
+        "cutouts/desktop.ini",
+        "raw/.DS_Store",
+    }
+    assert junk[["layout_error", "name_error"]].isna().all().all()  # ignored, not a contract breach
+    assert (
+        "AppleDouble" in rows.loc["raw/._x.png", "os_junk"] and "Windows" in rows.loc["Thumbs.db", "os_junk"]
+    )
     assert not rows.loc[f"raw/{GID}_FrontRight.png", "present"]  # the view nobody delivered
 
 
@@ -114,11 +136,11 @@ def test_edge_contrast_separates_garment_from_lookalike():
     mask[30:90, 20:60] = True
     image[mask] = (40, 60, 160)
     image[30:90:4, 20:60] = (50, 70, 170)  # stripes inside the garment are not an edge
-    assert md.edge_contrast(image, mask, band=2) > 150
+    assert content.edge_contrast(image, mask, band=2) > 150
     same = np.full_like(image, 225)
-    assert md.edge_contrast(same, mask, band=2) < 1
-    assert md.edge_contrast(image, np.zeros_like(mask), band=2) is None
-    assert md.edge_contrast(image, np.ones_like(mask), band=2) is None
+    assert content.edge_contrast(same, mask, band=2) < 1
+    assert content.edge_contrast(image, np.zeros_like(mask), band=2) is None
+    assert content.edge_contrast(image, np.ones_like(mask), band=2) is None
 
 
 def test_compare_batches_flags_a_shift():

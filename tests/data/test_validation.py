@@ -17,7 +17,7 @@ from garmentseg.validation.defects import DEFECTS, Defect, inject_defects, write
 
 ROOT = Path(__file__).resolve().parents[2]
 W, H = 288, 432
-GARMENTS = 9  # 27 garment/views: 20 take a defect, 7 stay clean
+GARMENTS = 12  # 36 garment/views: 29 take a defect, 7 stay clean
 
 
 def small_project(folder: Path, workers: int = 1) -> Config:
@@ -81,7 +81,15 @@ def test_messages_name_the_value_and_the_rule(validated):
     assert "floor 12" in by_check["contrast"]
     assert "limit 2.0%" in by_check["alpha_binary"]
     formats = [f["message"] for f in validated["broken"].findings if f["check"] == "format"]
-    assert any("content is JPEG, not PNG" in m for m in formats)
+    assert any("content is JPEG (YCbCr colour 8-bit), not PNG" in m for m in formats)
+    modes = [f["message"] for f in validated["broken"].findings if f["check"] == "colour_mode"]
+    assert any("shot is greyscale 8-bit;" in m for m in modes)
+    assert any("shot is RGB 8-bit holding only grey pixels (R = G = B)" in m for m in modes)
+    assert "looks inverted" in by_check["alpha_inverted"] and "limit 50%" in by_check["alpha_inverted"]
+    assert "left" in by_check["mask_border"] and "floor 0.75" in by_check["edge_alignment"]
+    assert (
+        "(identical bytes)" in by_check["duplicate_shot"] and "hash bits" in by_check["near_duplicate_shot"]
+    )
     assert any("not an image" in m for m in formats)
     assert "zero-byte" in by_check["file_size"]
 
@@ -155,3 +163,34 @@ def test_cli_validate_exit_codes(validated, tmp_path):
     assert (tmp_path / "report" / "findings.json").read_text().strip() == "[]"
     bad = runner.invoke(main, ["validate", str(tmp_path / "nowhere"), "--params", str(params)])
     assert bad.exit_code == 2 and "UNREADABLE" in bad.output
+
+
+def test_every_batch_is_kept_in_the_drift_history(validated):
+    from garmentseg.validation.drift import read_history
+
+    reports = validated["cfg"].path("var/reports")
+    history = {e["batch_id"]: e for e in read_history(reports)}
+    assert {"b-clean", "b-broken"} <= set(history)
+    assert history["b-broken"]["reference"] == "b-clean" and not history["b-broken"]["passed"]
+    assert "garment_fraction/Front" in history["b-broken"]["stats"]
+    page = validated["broken"].drift_page
+    assert page == validated["broken"].data_docs_index.parent / "drift.html" and page.is_file()
+    assert "drift over batches:" in validated["broken"].text()
+
+
+def test_every_check_reaches_the_gallery_and_data_docs(validated):
+    broken: ValidationResult = validated["broken"]
+    gallery = broken.gallery.read_text()
+    page = broken.data_docs_page.read_text()
+    for finding in broken.findings:  # the gallery's table of all findings (cards: the first gallery_size)
+        assert f"<td>{finding['file']}</td><td>{finding['check']}</td>" in gallery, finding
+    for column in (
+        "os_junk",
+        "colour_mode_error",
+        "border_opaque_share",
+        "mask_touches",
+        "edge_alignment",
+        "same_shot_as",
+        "near_duplicate_of",
+    ):
+        assert column in page, column

@@ -312,6 +312,90 @@ def stray_entry(batch: Path, _keys: list[ShotKey]) -> dict[str, tuple[str, ...]]
     return {"notes.txt": ("layout",)}
 
 
+def _opaque_cutout(shot: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """A cutout whose RGB is the whole shot (so it matches the shot wherever the alpha is opaque)."""
+    return np.dstack([shot, alpha.astype(np.uint8)])
+
+
+def inverted_alpha(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
+    """The alpha inverted on export: the backdrop opaque, the garment transparent; RGB is the shot's."""
+    raw, cut = _paths(batch, keys[0])
+    cut.write_bytes(encode_png(_opaque_cutout(_read(raw, False), 255 - _read(cut, True)[..., 3])))
+    return {_rel(CUTOUT_DIR, keys[0]): ("alpha_inverted",)}
+
+
+def garment_cut_by_frame(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
+    """Shot and cutout framed too far left: the garment's sleeve leaves the frame (a studio never does)."""
+    raw, cut = _paths(batch, keys[0])
+    shot, cutout = _read(raw, False), _read(cut, True)
+    dx = int(np.flatnonzero((cutout[..., 3] >= 128).any(axis=0))[0]) + 6
+    for image, path in ((shot, raw), (cutout, cut)):
+        moved = np.concatenate([image[:, dx:], np.repeat(image[:, -1:], dx, axis=1)], axis=1)
+        path.write_bytes(encode_png(moved))
+    return {_rel(CUTOUT_DIR, keys[0]): ("mask_border",)}
+
+
+def shifted_alpha(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
+    """The alpha moved 3 % of the width to the right; the cutout's RGB is still the shot's."""
+    raw, cut = _paths(batch, keys[0])
+    alpha = _read(cut, True)[..., 3]
+    moved = np.roll(alpha, round(0.03 * alpha.shape[1]), axis=1)
+    cut.write_bytes(encode_png(_opaque_cutout(_read(raw, False), moved)))
+    return {_rel(CUTOUT_DIR, keys[0]): ("edge_alignment",)}
+
+
+def duplicate_shot(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
+    """One garment's shot and cutout delivered again under a second garment id (a copy-paste)."""
+    for source, target in zip(_paths(batch, keys[0]), _paths(batch, keys[1]), strict=True):
+        shutil.copyfile(source, target)
+    return {_rel(RAW_DIR, keys[0]): ("duplicate_shot",), _rel(RAW_DIR, keys[1]): ("duplicate_shot",)}
+
+
+def near_duplicate_shot(
+    batch: Path, keys: list[ShotKey], out: Path | None = None
+) -> dict[str, tuple[str, ...]]:
+    """One garment's shot re-exported 4 levels brighter under a second garment id, with its cutout (into
+    the batch `out` when given: a copy of a shot the dataset already holds)."""
+    raw, cut = _paths(batch, keys[0])
+    shot = np.clip(_read(raw, False).astype(np.int16) + 4, 0, 255).astype(np.uint8)
+    alpha = _read(cut, True)[..., 3]
+    copy_raw, copy_cut = _paths(out or batch, keys[1])
+    copy_raw.write_bytes(encode_png(shot))
+    copy_cut.write_bytes(encode_png(np.dstack([shot * (alpha[..., None] >= 128), alpha])))
+    return {
+        _rel(RAW_DIR, keys[0]): ("near_duplicate_shot",),
+        _rel(RAW_DIR, keys[1]): ("near_duplicate_shot",),
+    }
+
+
+def grayscale_shot(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
+    """The shot exported in greyscale (PNG colour type 0); its cutout stays in colour."""
+    import cv2
+
+    raw, _ = _paths(batch, keys[0])
+    raw.write_bytes(encode_png(cv2.cvtColor(_read(raw, False), cv2.COLOR_RGB2GRAY)))
+    return {_rel(RAW_DIR, keys[0]): ("colour_mode",)}
+
+
+def grey_pixels_in_rgb(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
+    """The shot desaturated but saved as RGB (R = G = B): the header says colour, the pixels do not."""
+    import cv2
+
+    raw, _ = _paths(batch, keys[0])
+    grey = cv2.cvtColor(_read(raw, False), cv2.COLOR_RGB2GRAY)
+    raw.write_bytes(encode_png(np.dstack([grey, grey, grey])))
+    return {_rel(RAW_DIR, keys[0]): ("colour_mode",)}
+
+
+def os_junk_files(batch: Path, _keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
+    """What macOS and Windows leave beside a copied delivery."""
+    junk = (".DS_Store", "__MACOSX/._raw", f"{RAW_DIR}/._shot.png", f"{CUTOUT_DIR}/Thumbs.db", "desktop.ini")
+    for rel in junk:
+        (batch / rel).parent.mkdir(parents=True, exist_ok=True)
+        (batch / rel).write_bytes(b"\0\5\x16\7junk")
+    return {rel.split("/")[0] if rel.startswith("__MACOSX") else rel: ("os_junk",) for rel in junk}
+
+
 def bomb_png(width: int, height: int) -> bytes:
     """A valid-looking RGBA PNG header claiming width x height, followed by a few bytes of data."""
 
@@ -351,6 +435,14 @@ DEFECTS: dict[str, tuple[DefectFn, int, str]] = {
     "decompression_bomb": (decompression_bomb, 1, "error"),
     "zero_byte": (zero_byte, 1, "error"),
     "stray_entry": (stray_entry, 0, "error"),
+    "inverted_alpha": (inverted_alpha, 1, "error"),
+    "garment_cut_by_frame": (garment_cut_by_frame, 1, "error"),
+    "shifted_alpha": (shifted_alpha, 1, "error"),
+    "duplicate_shot": (duplicate_shot, 2, "error"),
+    "near_duplicate_shot": (near_duplicate_shot, 2, "warning"),
+    "grayscale_shot": (grayscale_shot, 1, "error"),
+    "grey_pixels_in_rgb": (grey_pixels_in_rgb, 1, "error"),
+    "os_junk": (os_junk_files, 0, "warning"),
 }
 
 

@@ -1,13 +1,16 @@
 """Batch folder -> per-file metadata table: every file read and decoded once, in parallel, small rows back.
 
-One row per file of the batch (plus one row per view a garment lacks, `present=False`). Each check of the
-expectation suite reads one column; a column is null where its check does not apply (a raw shot has no
-alpha, a file that failed an earlier gate is not measured further), so every defect is reported once, by
-the gate that caught it: size -> format -> pixel limit -> decode -> content -> pair.
+One row per file of the batch (plus one row per view a garment lacks, `present=False`, and one per OS junk
+file, which is listed and never read). Each check of the expectation suite reads one column; a column is
+null where its check does not apply (a raw shot has no alpha, a file that failed an earlier gate is not
+measured further), so every defect is reported once, by the gate that caught it: size -> format -> pixel
+limit -> colour mode -> decode -> content -> pair (inverted alpha -> cutout RGB -> edge alignment ->
+contrast). The shots are then compared with each other and with the dataset (duplicates.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -27,7 +30,10 @@ from garmentseg.data.contract import (
     ShotKey,
     parse_shot_name,
 )
-from garmentseg.imageio import ImageError, check_size, read_header, sniff_format
+from garmentseg.imageio import ImageError, ImageHeader, check_size, read_header, sniff_format
+from garmentseg.validation import content
+from garmentseg.validation.content import ACCEPTED_MODES
+from garmentseg.validation.junk import os_junk
 
 if TYPE_CHECKING:  # workers import this module: keep pandas and the config models out of their start-up
     import pandas as pd
@@ -49,6 +55,7 @@ COLUMNS: dict[str, str] = {
     "view": _STRING,
     "present": "boolean",  # False: a view the garment lacks (a row for a file that should exist)
     "layout_error": _STRING,
+    "os_junk": _STRING,  # what OS metadata file this is (.DS_Store, Thumbs.db...): ignored, never delivered
     "name_error": _STRING,
     "duplicate_of": _STRING,
     "partner_missing": _STRING,
@@ -63,14 +70,25 @@ COLUMNS: dict[str, str] = {
     "size": _STRING,  # WxH as decoded
     "aspect": "float64",
     "channels": "Int64",  # channels in the file (header)
+    "colour_mode": _STRING,  # '<mode> <depth>-bit' from the PNG IHDR / JPEG frame header
+    "colour_mode_error": _STRING,  # a PNG that is not 8-bit RGB(A), or grey pixels in one: not measured further
     "has_alpha": "boolean",  # cutouts only
     "alpha_partial_share": "float64",  # cutouts: share of pixels with 0 < alpha < 255
     "garment_fraction": "float64",  # cutouts: share of pixels with alpha >= 128
+    "border_opaque_share": "float64",  # cutouts: share of the frame's outermost pixels with alpha >= 128
+    "mask_touches": _STRING,  # cutouts: frame sides the mask reaches ('left,top'); null: none or inverted
     "pair_size_match": "boolean",  # cutouts: same size as the shot
     "partner_size": _STRING,
     "rgb_diff": "float64",  # cutouts: mean |cutout RGB - shot RGB| where alpha == 255
     "brightness": "float64",  # raw: mean luma 0-255
     "contrast": "float64",  # raw: mean colour distance across the mask edge (0-441)
+    "edge_alignment": "float64",  # cutouts: image gradient on the mask edge / best with the mask moved (0-1)
+    "raw_sha256": _STRING,  # raw: SHA-256 of the file's bytes
+    "pixel_sha256": _STRING,  # raw: SHA-256 of the decoded pixels (equal across re-encodings)
+    "dhash": _STRING,  # raw: 256-bit perceptual difference hash of the garment (shot under its mask), hex
+    "garment_colour": _STRING,  # raw: mean colour of the shot under its mask, #rrggbb
+    "same_shot_as": _STRING,  # raw: another garment's shot with identical bytes or pixels (batch or dataset)
+    "near_duplicate_of": _STRING,  # raw: another garment's shot that is the same picture re-exported
 }
 
 
@@ -82,11 +100,22 @@ class Limits:
     max_pixels: int
     contrast_band_px: int
     cutout_rgb_max_diff: float
+    edge_alignment_min: float = 0.0
+    alpha_inverted_border_share: float = 1.0
+    edge_search_share: float = 0.06
 
     @classmethod
     def from_config(cls, cfg: Config) -> Limits:
         v = cfg.validation
-        return cls(v.max_file_bytes, v.max_pixels, v.contrast_band_px, v.cutout_rgb_max_diff)
+        return cls(
+            v.max_file_bytes,
+            v.max_pixels,
+            v.contrast_band_px,
+            v.cutout_rgb_max_diff,
+            v.edge_alignment_min,
+            v.alpha_inverted_border_share,
+            v.edge_search_share,
+        )
 
 
 @dataclass(frozen=True)
@@ -153,17 +182,23 @@ class _SideListing:
 
 
 def _stray_top_level_rows(batch_dir: Path) -> list[dict[str, Any]]:
-    return [
-        _row(
-            top.name,
-            "other",
-            layout_error="unexpected entry at the batch top level "
-            f"(a batch holds {RAW_DIR}/, {CUTOUT_DIR}/ and optionally {GARMENTS_CSV})",
-        )
-        for top in sorted(batch_dir.iterdir())
-        if top.name not in (RAW_DIR, CUTOUT_DIR, GARMENTS_CSV, REPORT_DIR_NAME)
-        and not top.name.startswith(".")
-    ]
+    rows = []
+    for top in sorted(batch_dir.iterdir()):
+        junk = os_junk(top.name)
+        if junk:
+            rows.append(_row(top.name, "other", os_junk=junk))
+        elif top.name not in (RAW_DIR, CUTOUT_DIR, GARMENTS_CSV, REPORT_DIR_NAME) and not top.name.startswith(
+            "."
+        ):
+            rows.append(
+                _row(
+                    top.name,
+                    "other",
+                    layout_error="unexpected entry at the batch top level "
+                    f"(a batch holds {RAW_DIR}/, {CUTOUT_DIR}/ and optionally {GARMENTS_CSV})",
+                )
+            )
+    return rows
 
 
 def _list_side(batch_dir: Path, side: str, source_name: str, source: SourceConfig) -> _SideListing:
@@ -175,6 +210,10 @@ def _list_side(batch_dir: Path, side: str, source_name: str, source: SourceConfi
     found: dict[ShotKey, list[str]] = {}
     for path in sorted(folder.iterdir()):
         rel = f"{side}/{path.name}"
+        junk = os_junk(path.name)
+        if junk:
+            listing.rows.append(_row(rel, side, os_junk=junk))
+            continue
         if path.is_dir() or path.is_symlink():
             what = "folder" if path.is_dir() else "symbolic link"
             listing.rows.append(_row(rel, side, layout_error=f"unexpected {what} inside {side}/"))
@@ -254,34 +293,12 @@ def _init_worker() -> None:
 
 def _load(batch_dir: Path, rel: str, side: str, limits: Limits) -> tuple[dict[str, Any], np.ndarray | None]:
     """Read one file and run the gates; the decoded image (BGR, BGRA for a cutout with alpha) or None."""
-    path = batch_dir / rel
     row: dict[str, Any] = {"file": rel}
-    size = path.stat().st_size
-    row["bytes"] = size
-    if size == 0:
-        row["file_size_error"] = "zero-byte file"
+    data = _read_within_limits(batch_dir / rel, row, limits)
+    if data is None or _gate_header(data, side, row, limits) is None:
         return row, None
-    if size > limits.max_file_bytes:
-        row["file_size_error"] = (
-            f"{size:,} bytes exceeds the limit of {limits.max_file_bytes:,} bytes; not read"
-        )
-        return row, None
-    data = path.read_bytes()
-    row["format"] = sniff_format(data) or "unknown"
-    if row["format"] != "png":
-        return row, None
-    try:
-        header = read_header(data)
-    except ImageError as exc:
-        row["decode_error"] = f"{exc} ({exc.kind})"
-        return row, None
-    row["header_size"] = f"{header.width}x{header.height}"
-    row["pixels"] = header.width * header.height
-    row["channels"] = header.channels
-    try:
-        check_size(header, limits.max_pixels)
-    except ImageError:
-        return row, None  # the pixels column carries the finding; nothing is decoded
+    if side == RAW_DIR:
+        row["raw_sha256"] = hashlib.sha256(data).hexdigest()
     image = _decode_native(data)
     del data
     if image is None:
@@ -289,9 +306,13 @@ def _load(batch_dir: Path, rel: str, side: str, limits: Limits) -> tuple[dict[st
         return row, None
     height, width = image.shape[:2]
     row.update(width=width, height=height, size=f"{width}x{height}", aspect=width / height)
+    if side == RAW_DIR and content.is_grey(image):  # a cutout of a grey garment on black may be grey
+        row["colour_mode_error"] = f"{row['colour_mode']} holding only grey pixels (R = G = B)"
+        return row, None
     if side != CUTOUT_DIR:
+        row["pixel_sha256"] = content.pixel_digest(image)
         return row, (image if image.shape[2] == 3 else np.ascontiguousarray(image[..., :3]))
-    row["has_alpha"] = header.has_alpha and image.shape[2] == 4
+    row["has_alpha"] = image.shape[2] == 4
     if not row["has_alpha"]:
         return row, image
     import cv2
@@ -299,7 +320,54 @@ def _load(batch_dir: Path, rel: str, side: str, limits: Limits) -> tuple[dict[st
     alpha = cv2.extractChannel(image, 3)
     row["alpha_partial_share"] = cv2.countNonZero(cv2.inRange(alpha, 1, 254)) / alpha.size
     row["garment_fraction"] = cv2.countNonZero(cv2.inRange(alpha, 128, 255)) / alpha.size
+    if row["garment_fraction"] == 1:  # nothing cut out: the mask_area check's finding alone
+        return row, image
+    row["border_opaque_share"] = content.border_opaque_share(alpha)
+    if row["border_opaque_share"] <= limits.alpha_inverted_border_share:
+        row["mask_touches"] = content.touched_sides(alpha)
     return row, image
+
+
+def _read_within_limits(path: Path, row: dict[str, Any], limits: Limits) -> bytes | None:
+    """The file's bytes, or None (and the size finding) when it is empty or over the byte limit."""
+    size = path.stat().st_size
+    row["bytes"] = size
+    if size == 0:
+        row["file_size_error"] = "zero-byte file"
+        return None
+    if size > limits.max_file_bytes:
+        row["file_size_error"] = (
+            f"{size:,} bytes exceeds the limit of {limits.max_file_bytes:,} bytes; not read"
+        )
+        return None
+    return path.read_bytes()
+
+
+def _gate_header(data: bytes, side: str, row: dict[str, Any], limits: Limits) -> ImageHeader | None:
+    """Format, header, pixel limit and colour mode from the first bytes; None stops the file there."""
+    row["format"] = sniff_format(data) or "unknown"
+    try:
+        header = read_header(data)
+    except ImageError as exc:
+        if row["format"] == "png":
+            row["decode_error"] = f"{exc} ({exc.kind})"
+        return None  # not PNG: the format check names what it is
+    row["colour_mode"] = content.colour_mode(data, header)
+    if row["format"] != "png":
+        return None
+    row["header_size"] = f"{header.width}x{header.height}"
+    row["pixels"] = header.width * header.height
+    row["channels"] = header.channels
+    try:
+        check_size(header, limits.max_pixels)
+    except ImageError:
+        return None  # the pixels column carries the finding; nothing is decoded
+    # A cutout in plain RGB is the alpha_channel check's finding, not a colour-mode one.
+    accepted = ("RGB 8-bit",) if side == CUTOUT_DIR and not header.has_alpha else ACCEPTED_MODES
+    if row["colour_mode"] not in accepted:
+        row["colour_mode_error"] = row["colour_mode"]
+        return None
+    return header
 
 
 def _decode_native(data: bytes) -> np.ndarray | None:
@@ -318,11 +386,11 @@ def _decode_native(data: bytes) -> np.ndarray | None:
     return image
 
 
-def _factor(height: int, width: int) -> int:
+def shrink_factor(height: int, width: int) -> int:
     return max(1, round(min(height, width) / CONTRAST_SHORT_SIDE))
 
 
-def _shrink(image: np.ndarray, factor: int) -> np.ndarray:
+def shrink(image: np.ndarray, factor: int) -> np.ndarray:
     import cv2
 
     if factor == 1:
@@ -339,55 +407,6 @@ def brightness(bgr_small: np.ndarray) -> float:
     return 0.114 * blue + 0.587 * green + 0.299 * red
 
 
-def edge_contrast(image: np.ndarray, mask: np.ndarray, band: int) -> float | None:
-    """Mean colour distance across the mask edge: how separable the garment is from what surrounds it.
-
-    For every pixel on the mask edge, the mean colour of the band just inside (mask pixels 2..band+1 px
-    from the edge) is compared with the mean colour of the band just outside, both taken locally around
-    that edge pixel, so a garment that is white against a white mannequin but dark against the backdrop
-    scores low where it touches the mannequin. The pixel ring right at the edge is skipped: it mixes both
-    sides. Returns the mean Euclidean colour distance over the edge (0-441), or None when the mask has no
-    edge (empty or full). Measured on this code: a garment recoloured like its surroundings scores ~2
-    (sensor noise), the synthetic studio's deliberate low-contrast garments 25-60, ordinary ones 80-300;
-    the floor (validation.contrast_min = 12) fails only the inseparable ones.
-    """
-    import cv2
-
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return None
-    pad = 2 * band + 4  # the bands and the box window around the garment; the rest of the frame is idle
-    top, left = max(0, rows[0] - pad), max(0, cols[0] - pad)
-    image, mask = (
-        image[top : rows[-1] + pad + 1, left : cols[-1] + pad + 1],
-        mask[top : rows[-1] + pad + 1, left : cols[-1] + pad + 1],
-    )
-    m = mask.astype(np.uint8)
-    one = np.ones((3, 3), np.uint8)
-    wide = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 3, 2 * band + 3))
-    eroded1, dilated1 = cv2.erode(m, one), cv2.dilate(m, one)
-    inner = eroded1 & (1 - cv2.erode(m, wide))
-    outer = cv2.dilate(m, wide) & (1 - dilated1)
-    edge = (m & (1 - eroded1)).astype(bool)
-    if not edge.any() or not inner.any() or not outer.any():
-        return None
-    img = image[..., :3].astype(np.float32)
-    ksize = (4 * band + 5, 4 * band + 5)
-
-    def local_mean(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        r = region.astype(np.float32)
-        sums = cv2.boxFilter(np.dstack([img * r[..., None], r]), -1, ksize, normalize=False)
-        return sums[..., :3][edge], sums[..., 3][edge]
-
-    sum_in, n_in = local_mean(inner)
-    sum_out, n_out = local_mean(outer)
-    ok = (n_in > 0) & (n_out > 0)
-    if not ok.any():
-        return None
-    diff = sum_in[ok] / n_in[ok, None] - sum_out[ok] / n_out[ok, None]
-    return float(np.sqrt((diff**2).sum(axis=1)).mean())
-
-
 def extract_unit(unit: Unit, limits: Limits) -> list[dict[str, Any]]:
     """Read a shot and/or its cutout once and measure everything the suite checks; rows, never pixels."""
     batch_dir = Path(unit.batch_dir)
@@ -398,8 +417,8 @@ def extract_unit(unit: Unit, limits: Limits) -> list[dict[str, Any]]:
         cut_row, cut = _load(batch_dir, unit.cutout, CUTOUT_DIR, limits)
     small = None
     if raw is not None and raw_row is not None:
-        factor = _factor(*raw.shape[:2])
-        small = _shrink(raw, factor)
+        factor = shrink_factor(*raw.shape[:2])
+        small = shrink(raw, factor)
         raw_row["brightness"] = brightness(small)
     if raw is not None and cut is not None and raw_row is not None and cut_row is not None:
         cut_row["partner_size"] = raw_row["size"]
@@ -412,17 +431,19 @@ def extract_unit(unit: Unit, limits: Limits) -> list[dict[str, Any]]:
 def _measure_pair(
     raw: np.ndarray, cut: np.ndarray, small: np.ndarray | None, raw_row: dict, cut_row: dict, limits: Limits
 ) -> None:
-    """Cutout-vs-shot colour difference and edge contrast, both on the shrunk copies (one resize each).
+    """Cutout-vs-shot colour difference, edge contrast and edge alignment, on the shrunk copies.
 
     The difference is taken over blocks that are entirely opaque in the cutout (shrunk alpha == 255): a
-    swapped or misaligned cutout differs there by tens of levels, a true one by rounding only.
+    swapped or misaligned cutout differs there by tens of levels, a true one by rounding only. An inverted
+    alpha is not measured further (its own check reports it), nor the contrast across a mask that does
+    not sit on its garment.
     """
     import cv2
 
-    if small is None:
+    if small is None or cut_row.get("border_opaque_share", 0) > limits.alpha_inverted_border_share:
         return
-    factor = _factor(*raw.shape[:2])
-    cut_small = _shrink(cut, factor)
+    factor = shrink_factor(*raw.shape[:2])
+    cut_small = shrink(cut, factor)
     alpha = cv2.extractChannel(cut_small, 3)
     opaque = cv2.inRange(alpha, 255, 255)
     if not cv2.countNonZero(opaque):
@@ -431,8 +452,13 @@ def _measure_pair(
     cut_row["rgb_diff"] = sum(cv2.mean(diff, mask=opaque)[:3]) / 3
     if cut_row["rgb_diff"] > limits.cutout_rgb_max_diff:
         return  # the mask belongs to another image: contrast under it would be meaningless
-    band = max(1, round(limits.contrast_band_px / factor))
-    raw_row["contrast"] = edge_contrast(small, alpha >= 128, band)
+    mask = alpha >= 128
+    raw_row["dhash"], raw_row["garment_colour"] = content.garment_signature(small, mask)
+    radius = max(2, round(limits.edge_search_share * min(small.shape[:2])))
+    cut_row["edge_alignment"] = content.edge_alignment(small, mask, radius)
+    if cut_row["edge_alignment"] is not None and cut_row["edge_alignment"] < limits.edge_alignment_min:
+        return  # the mask does not sit on the garment: contrast across its edge would be meaningless
+    raw_row["contrast"] = content.edge_contrast(small, mask, max(1, round(limits.contrast_band_px / factor)))
 
 
 def _run_units(units: list[Unit], limits: Limits, workers: int) -> Iterator[list[dict[str, Any]]]:
@@ -449,7 +475,10 @@ def _run_units(units: list[Unit], limits: Limits, workers: int) -> Iterator[list
 
 
 def build_metadata(batch_dir: Path, cfg: Config, source_name: str | None = None) -> pd.DataFrame:
-    """The batch's per-file metadata table (COLUMNS), files read in parallel over cfg.validation.workers."""
+    """The batch's per-file metadata table (COLUMNS), files read in parallel over cfg.validation.workers,
+    then its shots compared with each other and with the dataset."""
+    from garmentseg.validation.duplicates import mark_duplicate_shots
+
     name = source_name or cfg.data.source
     plan = plan_batch(Path(batch_dir), name, cfg.sources[name])
     workers = min(cfg.validation.workers, os.cpu_count() or 1)
@@ -458,7 +487,7 @@ def build_metadata(batch_dir: Path, cfg: Config, source_name: str | None = None)
         for row in rows:
             measured[row["file"]] = row
     log.info("%s: read %d files in %d units (%d workers)", batch_dir, len(measured), len(plan.units), workers)
-    return to_frame(merge_rows(plan.rows, measured.values()))
+    return mark_duplicate_shots(to_frame(merge_rows(plan.rows, measured.values())), Path(batch_dir), cfg)
 
 
 def merge_rows(listed: list[dict[str, Any]], measured: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

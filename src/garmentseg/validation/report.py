@@ -45,7 +45,11 @@ def summarize(findings: list[dict[str, str]], frame: pd.DataFrame | None) -> dic
     """Counts a platform engineer reads at a glance."""
     errors = [f for f in findings if f["severity"] == "error"]
     warnings = [f for f in findings if f["severity"] == "warning"]
-    present = frame[frame["present"].fillna(True).astype(bool)] if frame is not None else None
+    present = (
+        frame[frame["present"].fillna(True).astype(bool) & frame["os_junk"].isna()]
+        if frame is not None
+        else None
+    )
     return {
         "files": 0 if present is None else len(present),
         "pairs": 0 if present is None else _count_pairs(present),

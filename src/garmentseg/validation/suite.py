@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from garmentseg.config import Config, ConfigError
+from garmentseg.validation.datadocs import make_self_contained
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +26,11 @@ SUITE_NAME = "garment_batch"
 DATASOURCE = "garmentseg"
 ASSET = "batch_metadata"
 SITE_NAME = "garmentseg"
-GX_DIR = "gx"
 DOCS_DIR = "data_docs"
 INDEX_COLUMN = "file"
 BATCH_FILE = "."  # a finding about the batch as a whole
 
 Row = dict[str, Any]
-# GX inlines this file into every Data Docs page; its Bootstrap comes from CDNs, so without a network the
-# pages would be unstyled. These few rules keep the tables readable offline (Bootstrap wins when online).
-OFFLINE_CSS = """
-body{font-family:system-ui,-apple-system,sans-serif;font-size:14px;color:#222;margin:0 24px}
-table{border-collapse:collapse;margin:6px 0 12px}
-td,th{border:1px solid #d0d0d0;padding:3px 8px;text-align:left;vertical-align:top}
-.navbar img{max-height:28px} .sticky-footer,.ge-footer{display:none}
-h3,h4,h5,h6{margin:14px 0 6px} pre,code{font-size:12px;background:#f4f4f4}
-"""
 
 
 @dataclass(frozen=True)
@@ -98,6 +89,33 @@ def build_checks(cfg: Config, source_name: str | None = None) -> list[CheckSpec]
             message=lambda r: f"duplicate of {r['duplicate_of']}",
         ),
         CheckSpec(
+            "os_junk",
+            "ExpectColumnValuesToBeNull",
+            {"column": "os_junk"},
+            "files an operating system leaves beside a delivery (.DS_Store, Thumbs.db, ._*) are ignored",
+            severity="warning",
+            message=lambda r: f"{r['os_junk']}: not part of the delivery; ignored and never ingested",
+        ),
+        CheckSpec(
+            "duplicate_shot",
+            "ExpectColumnValuesToBeNull",
+            {"column": "same_shot_as"},
+            "each shot is delivered once, under one garment and view (in the batch and the dataset)",
+            message=lambda r: (
+                f"the same shot as {r['same_shot_as']}: one picture under two garment ids or views would "
+                "land in two splits"
+            ),
+        ),
+        CheckSpec(
+            "near_duplicate_shot",
+            "ExpectColumnValuesToBeNull",
+            {"column": "near_duplicate_of"},
+            f"no two shots are the same picture re-exported (dHash within {v.near_duplicate_bits} bits "
+            f"and mean garment difference <= {v.near_duplicate_max_diff:g})",
+            severity="warning",
+            message=lambda r: f"looks like the same picture as {r['near_duplicate_of']}: one garment twice?",
+        ),
+        CheckSpec(
             "paired",
             "ExpectColumnValuesToBeNull",
             {"column": "partner_missing"},
@@ -117,7 +135,8 @@ def build_checks(cfg: Config, source_name: str | None = None) -> list[CheckSpec]
             {"column": "format", "value_set": ["png"]},
             "file content is PNG (magic bytes), whatever the name says",
             message=lambda r: (
-                f"content is {str(r['format']).upper()}, not PNG, under a .png name"
+                f"content is {str(r['format']).upper()} ({r['colour_mode'] or 'unreadable header'}), "
+                "not PNG, under a .png name"
                 if r["format"] != "unknown"
                 else "content is not an image (magic bytes match neither PNG nor JPEG)"
             ),
@@ -183,6 +202,16 @@ def build_checks(cfg: Config, source_name: str | None = None) -> list[CheckSpec]
             )
     specs += [
         CheckSpec(
+            "colour_mode",
+            "ExpectColumnValuesToBeNull",
+            {"column": "colour_mode_error"},
+            "shots are 8-bit RGB or RGBA, cutouts 8-bit RGBA (PNG colour type and bit depth)",
+            message=lambda r: (
+                f"{'cutout' if r['side'] == 'cutouts' else 'shot'} is {r['colour_mode_error']}; the contract "
+                "requires 8-bit RGB or RGBA"
+            ),
+        ),
+        CheckSpec(
             "pair_size",
             "ExpectColumnValuesToBeInSet",
             {"column": "pair_size_match", "value_set": [True]},
@@ -219,6 +248,17 @@ def build_checks(cfg: Config, source_name: str | None = None) -> list[CheckSpec]
             ),
         ),
         CheckSpec(
+            "alpha_inverted",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "border_opaque_share", "min_value": 0, "max_value": v.alpha_inverted_border_share},
+            f"at most {v.alpha_inverted_border_share:.0%} of the frame's outermost pixels are opaque",
+            message=lambda r: (
+                f"alpha looks inverted: {_num(r, 'border_opaque_share'):.0%} of the frame's border is "
+                f"opaque (limit {v.alpha_inverted_border_share:.0%}); the backdrop is kept and the "
+                "garment cut away"
+            ),
+        ),
+        CheckSpec(
             "rgb_match",
             "ExpectColumnValuesToBeBetween",
             {"column": "rgb_diff", "min_value": 0, "max_value": v.cutout_rgb_max_diff},
@@ -238,7 +278,31 @@ def build_checks(cfg: Config, source_name: str | None = None) -> list[CheckSpec]
                 f"{v.contrast_min:g}: the garment is hard to separate from its surroundings"
             ),
         ),
+        CheckSpec(
+            "edge_alignment",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "edge_alignment", "min_value": v.edge_alignment_min},
+            f"the mask edge follows the shot's edges (alignment >= {v.edge_alignment_min:g})",
+            message=lambda r: (
+                f"mask edge alignment {_num(r, 'edge_alignment'):.2f}, floor {v.edge_alignment_min:g}: the "
+                "mask fits the shot better moved elsewhere; shifted, or taken from another shot?"
+            ),
+        ),
     ]
+    if src.mask_free_sides:
+        sides = "|".join(src.mask_free_sides)
+        specs.append(
+            CheckSpec(
+                "mask_border",
+                "ExpectColumnValuesToNotMatchRegex",
+                {"column": "mask_touches", "regex": rf"\b(?:{sides})\b"},
+                f"the mask never reaches the frame's {', '.join(src.mask_free_sides)} (source {name})",
+                message=lambda r: (
+                    f"mask reaches the frame's {r['mask_touches']} side(s); source {name} frames the whole "
+                    f"garment, away from the {', '.join(src.mask_free_sides)}"
+                ),
+            )
+        )
     if src.require_all_views:
         specs.append(
             CheckSpec(
@@ -302,9 +366,6 @@ def run_suite(frame: pd.DataFrame, specs: list[CheckSpec], reports_dir: Path, ru
     docs_dir = reports_dir / DOCS_DIR
     with _locked(reports_dir):
         context = gx.get_context(mode="file", project_root_dir=reports_dir)
-        styles = reports_dir / GX_DIR / "plugins" / "custom_data_docs" / "styles"
-        styles.mkdir(parents=True, exist_ok=True)
-        (styles / "data_docs_custom_styles.css").write_text(OFFLINE_CSS)
         if SITE_NAME not in context.get_site_names():
             context.add_data_docs_site(
                 SITE_NAME,
@@ -353,6 +414,7 @@ def run_suite(frame: pd.DataFrame, specs: list[CheckSpec], reports_dir: Path, ru
         )
         (identifier, validation), *_ = result.run_results.items()
         urls = context.get_docs_sites_urls(resource_identifier=identifier, site_name=SITE_NAME)
+        make_self_contained(docs_dir)
     page = _url_to_path(urls[0]["site_url"]) if urls and urls[0].get("site_url") else None
     failures = []
     for outcome in validation.results:

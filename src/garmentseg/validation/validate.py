@@ -13,6 +13,7 @@ import pandas as pd
 
 from garmentseg.config import Config, ConfigError
 from garmentseg.data.contract import ContractError, batch_id_of
+from garmentseg.validation.drift import record_batch, write_drift_page
 from garmentseg.validation.gallery import write_gallery
 from garmentseg.validation.metadata import build_metadata
 from garmentseg.validation.report import (
@@ -52,6 +53,7 @@ class ValidationResult:
     metadata: pd.DataFrame | None = field(default=None, repr=False)
     drift: dict[str, Any] | None = None
     reference: Path | None = None
+    drift_page: Path | None = None
 
     @property
     def findings_path(self) -> Path:
@@ -59,7 +61,15 @@ class ValidationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (no findings list, no table) for XCom, logs and summary.json."""
-        paths = ("batch_dir", "report_dir", "data_docs_index", "data_docs_page", "gallery", "reference")
+        paths = (
+            "batch_dir",
+            "report_dir",
+            "data_docs_index",
+            "data_docs_page",
+            "gallery",
+            "reference",
+            "drift_page",
+        )
         out: dict[str, Any] = {k: (str(getattr(self, k)) if getattr(self, k) else None) for k in paths}
         out.update(
             batch_id=self.batch_id,
@@ -109,6 +119,7 @@ class ValidationResult:
         for label, path in (
             ("Data Docs", self.data_docs_page or self.data_docs_index),
             ("gallery", self.gallery),
+            ("drift over batches", self.drift_page),
             ("findings", self.findings_path),
         ):
             if path:
@@ -184,6 +195,17 @@ def validate_batch(
         result.reference = reference
         result.drift = compare_batches(frame, pd.read_parquet(reference), cfg.validation.drift_z_warn)
     frame.to_parquet(report_dir / METADATA_PARQUET, index=False)
+    record_batch(
+        reports_root,
+        batch_id,
+        frame,
+        passed=passed,
+        reference=result.reference.parent.name if result.reference else None,
+        drift=result.drift,
+    )
+    result.drift_page = write_drift_page(
+        reports_root, run.data_docs_index.parent, cfg.validation.drift_z_warn
+    )
     result.gallery = write_gallery(
         batch_dir,
         frame,
