@@ -67,11 +67,40 @@ def parse_shot_name(name: str) -> ShotKey:
     return ShotKey(garment_id=str(parsed), view=view)
 
 
+# Files operating systems leave beside a delivery: not part of it, ignored with a warning, never ingested.
+# Finder writes .DS_Store and AppleDouble `._<name>` files (and `__MACOSX/` inside zip archives), Windows
+# Explorer writes Thumbs.db and desktop.ini; a studio copying a batch from a laptop brings them along.
+# Lower-cased exact names -> what wrote them.
+_OS_JUNK_NAMES = {
+    ".ds_store": "macOS Finder folder settings",
+    "__macosx": "macOS archive resource forks",
+    ".appledouble": "macOS resource forks",
+    ".spotlight-v100": "macOS Spotlight index",
+    ".trashes": "macOS trash",
+    ".fseventsd": "macOS file-system event log",
+    ".temporaryitems": "macOS temporary items",
+    ".localized": "macOS localisation marker",
+    "icon\r": "macOS custom folder icon",
+    "thumbs.db": "Windows thumbnail cache",
+    "ehthumbs.db": "Windows thumbnail cache",
+    "ehthumbs_vista.db": "Windows thumbnail cache",
+    "desktop.ini": "Windows folder settings",
+    "$recycle.bin": "Windows recycle bin",
+}
+
+
+def os_junk(name: str) -> str | None:
+    """What left this file or folder (e.g. 'macOS Finder folder settings'), or None if it is not OS junk."""
+    if name.startswith("._"):
+        return "macOS AppleDouble resource fork"
+    return _OS_JUNK_NAMES.get(name.lower())
+
+
 def discover_pairs(batch_dir: Path) -> tuple[list[Pair], list[tuple[str, str]]]:
     """Pair raw shots with cutouts by name.
 
     Returns the pairs (sorted, a side None when its partner is missing) and the files that break the
-    contract as (path relative to the batch, reason). Never raises for a bad file: a batch is judged
+    contract as (path relative to the batch, reason); OS junk is no part of a batch and is passed over. Never raises for a bad file: a batch is judged
     whole, so every problem is collected.
     """
     if not batch_dir.is_dir():
@@ -89,6 +118,8 @@ def discover_pairs(batch_dir: Path) -> tuple[list[Pair], list[tuple[str, str]]]:
             continue
         for path in sorted(folder.iterdir()):
             rel = f"{side}/{path.name}"
+            if os_junk(path.name):
+                continue
             if path.is_dir():
                 problems.append((rel, "unexpected folder inside " + side + "/"))
                 continue
@@ -104,7 +135,12 @@ def discover_pairs(batch_dir: Path) -> tuple[list[Pair], list[tuple[str, str]]]:
     keys = sorted(set(sides[RAW_DIR]) | set(sides[CUTOUT_DIR]))
     pairs = [Pair(key=k, raw=sides[RAW_DIR].get(k), cutout=sides[CUTOUT_DIR].get(k)) for k in keys]
     for top in sorted(batch_dir.iterdir()):
-        if top.name not in sides and top.name != GARMENTS_CSV and not top.name.startswith("."):
+        if (
+            top.name not in sides
+            and top.name != GARMENTS_CSV
+            and not top.name.startswith(".")
+            and not os_junk(top.name)
+        ):
             problems.append((top.name, "unexpected entry at batch top level (expected raw/ and cutouts/)"))
     return pairs, problems
 

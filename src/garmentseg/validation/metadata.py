@@ -28,12 +28,12 @@ from garmentseg.data.contract import (
     RAW_DIR,
     ContractError,
     ShotKey,
+    os_junk,
     parse_shot_name,
 )
 from garmentseg.imageio import ImageError, ImageHeader, check_size, read_header, sniff_format
 from garmentseg.validation import content
 from garmentseg.validation.content import ACCEPTED_MODES
-from garmentseg.validation.junk import os_junk
 
 if TYPE_CHECKING:  # workers import this module: keep pandas and the config models out of their start-up
     import pandas as pd
