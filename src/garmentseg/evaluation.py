@@ -21,7 +21,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from garmentseg.cliopts import config_options
+from garmentseg.cliopts import config_options, dataset_option
 from garmentseg.config import load_config
 from garmentseg.data.index import load_dataset
 from garmentseg.inference import CutoutModel, load_cutout_model, manual_cutout_score, to_mask
@@ -338,7 +338,7 @@ def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
     "--model-uri", required=True, help="runs:/..., models:/name@alias, models:/name/version or a folder."
 )
 @config_options
-@click.option("--dataset", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@dataset_option
 @click.option(
     "--split",
     default=None,

@@ -25,7 +25,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from garmentseg.cliopts import config_options
+from garmentseg.cliopts import config_options, dataset_option
 from garmentseg.config import load_config
 from garmentseg.data.index import index_hash, load_dataset
 from garmentseg.imageio import read_image
@@ -194,12 +194,7 @@ def prepare_for(cfg: Config, frame: pd.DataFrame, root: Path, force: bool = Fals
 
 @click.command("prepare")
 @config_options
-@click.option(
-    "--dataset",
-    default=None,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Data dir or contract folder (default: the DVC dataset, paths.data_dir).",
-)
+@dataset_option
 @click.option("--force", is_flag=True, help="Rebuild the tensors even when the cache matches the index.")
 def prepare_cmd(profile: str | None, params: str | None, dataset: Path | None, force: bool) -> None:
     """Decode every pair once and cache the model-input-size tensors (the DVC `prepare` stage)."""

@@ -24,7 +24,7 @@ import pandas as pd
 
 from garmentseg import prepare as prep
 from garmentseg.callbacks import fit_callbacks
-from garmentseg.cliopts import config_options
+from garmentseg.cliopts import config_options, dataset_option
 from garmentseg.config import load_config
 from garmentseg.data import versioning
 from garmentseg.data.index import load_dataset
@@ -329,12 +329,7 @@ def train(
 
 @click.command("train")
 @config_options
-@click.option(
-    "--dataset",
-    default=None,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Data dir or contract folder (default: the DVC dataset, paths.data_dir).",
-)
+@dataset_option
 @click.option(
     "--out",
     default=None,
