@@ -140,6 +140,17 @@ def _object_ids(repo: Any, entries: dict[str, Entry]) -> set[Any]:
     return ids
 
 
+@contextmanager
+def _talking_to(url: str) -> Iterator[None]:
+    """Any failure of the remote's filesystem (OSError, botocore's errors, ...) as a StoreError naming it."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:  # whatever the fs backend raises: the remote is named with it
+        raise StoreError(f"DVC remote {url} is unreachable or refused: {type(exc).__name__}: {exc}") from exc
+
+
 def _remote(repo: Any, url: str) -> Any:
     from dvc.exceptions import DvcException
 
@@ -159,7 +170,7 @@ def push(cfg: Config, version: str, entries: dict[str, Entry]) -> bool:
     url = configure_remote(cfg)
     with _repo(cfg) as repo:
         remote = _remote(repo, url)
-        try:
+        with _talking_to(url):
             done = repo.cloud.push(_object_ids(repo, entries), remote=REMOTE_NAME)
             existing = _read(remote, version)
             if done.failed:
@@ -169,12 +180,13 @@ def push(cfg: Config, version: str, entries: dict[str, Entry]) -> bool:
                 body = {"data_version": version, "paths": {k: asdict(v) for k, v in sorted(entries.items())}}
                 remote.fs.pipe_file(_manifest_path(remote, version), json.dumps(body, indent=1).encode())
             elif existing != entries:
+                differs = sorted(
+                    k for k in existing.keys() | entries.keys() if existing.get(k) != entries.get(k)
+                )
                 raise StoreError(
                     f"DVC remote {url}: data version {version} is already there with other content "
-                    f"({', '.join(sorted(set(existing.items()) ^ set(entries.items()), key=str)[:3])})"
+                    f"({', '.join(differs[:3])})"
                 )
-        except OSError as exc:
-            raise StoreError(f"DVC remote {url} is unreachable: {exc}") from exc
     return bool(done.transferred) or existing is None
 
 
@@ -189,11 +201,8 @@ def _read(remote: Any, version: str) -> dict[str, Entry] | None:
 def manifest(cfg: Config, version: str) -> dict[str, Entry] | None:
     """The manifest of a data version in the remote, or None when the remote does not hold it."""
     url = configure_remote(cfg)
-    with _repo(cfg) as repo:
-        try:
-            return _read(_remote(repo, url), version)
-        except OSError as exc:
-            raise StoreError(f"DVC remote {url} is unreachable: {exc}") from exc
+    with _repo(cfg) as repo, _talking_to(url):
+        return _read(_remote(repo, url), version)
 
 
 def fetch_and_checkout(cfg: Config, entries: dict[str, Entry], paths: dict[str, Path]) -> None:
@@ -206,11 +215,9 @@ def fetch_and_checkout(cfg: Config, entries: dict[str, Entry], paths: dict[str, 
     with _repo(cfg) as repo:
         _remote(repo, url)
         listings = {HashInfo("md5", e.md5) for e in entries.values()}
-        try:
+        with _talking_to(url):
             failed = repo.cloud.pull(listings, remote=REMOTE_NAME).failed
             failed |= repo.cloud.pull(_object_ids(repo, entries) - listings, remote=REMOTE_NAME).failed
-        except OSError as exc:
-            raise StoreError(f"DVC remote {url} is unreachable: {exc}") from exc
         if failed:
             names = sorted(h.value for h in failed)
             raise StoreError(f"DVC remote {url}: {len(names)} objects are missing ({', '.join(names[:3])})")
