@@ -246,3 +246,36 @@ def test_add_killed_then_retried_ends_consistent(
     assert (root / "var" / "dvc-remote" / "garmentseg" / "versions" / f"{version}.json").is_file()
     again = _garmentseg(root, env, "data", "add", str(incoming))
     assert again.returncode == 0 and "already present" in again.stdout, again.stdout + again.stderr
+
+
+# ------------------------------------------------------------------------------------------- lineage
+def test_lineage_names_the_version_and_catches_a_tree_that_differs(
+    seeded: Path, incoming: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from garmentseg.data import plane
+
+    root = shutil.copytree(seeded, tmp_path / "proj", symlinks=True)
+    monkeypatch.delenv("GARMENTSEG__PATHS__DVC_REMOTE", raising=False)
+    cfg = load_config("demo", root / "params.yaml")
+    before = plane.lineage(cfg)
+    assert before["data_state"].startswith("dirty: data version"), "the seeded version was never pushed"
+
+    added = plane.add_batch(incoming, cfg)
+    tags = plane.lineage(cfg)
+    assert tags["data_version"] == added.data_version and tags["data_state"] == "clean"
+    assert tags["git_commit"] not in ("unknown", "") and tags["git_commit"].endswith("-dirty")  # params edited
+    pointer = yaml.safe_load((root / "data" / "batches" / "b-0001.dvc").read_text())["outs"][0]
+    assert tags["data_md5.batches/b-0001"] == pointer["md5"]
+    assert set(tags) >= {"data_md5.index.parquet", "data_md5.synth/demo"}
+
+    (root / "data" / "batches" / "b-0001.dvc").unlink()
+    assert plane.lineage(cfg)["data_state"] == (
+        f"dirty: batches/b-0001.dvc differ from the manifest of {added.data_version}"
+    )
+    plane.publish(cfg)  # writes the pointer back; the version's manifest is unchanged
+    garments = root / "data" / "batches" / "b-0001" / "garments.csv"
+    garments.write_text(garments.read_text() + "\n")
+    state = plane.lineage(cfg)["data_state"]
+    assert state.startswith("dirty: batches/b-0001") and added.data_version in state
+    with pytest.raises(plane.store.StoreError, match="already there with other content"):
+        plane.publish(cfg)  # one data version, one content: the remote refuses a second
