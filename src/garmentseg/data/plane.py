@@ -110,8 +110,11 @@ def _pointer_mismatches(paths: dict[str, Path], entries: dict[str, store.Entry])
 
 
 def data_state(cfg: Config) -> tuple[str, dict[str, store.Entry]]:
-    """("clean" | "dirty: why" | "unverified: why", entries): the tree against its version's manifest."""
+    """("clean" | "dirty: why" | "unverified: why" | "empty", entries): the tree against the manifest of
+    its data version in the remote."""
     version = versioning.data_version(cfg)
+    if version == "empty":
+        return "empty", {}
     paths = dataset_paths(cfg)
     try:
         current = store.describe(cfg, paths)
@@ -140,12 +143,9 @@ def lineage(cfg: Config, frame: pd.DataFrame | None = None) -> dict[str, str]:
 
 def version_info(cfg: Config) -> dict[str, object]:
     """What `garmentseg data version` shows: the data version, its state, the commit, DVC's hashes."""
-    version = versioning.data_version(cfg)
-    if version == "empty":
-        return {"data_version": version, "git_commit": versioning.git_commit(cfg.root, short=True), "dvc": {}}
     state, entries = data_state(cfg)
     return {
-        "data_version": version,
+        "data_version": versioning.data_version(cfg),
         "data_state": state,
         "git_commit": versioning.git_commit(cfg.root, short=True),
         "remote": store.remote_url(cfg),

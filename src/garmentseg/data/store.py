@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from garmentseg.config import Config
+from garmentseg.data.versioning import DvcError, dvc
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ MANIFEST_DIR = ("garmentseg", "versions")
 ENDPOINT_ENV = ("GARMENTSEG_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
 
 
-class StoreError(RuntimeError):
-    """The data store cannot do what was asked; the message names the remote or path and the reason."""
+class StoreError(DvcError):
+    """DVC's store cannot do what was asked; the message names the remote or project and the reason."""
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,5 @@ def record_stage(cfg: Config, stage: str) -> bool:
     """`dvc commit --force STAGE` so dvc.lock records its current deps and outs; True when dvc.lock changed."""
     lock = cfg.root / "dvc.lock"
     before = lock.read_text() if lock.is_file() else None
-    from garmentseg.data.versioning import dvc
-
     dvc(["commit", "--force", stage], cfg.root)  # the CLI: DVC resolves a stage's paths from the cwd
     return (lock.read_text() if lock.is_file() else None) != before
