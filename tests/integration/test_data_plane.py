@@ -35,6 +35,11 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 BUCKET = "garmentseg-data"
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+MOTO_KEYS = {  # moto's server takes any keys: these are not credentials
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # pragma: allowlist secret
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def _free_port() -> int:
@@ -63,13 +68,12 @@ def s3() -> Iterator[str]:
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        ).create_bucket(Bucket=BUCKET)
+        session = boto3.Session(
+            aws_access_key_id=MOTO_KEYS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=MOTO_KEYS["AWS_SECRET_ACCESS_KEY"],
+            region_name=MOTO_KEYS["AWS_DEFAULT_REGION"],
+        )
+        session.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
         yield endpoint
     finally:
         server.stop()
@@ -96,12 +100,15 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def incoming(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _batch(folder: Path, seed: int) -> Path:
     """A small clean batch as a studio drops it (tiny images)."""
     cfg = load_config("demo", ROOT / "params.yaml")
-    out = tmp_path_factory.mktemp("landing") / "b-0001"
-    return synthesize(out, 2, 101, cfg, workers=1, width=96, height=144).out_dir
+    return synthesize(folder, 2, seed, cfg, workers=1, width=96, height=144).out_dir
+
+
+@pytest.fixture(scope="module")
+def incoming(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _batch(tmp_path_factory.mktemp("landing") / "b-0001", 101)
 
 
 def _clone(origin: Path, dest: Path) -> Path:
@@ -115,9 +122,7 @@ def _env(endpoint: str, remote: str) -> dict[str, str]:
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "GARMENTSEG__PATHS__DVC_REMOTE": remote,
         "GARMENTSEG_S3_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
+        **MOTO_KEYS,
         "GARMENTSEG_PROFILE": "demo",
     }
 
@@ -163,6 +168,22 @@ def test_two_clones_share_a_data_version_through_s3_only(
 
     missing = _garmentseg(worker, env, "data", "checkout", "0123456789ab")
     assert missing.returncode == 1 and f"s3://{BUCKET}/two-clones" in missing.stderr
+    assert _garmentseg(worker, env, "data", "push").returncode == 0, "publishing again is a no-op"
+    shutil.rmtree(worker / "data" / "batches" / "b-0001")
+    pulled = _garmentseg(worker, env, "data", "pull")  # a worker holding the index gets the rest
+    assert pulled.returncode == 0 and version in pulled.stdout, pulled.stderr
+    assert _tree(worker / "data" / "batches" / "b-0001") == _tree(incoming)
+
+    # The other way round, and back: the worker adds a batch, the ingester follows, then returns to v1.
+    second = _garmentseg(worker, env, "data", "add", str(_batch(tmp_path / "landing" / "b-0002", 202)))
+    assert second.returncode == 0, second.stderr
+    version2 = re.search(r"data version (\w+)", second.stdout).group(1)
+    assert version2 != version
+    assert _garmentseg(ingester, env, "data", "checkout", version2).returncode == 0
+    assert _tree(ingester / "data") == _tree(worker / "data"), "every byte, pointers included"
+    back = _garmentseg(ingester, env, "data", "checkout", version)
+    assert back.returncode == 0, back.stderr
+    assert json.loads(_garmentseg(ingester, env, "data", "version").stdout)["data_version"] == version
 
 
 def test_unreachable_remote_fails_the_add_by_name(origin: Path, incoming: Path, tmp_path: Path) -> None:
@@ -263,7 +284,9 @@ def test_lineage_names_the_version_and_catches_a_tree_that_differs(
     added = plane.add_batch(incoming, cfg)
     tags = plane.lineage(cfg)
     assert tags["data_version"] == added.data_version and tags["data_state"] == "clean"
-    assert tags["git_commit"] not in ("unknown", "") and tags["git_commit"].endswith("-dirty")  # params edited
+    assert tags["git_commit"] not in ("unknown", "") and tags["git_commit"].endswith(
+        "-dirty"
+    )  # params edited
     pointer = yaml.safe_load((root / "data" / "batches" / "b-0001.dvc").read_text())["outs"][0]
     assert tags["data_md5.batches/b-0001"] == pointer["md5"]
     assert set(tags) >= {"data_md5.index.parquet", "data_md5.synth/demo"}

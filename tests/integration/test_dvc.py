@@ -16,8 +16,8 @@ import yaml
 
 from garmentseg.config import Config, load_config
 from garmentseg.data import store, versioning
-from garmentseg.data.plane import DatasetError, add_batch, version_info
 from garmentseg.data.index import INDEX_FILE, read_index
+from garmentseg.data.plane import DatasetError, add_batch, version_info
 from garmentseg.data.synth import synthesize
 
 pytestmark = pytest.mark.slow  # real DVC subprocesses: ~10 s a test on a small machine

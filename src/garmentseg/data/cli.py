@@ -141,11 +141,13 @@ def push(cfg: Config) -> None:
 @data.command()
 @_with_config
 def pull(cfg: Config) -> None:
-    """dvc pull what this tree's pointers reference from paths.dvc_remote."""
+    """Fetch from paths.dvc_remote every path of the data version this tree's index names."""
     from garmentseg.data.plane import pull as pull_data
 
-    pull_data(cfg)
-    click.echo("pulled")
+    r = pull_data(cfg)
+    click.echo(
+        f"data version {r.data_version}: {len(r.entries)} paths in {r.seconds:.1f}s -> {cfg.paths.data_dir}"
+    )
 
 
 @data.command(name="init-dvc")

@@ -191,12 +191,6 @@ def publish(cfg: Config, *, push: bool = True) -> Publication:
     return Publication(version, entries, push, changed)
 
 
-def pull(cfg: Config) -> None:
-    """Fetch whatever this tree's DVC pointers and dvc.lock reference (`dvc pull`) from paths.dvc_remote."""
-    store.configure_remote(cfg)
-    versioning.pull(cfg.root)
-
-
 # ------------------------------------------------------------------------------------- adding batches
 @contextmanager
 def _exclusive(cfg: Config) -> Iterator[None]:
@@ -358,3 +352,15 @@ def checkout(cfg: Config, version: str) -> CheckoutResult:
     seconds = time.monotonic() - started
     log.info("data version %s checked out: %d paths in %.1fs", version, len(entries), seconds)
     return CheckoutResult(version, entries, seconds)
+
+
+def pull(cfg: Config) -> CheckoutResult:
+    """Complete the tree from the remote: check out the data version its index names (a worker that has
+    the index, or the pointers' data, gets every path of that version)."""
+    version = versioning.data_version(cfg)
+    if version == "empty":
+        raise DatasetError(
+            f"{cfg.path(cfg.paths.data_dir) / INDEX_FILE}: no index to pull for; "
+            "use `garmentseg data checkout DATA_VERSION`"
+        )
+    return checkout(cfg, version)
