@@ -186,6 +186,16 @@ def test_two_clones_share_a_data_version_through_s3_only(
     assert json.loads(_garmentseg(ingester, env, "data", "version").stdout)["data_version"] == version
 
 
+def test_a_dvc_failure_carries_dvcs_own_message(origin: Path, tmp_path: Path) -> None:
+    """The fresh-clone failure used to read "`dvc commit --force --quiet index` failed ... (exit 1):"."""
+    from garmentseg.data import store
+
+    clone = _clone(origin, tmp_path / "clone")
+    cfg = load_config("demo", clone / "params.yaml")
+    with pytest.raises(versioning.DvcError, match="dependency 'data/synth/demo' does not exist"):
+        store.record_stage(cfg, "index")
+
+
 def test_unreachable_remote_fails_the_add_by_name(origin: Path, incoming: Path, tmp_path: Path) -> None:
     clone = _clone(origin, tmp_path / "clone")
     before = _tree(clone / "data")
