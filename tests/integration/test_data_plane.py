@@ -312,3 +312,5 @@ def test_lineage_names_the_version_and_catches_a_tree_that_differs(
     assert state.startswith("dirty: batches/b-0001") and added.data_version in state
     with pytest.raises(plane.store.StoreError, match="already there with other content"):
         plane.publish(cfg)  # one data version, one content: the remote refuses a second
+    shutil.rmtree(root / "data" / "batches" / "b-0001")
+    assert plane.lineage(cfg)["data_state"].startswith("dirty: batches/b-0001"), "a missing folder differs"

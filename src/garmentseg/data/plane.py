@@ -115,7 +115,7 @@ def data_state(cfg: Config) -> tuple[str, dict[str, store.Entry]]:
     version = versioning.data_version(cfg)
     if version == "empty":
         return "empty", {}
-    paths = dataset_paths(cfg)
+    paths = {name: path for name, path in dataset_paths(cfg).items() if path.exists()}  # missing: differs
     try:
         current = store.describe(cfg, paths)
         recorded = store.manifest(cfg, version)
