@@ -38,7 +38,7 @@ class PathsConfig(_Section):
     landing_dir: Path
     quarantine_dir: Path
     reports_dir: Path
-    dvc_remote: str
+    dvc_remote: str  # a path (from the project root) or a URL such as s3://bucket/prefix (data/store.py)
 
 
 class SplitConfig(_Section):

@@ -26,7 +26,7 @@ from garmentseg import prepare as prep
 from garmentseg.callbacks import fit_callbacks
 from garmentseg.cliopts import config_options, dataset_option
 from garmentseg.config import load_config
-from garmentseg.data import versioning
+from garmentseg.data import plane
 from garmentseg.data.index import load_dataset
 from garmentseg.inference import CutoutModel, log_cutout_model
 from garmentseg.input_pipeline import make_dataset
@@ -206,11 +206,11 @@ def train_on_frame(
     experiment_id = ensure_experiment(cfg)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params(cfg.flat())
-        version = versioning.data_version(cfg, None if dvc_dataset else frame)
+        lineage = plane.lineage(cfg, None if dvc_dataset else frame)  # commit, data version, state, DVC md5s
+        version = lineage["data_version"]
         mlflow.set_tags(
             {
-                "git_commit": versioning.git_commit(cfg.root),
-                "data_version": version,
+                **lineage,
                 "index_hash": prepared.index_hash,
                 "profile": cfg.profile,
                 "input_size": f"{prepared.input_height}x{prepared.input_width}",
@@ -219,6 +219,7 @@ def train_on_frame(
         )
         dataset = mlflow.data.from_pandas(frame, source=source or str(root), name="garmentseg-index")
         mlflow.log_input(dataset, context="training")
+        mlflow.set_tag("dataset_digest", dataset.digest)
 
         fit_started = time.monotonic()
         model, history = fit(cfg, prepared)

@@ -59,11 +59,15 @@ def _git(root: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_git_commit_names_head_and_tracked_changes(tmp_path: Path) -> None:
+def test_git_commit_names_head_and_tracked_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if subprocess.run(["git", "--version"], capture_output=True).returncode != 0:
         pytest.skip("git is not installed")
-    assert git_commit(tmp_path) == "unknown"
+    monkeypatch.delenv("GARMENTSEG_GIT_COMMIT", raising=False)
+    assert git_commit(tmp_path) == "unknown", "outside git, with nothing baked in"
+    monkeypatch.setenv("GARMENTSEG_GIT_COMMIT", "0123456789ab")
+    assert git_commit(tmp_path) == "0123456789ab", "an image's commit, baked in at build time"
     _git(tmp_path, "init", "-q")
+    assert git_commit(tmp_path) == "uncommitted", "a work tree is never unknown, even before its first commit"
     (tmp_path / "a.txt").write_text("a\n")
     _git(tmp_path, "add", "a.txt")
     _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "a")
@@ -75,3 +79,9 @@ def test_git_commit_names_head_and_tracked_changes(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("b\n")
     assert git_commit(tmp_path) == f"{head}-dirty"
     assert git_commit(tmp_path, short=True) == f"{head[:12]}-dirty"
+
+
+def test_this_checkout_has_a_commit(project_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GARMENTSEG_GIT_COMMIT", raising=False)
+    commit = git_commit(project_root)
+    assert commit not in ("unknown", "uncommitted") and len(commit.removesuffix("-dirty")) == 40

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from garmentseg.config import Config, load_config
-from garmentseg.data import versioning
-from garmentseg.data.dataset import DatasetError, add_batch
+from garmentseg.data import store, versioning
 from garmentseg.data.index import INDEX_FILE, read_index
+from garmentseg.data.plane import DatasetError, add_batch, version_info
 from garmentseg.data.synth import synthesize
 
 pytestmark = pytest.mark.slow  # real DVC subprocesses: ~10 s a test on a small machine
@@ -104,7 +104,8 @@ def test_add_batch_push_pull_round_trip(project: Config, incoming: Path) -> None
     assert result.data_version == versioning.data_version(project) != "empty"
     assert versioning.status(root) == {}, "pipeline and batch records are up to date, no overlaps"
     assert versioning.status(root, cloud=True) == {}, "everything is on the remote"
-    info = versioning.version_info(project)
+    info = version_info(project)
+    assert info["data_state"] == "clean"
     assert "data/batches/batch-001" in info["dvc"] and "data/index.parquet" in info["dvc"]
 
     shutil.rmtree(data / "batches" / "batch-001")
@@ -137,7 +138,7 @@ def test_failed_push_rolls_back(project: Config, incoming: Path) -> None:
     before = {p: p.read_bytes() if p.exists() else None for p in watched}
     (root / "var").mkdir(exist_ok=True)
     (root / "var" / "dvc-remote").write_text("a file where the remote folder should be")
-    with pytest.raises(versioning.DvcError, match="push"):
+    with pytest.raises(store.StoreError, match=f"{root / 'var' / 'dvc-remote'}.*unreachable"):
         add_batch(incoming, project, push=True)
     assert not (data / "batches" / "batch-001").exists()
     assert not (data / "batches" / "batch-001.dvc").exists()

@@ -1,4 +1,4 @@
-"""`garmentseg data ...`: synthesise, index, add batches, show the version, push and pull (DVC)."""
+"""`garmentseg data ...`: synthesise, index, and the data plane (add, version, checkout, push, pull)."""
 
 from __future__ import annotations
 
@@ -92,11 +92,11 @@ def index(cfg: Config, data_dir: Path | None, fresh: bool) -> None:
 @data.command()
 @click.argument("batch_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--batch-id", default=None, help="default: the folder's name")
-@click.option("--push", is_flag=True, help="dvc push afterwards")
+@click.option("--push/--no-push", default=True, show_default=True, help="publish to paths.dvc_remote")
 @_with_config
 def add(cfg: Config, batch_dir: Path, batch_id: str | None, push: bool) -> None:
-    """Copy BATCH_DIR into the dataset, re-index and record it with DVC (all or nothing)."""
-    from garmentseg.data.dataset import add_batch
+    """Copy BATCH_DIR into the dataset, index, track and push it (all or nothing; a retry completes it)."""
+    from garmentseg.data.plane import add_batch
 
     r = add_batch(batch_dir, cfg, batch_id=batch_id, push=push)
     state = "already present" if r.already_present else "added"
@@ -108,42 +108,57 @@ def add(cfg: Config, batch_dir: Path, batch_id: str | None, push: bool) -> None:
 @data.command()
 @_with_config
 def version(cfg: Config) -> None:
-    """Show the data version, the git commit and DVC's hashes of the tracked data (JSON)."""
-    from garmentseg.data.versioning import version_info
+    """Show the data version, its state against the remote, the git commit and DVC's hashes (JSON)."""
+    from garmentseg.data.plane import version_info
 
     click.echo(json.dumps(version_info(cfg), indent=2))
 
 
 @data.command()
-@click.option("--remote", default=None, help="default: the DVC default remote")
+@click.argument("data_version")
 @_with_config
-def push(cfg: Config, remote: str | None) -> None:
-    """dvc push the tracked data."""
-    from garmentseg.data.versioning import push as dvc_push
+def checkout(cfg: Config, data_version: str) -> None:
+    """Restore DATA_VERSION from paths.dvc_remote into the data dir, byte for byte, hashes verified."""
+    from garmentseg.data.plane import checkout as checkout_version
 
-    dvc_push(cfg.root, remote=remote)
-    click.echo("pushed")
+    r = checkout_version(cfg, data_version)
+    click.echo(
+        f"data version {r.data_version}: {len(r.entries)} paths in {r.seconds:.1f}s -> {cfg.paths.data_dir}"
+    )
 
 
 @data.command()
-@click.option("--remote", default=None, help="default: the DVC default remote")
 @_with_config
-def pull(cfg: Config, remote: str | None) -> None:
-    """dvc pull the tracked data."""
-    from garmentseg.data.versioning import pull as dvc_pull
+def push(cfg: Config) -> None:
+    """Publish the current dataset (objects and manifest) to paths.dvc_remote."""
+    from garmentseg.data.plane import publish
+    from garmentseg.data.store import remote_url
 
-    dvc_pull(cfg.root, remote=remote)
-    click.echo("pulled")
+    r = publish(cfg)
+    click.echo(f"data version {r.data_version} pushed to {remote_url(cfg)}")
+
+
+@data.command()
+@_with_config
+def pull(cfg: Config) -> None:
+    """Fetch from paths.dvc_remote every path of the data version this tree's index names."""
+    from garmentseg.data.plane import pull as pull_data
+
+    r = pull_data(cfg)
+    click.echo(
+        f"data version {r.data_version}: {len(r.entries)} paths in {r.seconds:.1f}s -> {cfg.paths.data_dir}"
+    )
 
 
 @data.command(name="init-dvc")
 @_with_config
 def init_dvc(cfg: Config) -> None:
-    """dvc init (if needed) and set the default remote `local` to paths.dvc_remote."""
+    """dvc init (if needed) and paths.dvc_remote as the default remote, in .dvc/config.local."""
+    from garmentseg.data.store import remote_url
     from garmentseg.data.versioning import init
 
-    init(cfg.root, cfg.paths.dvc_remote)  # a relative path is taken from the root; DVC stores it from .dvc/
-    click.echo(f"DVC ready in {cfg.root}, default remote local -> {cfg.paths.dvc_remote}")
+    init(cfg.root, remote_url(cfg))
+    click.echo(f"DVC ready in {cfg.root}, default remote -> {remote_url(cfg)}")
 
 
 @data.command(name="contact-sheet")

@@ -137,6 +137,11 @@ def dataset_folders(data_dir: Path) -> list[tuple[str, Path]]:
     return found
 
 
+def batch_folder(batch_id: str) -> str:
+    """The data-dir-relative folder of a batch id, as `dataset_folders` names them."""
+    return batch_id if batch_id.startswith(f"{SYNTH_DIR}/") else f"{BATCHES_DIR}/{batch_id}"
+
+
 def build_index(data_dir: Path, cfg: Config, previous: pd.DataFrame | None = None) -> pd.DataFrame:
     """Index data_dir/synth/* and data_dir/batches/*; paths relative to data_dir; known garments keep
     the split `previous` gave them."""

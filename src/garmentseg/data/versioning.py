@@ -1,13 +1,12 @@
-"""The data's version and DVC: the `dvc` CLI of this interpreter run in the project root, the data
-version, the git commit, and recording the index with DVC.
+"""The names of what a run used: the data version and the git commit; and the `dvc` CLI of this
+interpreter, for the few commands the data plane runs as a user would (init, status, pull).
 
 The data version is `data_version(cfg)`: the first 12 hex digits of a SHA-256 over the index's content
 (every row's garment, view, paths, file hashes, split and batch, in a fixed order). It names what a model
 was trained on: it changes when any file, split or batch changes, and does not depend on the parquet
-writer's version or on DVC's cache state. A run on a folder outside the dataset is versioned by that
-folder's own index content instead (`data_version(cfg, frame)`). `version_info` adds the git commit and the
-DVC hashes of the tracked data (dvc.lock outs and each batch's .dvc file) for people who want to
-`dvc checkout` it.
+writer's version or on DVC's cache state. The remote's manifest of that version (see `store`) pins the
+bytes of every path. A run on a folder outside the dataset is versioned by that folder's own index content
+instead (`data_version(cfg, frame)`).
 """
 
 from __future__ import annotations
@@ -21,8 +20,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from garmentseg.config import Config
 from garmentseg.data.index import INDEX_FILE, index_hash, read_index
 
@@ -31,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REMOTE_NAME = "local"
+GIT_COMMIT_ENV = "GARMENTSEG_GIT_COMMIT"
 _VERSION_COLUMNS = [
     "garment_id",
     "view",
@@ -55,35 +52,25 @@ def dvc(args: list[str], root: Path, check: bool = True) -> subprocess.Completed
     log.debug("%s (in %s)", " ".join(cmd[2:]), root)
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip()
+        detail = (proc.stderr or proc.stdout).strip() or "DVC printed no reason"
         raise DvcError(f"`dvc {' '.join(args)}` failed in {root} (exit {proc.returncode}): {detail}")
     return proc
 
 
 def init(root: Path, remote: str | Path) -> None:
-    """`dvc init` (if needed) and a default remote named `local` (a relative path is taken from root)."""
+    """`dvc init` (if needed) and REMOTE (a URL, or a path taken from root) as the default remote, written
+    to .dvc/config.local only."""
+    from garmentseg.data.store import set_remote
+
     if not (Path(root) / ".dvc").is_dir():
         dvc(["init", "--quiet"], root)
     dvc(["config", "core.analytics", "false"], root)
-    dvc(["remote", "add", "--default", "--force", REMOTE_NAME, str(remote)], root)
-
-
-def add(paths: list[Path | str], root: Path) -> None:
-    """Track data paths (a folder or a file) with their own .dvc files."""
-    dvc(["add", "--quiet", *[str(p) for p in paths]], root)
-
-
-def commit(targets: list[str], root: Path) -> None:
-    """Record the current state of stages (or .dvc files) in dvc.lock / the .dvc files and the cache."""
-    dvc(["commit", "--force", "--quiet", *targets], root)
-
-
-def push(root: Path, targets: list[str] | None = None, remote: str | None = None) -> None:
-    dvc(["push", "--quiet", *(["--remote", remote] if remote else []), *(targets or [])], root)
+    url = str(remote)
+    set_remote(Path(root), url if "://" in url else str((Path(root) / url).resolve()))
 
 
 def pull(root: Path, targets: list[str] | None = None, remote: str | None = None) -> None:
-    dvc(["pull", "--quiet", *(["--remote", remote] if remote else []), *(targets or [])], root)
+    dvc(["pull", *(["--remote", remote] if remote else []), *(targets or [])], root)
 
 
 def status(root: Path, cloud: bool = False) -> dict[str, Any]:
@@ -91,28 +78,6 @@ def status(root: Path, cloud: bool = False) -> dict[str, Any]:
     proc = dvc(["status", "--json", *(["--cloud"] if cloud else [])], root)
     text = proc.stdout.strip()
     return json.loads(text) if text else {}
-
-
-def index_stage(cfg: Config) -> str | None:
-    """The dvc.yaml stage whose output is the index, if the pipeline defines one."""
-    pipeline = cfg.root / "dvc.yaml"
-    if not pipeline.is_file():
-        return None
-    target = (cfg.path(cfg.paths.data_dir) / INDEX_FILE).relative_to(cfg.root).as_posix()
-    for name, stage in ((yaml.safe_load(pipeline.read_text()) or {}).get("stages") or {}).items():
-        outs = [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
-        if target in outs:
-            return name
-    return None
-
-
-def record_index(cfg: Config) -> None:
-    """Record the current index (and its deps) with DVC: the pipeline's stage, else its own .dvc file."""
-    stage = index_stage(cfg)
-    if stage:
-        commit([stage], cfg.root)
-    else:
-        add([cfg.path(cfg.paths.data_dir) / INDEX_FILE], cfg.root)
 
 
 def index_version(path: Path) -> str:
@@ -133,20 +98,32 @@ def data_version(cfg: Config, frame: pd.DataFrame | None = None) -> str:
 
 
 def git_commit(root: Path, *, short: bool = False) -> str:
-    """HEAD of the project (12 hex digits when short), with `-dirty` when tracked files have changes;
-    "unknown" outside git."""
-    rev = ["git", "rev-parse", *(["--short=12"] if short else []), "HEAD"]
-    status = ["git", "status", "--porcelain", "--untracked-files=no"]
+    """HEAD of the project (12 hex digits when short), with `-dirty` when tracked files have changes.
+    A work tree without a commit is "uncommitted". Outside git (an image): $GARMENTSEG_GIT_COMMIT, the
+    commit baked in at build time, else "unknown" with a warning; never "unknown" in a git checkout."""
     try:
-        sha = subprocess.run(rev, cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(status, cwd=root, capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=root, capture_output=True)
+    except OSError:
+        inside = None
+    if inside is None or inside.returncode != 0:
+        baked = os.environ.get(GIT_COMMIT_ENV)
+        if not baked:
+            log.warning(
+                "%s is not a git work tree and $%s is unset: git commit unknown", root, GIT_COMMIT_ENV
+            )
+        return baked or "unknown"
+    rev = ["git", "rev-parse", "--verify", "--quiet", *(["--short=12"] if short else []), "HEAD"]
+    sha = subprocess.run(rev, cwd=root, capture_output=True, text=True).stdout.strip() or "uncommitted"
+    status = ["git", "status", "--porcelain", "--untracked-files=no"]
+    dirty = subprocess.run(status, cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     return f"{sha}-dirty" if dirty else sha
 
 
 def tracked_hashes(cfg: Config) -> dict[str, str]:
-    """DVC's recorded md5 of every data path: pipeline outs in dvc.lock, and each batch's .dvc file."""
+    """DVC's recorded md5 of every data path this tree points at: pipeline outs in dvc.lock, and each
+    batch's .dvc file (the retrain DAG's sync step reads it until it checks out by data version)."""
+    import yaml
+
     root, data = cfg.root, cfg.path(cfg.paths.data_dir)
     found: dict[str, str] = {}
     lock = root / "dvc.lock"
@@ -160,12 +137,3 @@ def tracked_hashes(cfg: Config) -> dict[str, str]:
             path = (dvc_file.parent / out["path"]).relative_to(root).as_posix()
             found[path] = out.get("md5", "")
     return found
-
-
-def version_info(cfg: Config) -> dict[str, Any]:
-    """Everything that identifies the current data: version, git commit, DVC hashes."""
-    return {
-        "data_version": data_version(cfg),
-        "git_commit": git_commit(cfg.root, short=True),
-        "dvc": tracked_hashes(cfg),
-    }
