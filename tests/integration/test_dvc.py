@@ -17,7 +17,7 @@ import yaml
 from garmentseg.config import Config, load_config
 from garmentseg.data import store, versioning
 from garmentseg.data.index import INDEX_FILE, read_index
-from garmentseg.data.plane import DatasetError, add_batch, version_info
+from garmentseg.data.plane import DatasetError, add_batch, pull, version_info
 from garmentseg.data.synth import synthesize
 
 pytestmark = pytest.mark.slow  # real DVC subprocesses: ~10 s a test on a small machine
@@ -110,7 +110,7 @@ def test_add_batch_push_pull_round_trip(project: Config, incoming: Path) -> None
 
     shutil.rmtree(data / "batches" / "batch-001")
     shutil.rmtree(root / ".dvc" / "cache")
-    versioning.pull(root)
+    pull(project)
     assert _digests(data / "batches" / "batch-001") == source_before
 
 

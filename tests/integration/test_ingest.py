@@ -5,6 +5,7 @@ CLI and by the garment_ingest DAG alike."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +18,7 @@ from garmentseg.config import Config
 from garmentseg.orchestration import tasks
 from garmentseg.orchestration.embedded import EmbeddedAirflow
 from garmentseg.validation import ingest_batch
-from garmentseg.validation.defects import inject_defects, write_clean_batch
+from garmentseg.validation.defects import inject_defects, os_junk_files, write_clean_batch
 from garmentseg.validation.ingest import Action, check_batch, tree_digest
 from tests.data.test_validation import GARMENTS, H, W, small_project
 
@@ -136,7 +137,6 @@ def test_dag_and_cli_agree_on_an_unreadable_batch(tmp_path, embedded_airflow: Em
 
 @pytest.mark.slow
 def test_passing_batch_is_ingested_once(project):
-    pytest.importorskip("garmentseg.data.dataset")
     batch = landed(project, "b-good", broken=False)
     before = tree_digest(batch)
     first = ingest_batch(batch, project)
@@ -149,3 +149,16 @@ def test_passing_batch_is_ingested_once(project):
     assert (second.status, second.exit_code) == ("already_ingested", 0)
     assert tree_digest(batch) == before
     shutil.rmtree(batch)
+
+
+@pytest.mark.slow
+def test_os_junk_beside_a_clean_delivery_is_left_out_of_the_dataset(project):
+    batch = landed(project, "b-junk", broken=False)
+    contract = tree_digest(batch)
+    junk = os_junk_files(batch, [])
+    outcome = ingest_batch(batch, project)
+    assert (outcome.status, outcome.exit_code) == ("ingested", 0)
+    findings = json.loads((outcome.report_dir / "findings.json").read_text())
+    assert {f["file"] for f in findings if f["check"] == "os_junk"} == set(junk)
+    assert tree_digest(outcome.destination) == contract, "exactly the delivery's shots and cutouts"
+    assert (batch / ".DS_Store").is_file(), "the landed folder is never touched"

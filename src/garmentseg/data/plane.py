@@ -37,7 +37,7 @@ import yaml
 
 from garmentseg.config import Config
 from garmentseg.data import store, versioning
-from garmentseg.data.contract import CUTOUT_DIR, GARMENTS_CSV, RAW_DIR, batch_id_of, discover_pairs
+from garmentseg.data.contract import CUTOUT_DIR, GARMENTS_CSV, RAW_DIR, batch_id_of, discover_pairs, os_junk
 from garmentseg.data.index import (
     BATCHES_DIR,
     INDEX_FILE,
@@ -210,7 +210,8 @@ def _contract_files(batch_dir: Path) -> dict[str, str]:
     files = {}
     for side in (RAW_DIR, CUTOUT_DIR):
         for path in sorted((batch_dir / side).glob("*")):
-            files[f"{side}/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+            if not os_junk(path.name):  # a .DS_Store beside the shots is no part of the batch
+                files[f"{side}/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
     meta = batch_dir / GARMENTS_CSV
     if meta.is_file():
         files[GARMENTS_CSV] = hashlib.sha256(meta.read_bytes()).hexdigest()

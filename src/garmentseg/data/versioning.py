@@ -69,10 +69,6 @@ def init(root: Path, remote: str | Path) -> None:
     set_remote(Path(root), url if "://" in url else str((Path(root) / url).resolve()))
 
 
-def pull(root: Path, targets: list[str] | None = None, remote: str | None = None) -> None:
-    dvc(["pull", *(["--remote", remote] if remote else []), *(targets or [])], root)
-
-
 def status(root: Path, cloud: bool = False) -> dict[str, Any]:
     """`dvc status --json` (against the default remote with cloud=True): empty when all is in sync."""
     proc = dvc(["status", "--json", *(["--cloud"] if cloud else [])], root)
@@ -117,23 +113,3 @@ def git_commit(root: Path, *, short: bool = False) -> str:
     status = ["git", "status", "--porcelain", "--untracked-files=no"]
     dirty = subprocess.run(status, cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     return f"{sha}-dirty" if dirty else sha
-
-
-def tracked_hashes(cfg: Config) -> dict[str, str]:
-    """DVC's recorded md5 of every data path this tree points at: pipeline outs in dvc.lock, and each
-    batch's .dvc file (the retrain DAG's sync step reads it until it checks out by data version)."""
-    import yaml
-
-    root, data = cfg.root, cfg.path(cfg.paths.data_dir)
-    found: dict[str, str] = {}
-    lock = root / "dvc.lock"
-    if lock.is_file():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        for stage in stages.values():
-            for out in stage.get("outs", []):
-                found[out["path"]] = out.get("md5", "")
-    for dvc_file in sorted(data.rglob("*.dvc")):
-        for out in (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", []):
-            path = (dvc_file.parent / out["path"]).relative_to(root).as_posix()
-            found[path] = out.get("md5", "")
-    return found

@@ -123,17 +123,21 @@ def quarantine_landed_batch(cfg: Config, routed: dict[str, Any]) -> dict[str, An
 
 # ------------------------------------------------------------------------------------------ retrain
 def sync_data(cfg: Config) -> dict[str, Any]:
-    """Make the workspace hold the dataset the repo's DVC files point at (`dvc pull` when anything is
-    missing, e.g. on a fresh worker), and name that data version."""
-    from garmentseg.data import versioning
+    """Name the data version this retrain trains on, and make sure any node can rebuild it: a tree that
+    lacks paths of its version pulls them from the remote; a version this node holds but never published
+    is published (pushed) first, so a worker elsewhere, and the lineage, find it."""
+    from garmentseg.data import plane, versioning
 
-    data = cfg.path(cfg.paths.data_dir)
-    tracked = versioning.tracked_hashes(cfg)
-    missing = sorted(path for path in tracked if not (cfg.root / path).exists())
-    if missing or not (data / "index.parquet").is_file():
-        log.info("pulling %d missing data paths from the DVC remote: %s", len(missing), missing[:5])
-        versioning.pull(cfg.root)
-    return {"data_version": versioning.data_version(cfg), "pulled": missing, "dvc": tracked}
+    missing = [name for name, path in plane.dataset_paths(cfg).items() if not path.exists()]
+    if missing:
+        log.info("pulling %d missing data paths from the remote: %s", len(missing), missing[:5])
+        plane.pull(cfg)
+    state, _ = plane.data_state(cfg)
+    if state != "clean":
+        log.info("data %s; publishing it", state)
+        plane.publish(cfg)
+        state, _ = plane.data_state(cfg)
+    return {"data_version": versioning.data_version(cfg), "data_state": state, "pulled": missing}
 
 
 def validate_training_set(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:

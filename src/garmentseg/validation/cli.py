@@ -54,7 +54,12 @@ def validate(
 @click.command()
 @_batch
 @click.option("--batch-id", default=None, help="Batch id (default: the folder name).")
-@click.option("--push/--no-push", default=False, help="Push the new data to the DVC remote.")
+@click.option(
+    "--push/--no-push",
+    default=True,
+    show_default=True,
+    help="Publish the new data version to paths.dvc_remote.",
+)
 @_source
 @config_options
 def ingest(
@@ -69,7 +74,7 @@ def ingest(
 
     Exit 0 ingested (or already), 1 quarantined, 2 not a readable batch.
     """
-    from garmentseg.data.dataset import DatasetError
+    from garmentseg.data.plane import DatasetError
     from garmentseg.data.versioning import DvcError
     from garmentseg.validation.ingest import ingest_batch
 

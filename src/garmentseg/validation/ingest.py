@@ -110,7 +110,7 @@ def ingest_batch(
     source: str | None = None,
     *,
     batch_id: str | None = None,
-    push: bool = False,
+    push: bool = True,
 ) -> IngestOutcome:
     """Validate the batch and act on `route_batch`: ingest, quarantine whole, or leave it where it is."""
     batch_dir = Path(batch_dir)
@@ -148,11 +148,11 @@ def admit_batch(
     *,
     batch_id: str | None = None,
     report_dir: Path | None = None,
-    push: bool = False,
+    push: bool = True,
     data_docs_page: Path | None = None,
 ) -> IngestOutcome:
     """Hand a validated batch to the dataset (copied atomically, indexed, versioned; input untouched)."""
-    from garmentseg.data.dataset import add_batch
+    from garmentseg.data.plane import add_batch
 
     added = add_batch(Path(batch_dir), cfg, batch_id=batch_id, push=push)
     status = ALREADY_INGESTED if added.already_present else INGESTED
