@@ -133,10 +133,14 @@ def sync_data(cfg: Config) -> dict[str, Any]:
         log.info("pulling %d missing data paths from the remote: %s", len(missing), missing[:5])
         plane.pull(cfg)
     state, _ = plane.data_state(cfg)
-    if state != "clean":
+    if state.startswith("dirty"):
         log.info("data %s; publishing it", state)
         plane.publish(cfg)
         state, _ = plane.data_state(cfg)
+    elif state != "clean":  # "unverified: why" (no DVC repo or remote here): the run's lineage says so
+        log.warning(
+            "data version %s cannot be checked against the remote: %s", versioning.data_version(cfg), state
+        )
     return {"data_version": versioning.data_version(cfg), "data_state": state, "pulled": missing}
 
 
