@@ -12,7 +12,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -21,7 +20,7 @@ from garmentseg.config import Config, load_config
 from garmentseg.imageio import write_png
 from garmentseg.inference import CutoutModel
 from garmentseg.labels.audit import audit_labels
-from garmentseg.labels.disagreement import regions
+from garmentseg.labels.disagreement import describe, regions
 
 ROOT = Path(__file__).resolve().parents[2]
 H, W = 96, 64
@@ -89,7 +88,9 @@ def _keras_cutoff(red_cutoff: float = 100.0):
     layer = keras.layers.Conv2D(1, 1, activation="sigmoid", name="mask")
     model = keras.Model(inputs, layer(inputs))
     normalised = (red_cutoff / 255 - MEAN[0]) / STD[0]
-    layer.set_weights([np.array([20.0, 0, 0], np.float32).reshape(1, 1, 3, 1), np.array([-20.0 * normalised])])
+    layer.set_weights(
+        [np.array([20.0, 0, 0], np.float32).reshape(1, 1, 3, 1), np.array([-20.0 * normalised])]
+    )
     return model
 
 
@@ -137,8 +138,20 @@ def test_a_filled_gap_and_a_sliver_are_told_apart() -> None:
     pred = label.copy()
     pred[15:25, 15:25] = False  # the model sees a gap the label paints over
     pred[5:35, 34] = False  # a one-pixel edge offset: blur, not a finding
-    found = regions(label, pred, min_share=0.01, band_px=4)
-    assert [r.kind for r in found] == ["filled"]
+    found, small = regions(label, pred, min_share=0.01, band_px=4)
+    assert [r.kind for r in found] == ["filled"] and small == 0
+
+
+def test_fine_detail_the_model_misses_is_scattered() -> None:
+    label = np.zeros((60, 40), bool)
+    label[5:55, 5:35] = True
+    pred = label.copy()
+    label[8:52:6, 8:32:6] = False  # eyelets: holes too small to be regions on their own
+    label[9:53:6, 8:32:6] = False
+    found, small = regions(label, pred, min_share=0.005, band_px=4)
+    assert found == [] and small == 64
+    kind, reason = describe(found, small, int(label.sum()), 0.005)
+    assert kind == "scattered" and reason.startswith("scattered: many small disagreements (4.")
 
 
 def _champion(cfg: Config) -> None:

@@ -92,10 +92,9 @@ def judge(
     small_shot, small_label, small_prob = shrink(shot, label, prob, cfg)
     score = 1.0 - label_quality(small_label, small_prob, cfg.labels.temperature)
     pred = small_prob >= threshold
-    found = disagreement.regions(
-        small_label, pred, min_share=cfg.labels.min_region_share, band_px=cfg.labels.band_px
-    )
-    kind, reason = disagreement.describe(found, int(small_label.sum()))
+    share = cfg.labels.min_region_share
+    found, scattered = disagreement.regions(small_label, pred, min_share=share, band_px=cfg.labels.band_px)
+    kind, reason = disagreement.describe(found, scattered, int(small_label.sum()), share)
     log.debug("%s: score %.4f, %s", file, score, reason)
     return score, kind, reason, disagreement.overlay(small_shot, small_label, pred)
 

@@ -7,8 +7,10 @@ The two one-sided differences are split into connected components:
 - label-only pixels (the label covers what the model calls background): a **band** when thin along the edge
   (a label dilated), a **filled** hole when the model's mask surrounds it (the gap between an arm and the
   body painted over), else a **spill** onto the background.
-Components smaller than `labels.min_region_share` of the label, or no thicker than a sliver, are the edge
-blur every model has and are left out. The largest remaining component names the reason; the ranking itself
+Slivers (a pixel wide) are the edge blur every model has and are left out. Components smaller than
+`labels.min_region_share` of the label are counted together: when they add up to SCATTERED_SHARES times
+that share, the reason is **scattered** (fine detail such as eyelets or lace that one side resolves and
+the other does not, or a noisy label). The largest remaining component names the reason; the ranking itself
 comes from the score (see `labels.audit`), never from this geometry.
 """
 
@@ -20,7 +22,8 @@ import numpy as np
 
 # Disagreement whose mean width is at most this (px at audit size) is two edges a pixel apart: no finding.
 SLIVER_PX = 1.5
-KINDS = ("missing", "hole", "band", "spill", "filled", "none")
+SCATTERED_SHARES = 5
+KINDS = ("missing", "hole", "band", "spill", "filled", "scattered", "none")
 _MODEL_ONLY = (40, 140, 255)  # blue: garment the label leaves out
 _LABEL_ONLY = (255, 40, 60)  # red: background the label covers
 _LABEL_TINT = (40, 200, 90)
@@ -89,16 +92,21 @@ def _kind(
     return "band" if thin else "spill"
 
 
-def regions(label: np.ndarray, pred: np.ndarray, *, min_share: float, band_px: float) -> list[Region]:
-    """The disagreement components that matter, largest first (label, pred: bool masks of one size)."""
+def regions(
+    label: np.ndarray, pred: np.ndarray, *, min_share: float, band_px: float
+) -> tuple[list[Region], int]:
+    """(the disagreement components that matter, largest first; the area of the small ones together) for
+    bool masks of one size."""
     h, w = label.shape
     min_area = max(1.0, min_share * max(int(label.sum()), 1))
     found = []
+    small = 0
     for side, diff in (("model_only", pred & ~label), ("label_only", label & ~pred)):
         for component, area in _components(diff):
-            if area < min_area:
-                continue
             if _mean_width(component, area) <= SLIVER_PX:
+                continue
+            if area < min_area:
+                small += area
                 continue
             thickness = _thickness(component)
             ys, xs = np.nonzero(component)
@@ -111,7 +119,7 @@ def regions(label: np.ndarray, pred: np.ndarray, *, min_share: float, band_px: f
                     centre=(float(xs.mean()) / w, float(ys.mean()) / h),
                 )
             )
-    return sorted(found, key=lambda r: -r.area)
+    return sorted(found, key=lambda r: -r.area), small
 
 
 _WORDS = {
@@ -130,8 +138,14 @@ def _where(centre: tuple[float, float]) -> str:
     return f"{vertical} {horizontal}"
 
 
-def describe(found: list[Region], label_area: int) -> tuple[str, str]:
+def describe(found: list[Region], small: int, label_area: int, min_share: float) -> tuple[str, str]:
     """(kind, reason) for an image's regions: the largest names the kind; the others are listed after it."""
+    scattered = small / max(label_area, 1)
+    if not found and scattered >= SCATTERED_SHARES * min_share:
+        return "scattered", (
+            f"scattered: many small disagreements ({scattered:.1%} of the label's area), fine detail "
+            "(eyelets, lace, fringes) that the model or the label does not resolve"
+        )
     if not found:
         return "none", "none: the model and the label agree up to the edge blur"
     parts = []
