@@ -208,3 +208,24 @@ def test_command_ranks_with_the_champion_and_refuses_without_one(batch, tmp_path
     again = json.loads(runner.invoke(main, args).stdout)["suspects"]
     assert again[-1]["file"] == released and again[-1]["reason"].startswith("released as right")
     assert {s["file"] for s in again[: len(damaged) - 1]} == set(damaged) - {released}
+
+    # The retrain's screening with the same champion: the damaged labels are left out, and recorded.
+    import mlflow
+
+    from garmentseg.data.index import load_dataset
+    from garmentseg.labels.screen import drop_excluded, log_screening, read_exclusions, screen_training_set
+
+    cfg = load_config("demo", ROOT / "params.yaml")  # the environment's overrides, as the task sees them
+    frame, data_root = load_dataset(cfg, root)
+    screening = screen_training_set(cfg, frame, data_root, name="retrain-test")
+    summary = screening.summary()
+    assert set(summary["excluded"]) == set(damaged) - {released}
+    assert summary["in_sample"] == int(
+        frame["split"].isin(["train", "valid"]).sum()
+    )  # no training index logged
+    exclusions = read_exclusions(screening.report.parent / "excluded.json")
+    assert len(drop_excluded(frame, exclusions)) == len(frame) - len(damaged) + 1
+    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("audit").experiment_id) as run:
+        log_screening(exclusions, summary["report"])
+    logged = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/labels/excluded.json")
+    assert {f"{e['garment_id']}_{e['view']}" for e in logged} == set(summary["excluded"])

@@ -31,7 +31,7 @@ def labels() -> None:
     "--out",
     default=None,
     type=click.Path(path_type=Path, file_okay=False),
-    help="Folder for the overlays and audit.json (default <reports_dir>/labels/<DATA folder name>).",
+    help="Folder for the overlays, audit.json and index.html (default <reports_dir>/labels/<DATA folder name>).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON ranking on stdout.")
 @config_options
@@ -51,6 +51,7 @@ def audit(
     from garmentseg.data.index import DatasetIndexError, load_dataset
     from garmentseg.labels.audit import audit_labels, default_out_dir
     from garmentseg.labels.decisions import apply_decisions, decisions_path, read_decisions, trained_pairs
+    from garmentseg.labels.report import write_report
 
     cfg = load_config(profile, params)
     uri = model_uri or f"models:/{cfg.registry.model_name}@champion"
@@ -62,16 +63,13 @@ def audit(
     out_dir = out or default_out_dir(cfg, data.resolve().name)
     ranked = audit_labels(frame, root, model, cfg, out_dir=out_dir, trained_on=trained_pairs(cfg, uri, frame))
     ranked = apply_decisions(ranked, read_decisions(decisions_path(cfg)))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "audit.json").write_text(
-        json.dumps({"model_uri": uri, "suspects": [s.as_dict() for s in ranked]}, indent=2)
-    )
+    page = write_report(out_dir, ranked, model_uri=uri)
     if as_json:
         click.echo(json.dumps({"suspects": [s.public() for s in ranked]}))
         return
     for s in ranked:
         click.echo(f"{s.score:.4f}  {s.file}  {s.reason}")
-    click.echo(f"overlays and audit.json in {out_dir}")
+    click.echo(f"overlays, audit.json and the stewards' page: {page}")
 
 
 def _load(uri: str, cfg: Config, *, default: bool) -> CutoutModel:
