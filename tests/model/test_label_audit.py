@@ -188,6 +188,9 @@ def test_command_ranks_with_the_champion_and_refuses_without_one(batch, tmp_path
     runner = CliRunner()
     args = ["labels", "audit", str(root), "--json", "--profile", "demo"]
 
+    not_a_batch = runner.invoke(main, ["labels", "audit", str(tmp_path), "--json"])
+    assert not_a_batch.exit_code == 2 and "not a batch in the data contract" in not_a_batch.output
+
     refused = runner.invoke(main, args)
     assert refused.exit_code == 2, refused.output
     assert "no champion" in refused.output and "audit-test" in refused.output

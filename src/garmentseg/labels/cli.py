@@ -58,7 +58,8 @@ def audit(
     try:
         frame, root = load_dataset(cfg, data)
     except (DatasetIndexError, ValueError, OSError) as exc:
-        raise click.ClickException(f"{data}: cannot index it as a batch or data dir: {exc}") from None
+        click.echo(f"labels audit: {data}: not a batch in the data contract nor a data dir: {exc}", err=True)
+        sys.exit(2)
     model = _load(uri, cfg, default=model_uri is None)
     out_dir = out or default_out_dir(cfg, data.resolve().name)
     ranked = audit_labels(frame, root, model, cfg, out_dir=out_dir, trained_on=trained_pairs(cfg, uri, frame))
