@@ -1,7 +1,7 @@
 """Precision at k and recall of the label audit on a synthetic studio batch, where the wrong labels are known.
 
     uv run python benchmarks/bench_label_audit.py --model-uri URI --batch DIR --garments N --seed S \
-        [--noisy-share F] [--corrupt N] [--json OUT]
+        [--noisy-share F] [--min-diff F] [--corrupt N] [--split S ...] [--ceiling] [--json OUT]
 
 The bad labels are (1) the synthetic studio's `noisy_truth` cutouts, found exactly: every garment tagged
 noisy_truth is rendered again with `exact_truth=True` and a cutout counts as wrong when its alpha differs
@@ -10,7 +10,9 @@ nothing and is not a wrong label); (2) with `--corrupt N`, N clean pairs of a co
 way each in turn (a region removed, edges eroded or dilated by 9 px, a hole, a spill onto the backdrop).
 The audit (`garmentseg.labels.audit.audit_labels`) ranks every pair; k = number of bad labels. Reported:
 precision@k (= recall@k), recall@2k, average precision, the rank of each bad label with its kind and the
-audit's reason. `--split` keeps only some splits of the batch's index (e.g. the pairs a model did not
+audit's reason. `--ceiling` adds the same figures for the audit's score against the best mask a model of
+the configured input size could make (the exact truth through the resize round trip): what the score does
+when the model's own mistakes are out of the way. `--split` keeps only some splits of the batch's index (e.g. the pairs a model did not
 train on).
 """
 
@@ -94,6 +96,29 @@ def corrupt_copy(batch: Path, out: Path, n: int, avoid: set[str], seed: int) -> 
     return damaged
 
 
+def ceiling_ranking(batch: Path, garments: int, seed: int, noisy_share: float, cfg) -> list[str]:
+    """Files ranked by the audit's score against the best mask a model of this input size can make: the
+    exact truth shrunk to the input size and grown back (the inference path's resize round trip)."""
+    from garmentseg.data.synth.garment import plan_garments
+    from garmentseg.data.synth.render import render_garment
+    from garmentseg.imageio import read_image
+    from garmentseg.inference import resize_down, upsample_proba
+    from garmentseg.labels.audit import label_quality, shrink
+
+    hard = cfg.synth.hard_cases.model_copy(update={"noisy_truth": noisy_share})
+    size = (cfg.model.input_height, cfg.model.input_width)
+    scores = {}
+    for spec in plan_garments(garments, seed, hard):
+        h, w = read_image(next((batch / "raw").glob(f"{spec.garment_id}_*.png")), max_pixels=10**8).shape[:2]
+        for view, (shot, exact) in render_garment(spec, w, h, exact_truth=True).items():
+            file = f"{spec.garment_id}_{view}"
+            label = read_image(batch / "cutouts" / f"{file}.png", max_pixels=10**8, alpha=True)[..., 3] > 127
+            prob = upsample_proba(resize_down(exact.astype(np.float32) / 255, *size), h, w)
+            _, small_label, small_prob = shrink(shot, label, prob, cfg)
+            scores[file] = 1 - label_quality(small_label, small_prob, cfg.labels.temperature)
+    return sorted(scores, key=lambda f: (-scores[f], f))
+
+
 def figures(ranked: list[str], bad: set[str]) -> dict:
     k = len(bad)
     hits = [f in bad for f in ranked]
@@ -118,6 +143,7 @@ def main() -> int:
     parser.add_argument("--min-diff", type=float, default=0.005)
     parser.add_argument("--corrupt", type=int, default=0)
     parser.add_argument("--split", nargs="*", default=None, help="audit only these splits")
+    parser.add_argument("--ceiling", action="store_true", help="also rank against the best possible mask")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -140,6 +166,7 @@ def main() -> int:
         bad = {f: why for f, why in bad.items() if f in set(frame["garment_id"] + "_" + frame["view"])}
         model = load_cutout_model(args.model_uri, cfg.tracking_uri)
         ranked = audit_labels(frame, root, model, cfg, out_dir=Path(tmp) / "audit")
+        best = ceiling_ranking(batch, args.garments, args.seed, share, cfg) if args.ceiling else None
     position = {s.file: i + 1 for i, s in enumerate(ranked)}
     result = {
         "batch": str(args.batch),
@@ -147,6 +174,7 @@ def main() -> int:
         "pairs": len(ranked),
         "splits": args.split or "all",
         "audit": figures([s.file for s in ranked], set(bad)),
+        "ceiling": figures(best, set(bad)) if best else None,
         "bad": sorted(
             (
                 {"file": f, "damage": why, "rank": position[f], "reason": ranked[position[f] - 1].reason}
