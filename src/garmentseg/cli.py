@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("garmentseg.prepare:prepare_cmd", "Cache the model-input-size tensors of every split."),
     "train": ("garmentseg.training:train_cmd", "Train the U-Net, tune on valid, score test, log to MLflow."),
     "evaluate": ("garmentseg.evaluation:evaluate_cmd", "Score a model at full resolution, with slices."),
+    "labels": ("garmentseg.labels.cli:labels", "Audit labels against a model; confirm or release suspects."),
     "predict": ("garmentseg.predict:predict_cmd", "Cut out a folder of shots with a model (RGBA + masks)."),
     "demo": ("garmentseg.demo:demo", "The whole loop end to end on embedded defaults, with a summary."),
 }

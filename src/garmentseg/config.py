@@ -128,6 +128,17 @@ class ValidationConfig(_Section):
     near_duplicate_max_diff: float = Field(ge=0)
 
 
+class LabelsConfig(_Section):
+    """The label audit: the size it scores at, the reason's geometry, the retrain's exclusion threshold."""
+
+    audit_height: int = Field(gt=0)
+    audit_width: int = Field(gt=0)
+    temperature: float = Field(gt=0)
+    min_region_share: float = Field(ge=0, le=1)
+    band_px: float = Field(gt=0)
+    exclude_score: float = Field(ge=0, le=1)
+
+
 class ModelConfig(_Section):
     arch: Literal["simple", "basic", "carvana"]
     base_filters: int = Field(gt=0)
@@ -272,6 +283,7 @@ class Config(_Section):
     sources: dict[str, SourceConfig]
     synth: SynthConfig
     validation: ValidationConfig
+    labels: LabelsConfig
     model: ModelConfig
     training: TrainingConfig
     evaluation: EvaluationConfig

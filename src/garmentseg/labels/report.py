@@ -1,0 +1,67 @@
+"""The audit on disk for stewards: `audit.json` (every pair, ranked) and `index.html` (the suspects with their
+overlays, and what a retrain left out), beside the overlays in one folder."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from garmentseg.labels.audit import Suspect
+
+AUDIT_JSON = "audit.json"
+INDEX_HTML = "index.html"
+SHOWN = 24  # suspects pictured on the page; audit.json holds every pair
+
+
+def _row(s: Suspect, out_dir: Path) -> str:
+    img = ""
+    if s.overlay:
+        src = html.escape(
+            Path(s.overlay).relative_to(out_dir).as_posix()
+            if Path(s.overlay).is_relative_to(out_dir)
+            else s.overlay
+        )
+        img = f'<img src="{src}" alt="overlay of {html.escape(s.file)}" height="216">'
+    sample = " (in-sample)" if s.in_sample else ""
+    return (
+        f"<tr><td>{s.score:.3f}</td><td>{html.escape(s.file)}{sample}<br><small>{html.escape(s.reason)}</small>"
+        f"<br><code>garmentseg labels confirm|release {html.escape(s.file)}</code></td><td>{img}</td></tr>"
+    )
+
+
+def write_report(
+    out_dir: Path, suspects: list[Suspect], *, model_uri: str, excluded: pd.DataFrame | None = None
+) -> Path:
+    """Write audit.json and index.html into out_dir; returns the page's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"model_uri": model_uri, "suspects": [s.as_dict() for s in suspects]}
+    left_out = ""
+    if excluded is not None:
+        record["excluded"] = [
+            {"file": f"{r.garment_id}_{r.view}", "cutout_sha256": r.cutout_sha256, "why": r.why}
+            for r in excluded.itertuples()
+        ]
+        items = "".join(
+            f"<li>{html.escape(e['file'])}: {html.escape(e['why'])}</li>" for e in record["excluded"]
+        )
+        left_out = f"<h2>Left out of this training run ({len(record['excluded'])})</h2><ul>{items}</ul>"
+    (out_dir / AUDIT_JSON).write_text(json.dumps(record, indent=2))
+    rows = "".join(_row(s, out_dir) for s in suspects[:SHOWN])
+    page = (
+        "<!doctype html><meta charset=utf-8><title>Label audit</title>"
+        "<style>body{font-family:sans-serif}td{vertical-align:top;padding:4px}</style>"
+        f"<h1>Label audit</h1><p>Model {html.escape(model_uri)}; {len(suspects)} pairs, the labels most likely "
+        f"wrong first (the top {min(SHOWN, len(suspects))} shown; every pair in {AUDIT_JSON}). Overlay: the label "
+        "(green) | the model's mask (blue) | blue where the label leaves out what the model sees, red where "
+        f"it covers what the model calls background.</p>{left_out}"
+        f"<table><tr><th>score</th><th>pair and reason</th><th>overlay</th></tr>{rows}</table>"
+    )
+    path = out_dir / INDEX_HTML
+    path.write_text(page)
+    return path
