@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from garmentseg.access import bootstrap_auth_cmd
 from garmentseg.cliopts import config_options
 from garmentseg.config import load_config
 
@@ -65,7 +66,8 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion |
         return None
 
 
-def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+def ensure_registered_model(client: MlflowClient, name: str) -> None:
+    """Create the registered model when it does not exist yet (register and the auth bootstrap need it)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -83,7 +85,7 @@ def register(run_id: str, cfg: Config, *, artifact_path: str = "model") -> Model
     """
     client = mlflow_client(cfg)
     name = cfg.registry.model_name
-    _ensure_registered_model(client, name)
+    ensure_registered_model(client, name)
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if existing:
         version = max(existing, key=lambda v: int(v.version))
@@ -335,6 +337,9 @@ def _format_state(state: dict[str, Any]) -> str:
 @click.group("registry")
 def registry_cli() -> None:
     """MLflow Model Registry: register, gate, promote, rollback, show."""
+
+
+registry_cli.add_command(bootstrap_auth_cmd)
 
 
 @registry_cli.command("register")
