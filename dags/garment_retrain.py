@@ -5,14 +5,17 @@ Runs weekly (cron `airflow.retrain_schedule` in params.yaml) and whenever the `g
 changes (an ingested batch). Each task is one call into `garmentseg.orchestration.tasks`:
 
 sync data (DVC) → validate the training set (GX) → prepare tensors → **train on a GPU node** → evaluate →
-register (`challenger`) → gate (candidate vs champion on the same test split) → serving check of the
-candidate → promote or stop (`garmentseg.gate.promotion_verdict`) → deploy → smoke-test the endpoint.
+register (`challenger`) → gate (candidate vs champion on the same test split) → deploy the candidate as the
+canary (the instance following `challenger`) → serving check of the canary → promote or stop
+(`garmentseg.gate.promotion_verdict`) → deploy (production follows `champion`) → smoke-test production →
+**rollback** (only when deploy or the smoke test failed: `previous` becomes champion again, and the run fails).
 
 GPU placement is configuration (`airflow.placement`): `celery` routes the training task to the Celery
 queue `airflow.gpu_queue`; `kubernetes` runs it as a pod requesting `nvidia.com/gpu` with the node selector
 and tolerations of `airflow.kubernetes`; `local` runs it wherever the scheduler's executor does. A machine
 without a GPU trains on CPU with the same code. A failure anywhere leaves the champion untouched: only the
-`promote` task moves the alias, and only after a passing gate and serving check. Retries and timeouts:
+`promote` task moves the alias, and only after a passing gate and a passing check of the canary; only
+`rollback` moves it back. Retries and timeouts:
 `airflow.retries`, `airflow.retry_delay_minutes`, `airflow.timeout_minutes`.
 
 Run params: `profile` (params.yaml profile) and `overrides` (a params.yaml fragment, e.g.
@@ -22,7 +25,7 @@ Run params: `profile` (params.yaml profile) and `overrides` (a params.yaml fragm
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TriggerRule, dag, task
 
 from garmentseg.orchestration import tasks
 from garmentseg.orchestration.dag_support import (
@@ -73,9 +76,14 @@ def gate(candidate: dict, data: dict, params=None) -> dict:
     return tasks.gate_candidate(tasks.config_for(params), candidate, data)
 
 
+@task(execution_timeout=timeout(CFG, "deploy"))
+def deploy_canary(candidate: dict, decision: dict, params=None) -> dict:
+    return tasks.deploy_canary(tasks.config_for(params), candidate, decision)
+
+
 @task(execution_timeout=timeout(CFG, "serving_check"))
-def serving_check(candidate: dict, decision: dict, params=None) -> dict:
-    return tasks.serving_check(tasks.config_for(params), candidate, decision)
+def serving_check(candidate: dict, decision: dict, canary: dict, params=None) -> dict:
+    return tasks.serving_check(tasks.config_for(params), candidate, decision, canary)
 
 
 @task.branch
@@ -91,8 +99,8 @@ def promote(candidate: dict, params=None) -> dict:
 
 
 @task
-def stop(decision: dict, check: dict) -> dict:
-    return tasks.explain_stop(decision, check)
+def stop(decision: dict, check: dict, params=None) -> dict:
+    return tasks.stop_candidate(tasks.config_for(params), decision, check)
 
 
 @task(execution_timeout=timeout(CFG, "deploy"))
@@ -103,6 +111,11 @@ def deploy(promotion: dict, params=None) -> dict:
 @task(execution_timeout=timeout(CFG, "smoke_test"))
 def smoke_test(deployment: dict, params=None) -> dict:
     return tasks.smoke_test(tasks.config_for(params), deployment)
+
+
+@task(trigger_rule=TriggerRule.ONE_FAILED)
+def rollback(candidate: dict, params=None) -> dict:
+    return tasks.roll_back(tasks.config_for(params), candidate)
 
 
 @dag(
@@ -125,10 +138,11 @@ def garment_retrain():
     candidate = register(trained)
     evaluate(trained) >> candidate
     decision = gate(candidate, data)
-    check = serving_check(candidate, decision)
+    check = serving_check(candidate, decision, deploy_canary(candidate, decision))
     promotion = promote(candidate)
     promote_or_stop(decision, check) >> [promotion, stop(decision, check)]
-    smoke_test(deploy(promotion))
+    deployment = deploy(promotion)
+    [deployment, smoke_test(deployment)] >> rollback(candidate)
 
 
 garment_retrain()

@@ -223,6 +223,7 @@ class RegistryConfig(_Section):
 class ServingConfig(_Section):
     host: str
     port: int = Field(gt=0, lt=65536)
+    canary_port: int = Field(gt=0, lt=65536)
     model_uri: str
     max_request_bytes: int = Field(gt=0)
     max_pixels: int = Field(gt=0)

@@ -2,7 +2,7 @@
 
 Synthesise the studio dataset (`dvc repro`), land a good and a deliberately broken batch and ingest each
 through the `garment_ingest` DAG, run `garment_retrain` through Airflow (real Airflow executing it: train,
-evaluate, register, gate, serving check, promote, deploy, smoke test), serve the champion with BentoML,
+evaluate, register, gate, canary and its serving check, promote, deploy, smoke test), serve the champion,
 cut out a held-out shot, and summarise where everything is. Safe to run again: every run lands a new
 batch, so the second retrain is gated against the first run's champion.
 """
@@ -171,7 +171,7 @@ def run_demo(cfg: Config, *, batch_garments: int = 6) -> DemoSummary:
     summary.data_version = data_version(cfg)
     summary.data_docs = str(cfg.path(cfg.paths.reports_dir) / "data_docs" / "index.html")
     with step(
-        summary, "Airflow garment_retrain: train -> evaluate -> register -> gate -> serve check -> promote"
+        summary, "Airflow garment_retrain: train -> register -> gate -> canary check -> promote -> smoke test"
     ):
         summary.retrain_state = run_dag(
             airflow, "garment_retrain", {"profile": cfg.profile}, logs / "retrain.log"

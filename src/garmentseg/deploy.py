@@ -2,8 +2,9 @@
 champion out and check it answers; and the `garmentseg serve` command at the bottom.
 
 `service_env` / `serve_command` say how `garmentseg serve` and tests start `bentoml serve`;
-`running_service` yields the URL of a temporary one; `wait_for_version` is how the deploy step knows the
-promoted version answers; `serving_check` and `smoke_test` send shots through `garmentseg.client`.
+`running_service` yields the URL of a temporary one; `wait_for_version` is how a deploy step knows the
+version answers (on the canary before the champion moves, on production after); `serving_check` (the
+canary's check) and `smoke_test` (production's, after the promotion) send shots through `garmentseg.client`.
 """
 
 from __future__ import annotations
@@ -178,28 +179,34 @@ def running_service(
 
 
 # ------------------------------------------------------------------------------------ checking it answers
+def service_url(cfg: Config, *, canary: bool = False) -> str:
+    """Where the production service (following `champion`) or the canary (following `challenger`) answers."""
+    return f"http://{cfg.serving.host}:{cfg.serving.canary_port if canary else cfg.serving.port}"
+
+
 def serving_check(
-    cfg: Config, model_uri: str, images: Sequence[Path | bytes], latency_budget_ms: float | None = None
+    cfg: Config,
+    model_uri: str,
+    images: Sequence[Path | bytes],
+    latency_budget_ms: float | None = None,
+    *,
+    url: str | None = None,
 ) -> dict[str, Any]:
-    """Smoke-test `model_uri` behind the real service: every shot gets an RGBA cutout of its own size,
-    within the latency budget (p95, default cfg.serving.latency_budget_ms). Returns a JSON-ready report
-    whose `passed` says whether the deploy may go on."""
-    import httpx
+    """Smoke-test `model_uri` behind the real service: every shot gets an RGBA cutout of its own size from
+    that model's version, within the latency budget (p95, default cfg.serving.latency_budget_ms). `url` is a
+    running service (the canary) to check; without it a temporary one serves `model_uri`. Returns a
+    JSON-ready report whose `passed` says whether the rollout may go on."""
     import numpy as np
 
-    from garmentseg.client import cut_out, cutout_problems
+    from garmentseg.inference import resolve_registered
 
     budget = float(latency_budget_ms or cfg.serving.latency_budget_ms)
-    problems: list[str] = []
-    latencies: list[float] = []
-    with running_service(cfg, model_uri) as url:
-        info = httpx.get(f"{url}/version", timeout=10).json()
-        for i, item in enumerate(images):
-            data = item if isinstance(item, bytes) else Path(item).read_bytes()
-            label = f"image {i}" if isinstance(item, bytes) else str(item)
-            reply = cut_out(cfg, url, data, filename="shot")
-            latencies.append(reply.latency_ms)
-            problems += [f"{label}: {p}" for p in cutout_problems(reply, data, info.get("model_version"))]
+    _, version = resolve_registered(model_uri, cfg.tracking_uri)
+    if url is None:
+        with running_service(cfg, model_uri) as temporary:
+            info, latencies, problems = _send_shots(cfg, temporary, images, version)
+    else:
+        info, latencies, problems = _send_shots(cfg, url, images, version)
     p95 = float(np.percentile(latencies, 95)) if latencies else float("nan")
     if not images:
         problems.append("no images to check")
@@ -209,6 +216,7 @@ def serving_check(
         "passed": not problems,
         "reason": "; ".join(problems) or "all shots cut out within the budget",
         "model_uri": model_uri,
+        "url": url,
         "model_name": info.get("model_name"),
         "model_version": info.get("model_version"),
         "n_images": len(images),
@@ -220,6 +228,27 @@ def serving_check(
         "latency_budget_ms": budget,
         "problems": problems,
     }
+
+
+def _send_shots(
+    cfg: Config, url: str, images: Sequence[Path | bytes], version: str | None
+) -> tuple[dict[str, Any], list[float], list[str]]:
+    """Each shot through `client.cut_out`: the service's /version, the latencies, and what was wrong."""
+    import httpx
+
+    from garmentseg.client import cut_out, cutout_problems
+
+    info = httpx.get(f"{url}/version", timeout=10).json()
+    expected = version or info.get("model_version")
+    problems: list[str] = []
+    latencies: list[float] = []
+    for i, item in enumerate(images):
+        data = item if isinstance(item, bytes) else Path(item).read_bytes()
+        label = f"image {i}" if isinstance(item, bytes) else str(item)
+        reply = cut_out(cfg, url, data, filename="shot")
+        latencies.append(reply.latency_ms)
+        problems += [f"{label}: {p}" for p in cutout_problems(reply, data, expected)]
+    return info, latencies, problems
 
 
 def smoke_test(cfg: Config, deployment: dict[str, Any], shot: Path) -> dict[str, Any]:
@@ -287,9 +316,10 @@ def _answers(url: str) -> bool:
 def deploy(
     cfg: Config, model_uri: str, *, url: str | None = None, timeout_s: float | None = None
 ) -> dict[str, Any]:
-    """Roll out `model_uri` (models:/name/<version>, already the champion): build the Bento pinned to it when
-    the wheel is in dist/, and wait until the running service (`url`, default serving.host:port), which
-    follows the alias, answers with that version. Returns what happened, for the next task."""
+    """Roll out `model_uri` (models:/name/<version>): build the Bento pinned to it when the wheel is in dist/,
+    and wait until the running service at `url` answers with that version. The default `url` is production,
+    which follows `champion`; the canary (`service_url(cfg, canary=True)`) follows `challenger`, so the
+    candidate is deployed there before the champion moves. Returns what happened, for the next task."""
     from garmentseg.inference import resolve_registered
 
     name, version = resolve_registered(model_uri, cfg.tracking_uri)
@@ -300,7 +330,7 @@ def deploy(
     else:
         result["bento"] = None
         log.warning("no wheel in %s/dist (uv build --wheel): Bento not built", cfg.root)
-    url = url or f"http://{cfg.serving.host}:{cfg.serving.port}"
+    url = url or service_url(cfg)
     if _answers(url):
         wait = timeout_s or max(60.0, 6 * cfg.serving.reload_interval_s)
         result["serving"] = wait_for_version(url, str(version), timeout_s=wait)

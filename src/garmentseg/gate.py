@@ -3,7 +3,8 @@
 As TFX's Evaluator does, the gate re-scores the candidate *and* the current champion on the same current
 test split (a champion's historical metric is not comparable once the split grows). The decision is a
 dataclass recorded on the model version (tags + a JSON artifact); any error fails closed. The promote rule
-(`promotion_verdict`) adds the serving check; only `garmentseg.registry.promote` moves the alias.
+(`promotion_verdict`) adds the canary's serving check, recorded on the version beside the decision
+(`record_serving_check`); only `garmentseg.registry.promote` moves the alias.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from garmentseg import registry
-from garmentseg.registry import CHAMPION, GATE_PREFIX, HEADLINE, PREVIOUS, RegistryError
+from garmentseg.registry import CHAMPION, CHECK_PREFIX, GATE_PREFIX, HEADLINE, PREVIOUS, RegistryError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -195,6 +196,22 @@ def _record_decision(client: MlflowClient, mv: ModelVersion, decision: GateDecis
         client.log_dict(mv.run_id, payload, f"gate/decision-v{mv.version}-{stamp}.json")
 
 
+def record_serving_check(cfg: Config, version: str, check: dict[str, Any]) -> None:
+    """The canary's serving check on the candidate version, beside its gate decision: a failed one stays on
+    the version with its reason, and `registry.promote` refuses the version while it says failed."""
+    client = registry.mlflow_client(cfg)
+    name = cfg.registry.model_name
+    tags = {
+        "passed": str(bool(check["passed"])).lower(),
+        "reason": str(check.get("reason", ""))[:4900],
+        "skipped": str(bool(check.get("skipped", False))).lower(),
+        "url": str(check.get("url") or "temporary service"),
+        "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), CHECK_PREFIX + key, value)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Whether a gated, serving-checked candidate becomes champion, and why (or why not)."""
@@ -204,7 +221,8 @@ class Verdict:
 
 
 def promotion_verdict(decision: dict[str, Any], serving_check: dict[str, Any]) -> Verdict:
-    """The one promote rule: a passing gate decision and a passing serving check of the candidate."""
+    """The one promote rule: a passing gate decision and a passing serving check of the candidate deployed as
+    the canary (the champion has not moved yet, so a failure here leaves it serving)."""
     if not decision["passed"]:  # the serving check was skipped: the gate's reason is the reason
         return Verdict(False, decision["reason"])
     if not serving_check["passed"]:

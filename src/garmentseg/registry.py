@@ -3,8 +3,9 @@
 A retrained model reaches production only through here. As TFX's Evaluator does, the gate re-scores the
 candidate *and* the current champion on the same current test split (a champion's historical metric is not
 comparable once the split grows). Aliases only (stages are deprecated): `challenger` marks the newest
-registered candidate, `champion` what serves, `previous` the champion before it. MLflow keeps no history of
-alias moves, so every move is appended to a promotion log kept as registered-model tags.
+registered candidate (what the canary serves), `champion` what serves, `previous` the champion before it.
+MLflow keeps no history of alias moves, so every move, and every candidate stopped before it, is appended to
+a promotion log kept as registered-model tags.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from garmentseg.access import bootstrap_auth_cmd
 from garmentseg.cliopts import config_options
 from garmentseg.config import load_config
 
@@ -35,6 +37,7 @@ CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 HEADLINE = "dice_median"
 MOVE_PREFIX = "promotion_log."
 GATE_PREFIX = "gate."
+CHECK_PREFIX = "serving_check."
 
 
 class RegistryError(RuntimeError):
@@ -63,7 +66,8 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion |
         return None
 
 
-def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+def ensure_registered_model(client: MlflowClient, name: str) -> None:
+    """Create the registered model when it does not exist yet (register and the auth bootstrap need it)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -81,7 +85,7 @@ def register(run_id: str, cfg: Config, *, artifact_path: str = "model") -> Model
     """
     client = mlflow_client(cfg)
     name = cfg.registry.model_name
-    _ensure_registered_model(client, name)
+    ensure_registered_model(client, name)
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if existing:
         version = max(existing, key=lambda v: int(v.version))
@@ -182,17 +186,42 @@ def recorded_decision(tags: dict[str, str]) -> dict[str, Any] | None:
 
 
 def promote(version: str, cfg: Config) -> dict[str, Any]:
-    """Move `champion` to the candidate, only with a recorded passing gate decision."""
+    """Move `champion` to the candidate, only with a recorded passing gate decision and no failed serving
+    check of it recorded (the canary's)."""
     client = mlflow_client(cfg)
     name = cfg.registry.model_name
-    decision = recorded_decision(client.get_model_version(name, version).tags)
+    tags = client.get_model_version(name, version).tags
+    decision = recorded_decision(tags)
     if not decision:
         raise RegistryError(f"{name} v{version}: no gate decision recorded; run the gate first")
     if decision["verdict"] != "pass":
         raise RegistryError(
             f"{name} v{version}: gate verdict is {decision['verdict']!r}: {decision['reason']}"
         )
+    if tags.get(CHECK_PREFIX + "passed") == "false":
+        raise RegistryError(
+            f"{name} v{version}: its serving check failed: {tags.get(CHECK_PREFIX + 'reason', '')}"
+        )
     return _move_champion(client, name, str(version), "promote", decision["reason"])
+
+
+def record_stop(cfg: Config, version: str, reason: str) -> dict[str, Any]:
+    """Log that candidate `version` was not promoted and why; `champion` stays where it is."""
+    client = mlflow_client(cfg)
+    name = cfg.registry.model_name
+    current = alias_version(client, name, CHAMPION)
+    champion = str(current.version) if current else None
+    move = {
+        "action": "stop",
+        "candidate_version": str(version),
+        "to_version": champion,
+        "from_version": champion,
+        "who": _actor(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "why": reason,
+    }
+    _append_move(client, name, move)
+    return move
 
 
 def rollback(cfg: Config, to_version: str | None = None, reason: str = "manual rollback") -> dict[str, Any]:
@@ -209,6 +238,17 @@ def rollback(cfg: Config, to_version: str | None = None, reason: str = "manual r
     if not move:
         raise RegistryError(f"{name}: v{to_version} is already the champion")
     return move
+
+
+def undo_promotion(cfg: Config, version: str, reason: str) -> dict[str, Any]:
+    """After a failed post-promotion check: when `version` is still the champion, restore `previous`.
+    Returns the rollback move, or {} when `version` is not the champion (never promoted, or already undone),
+    so a retry never rolls back twice."""
+    client = mlflow_client(cfg)
+    current = alias_version(client, cfg.registry.model_name, CHAMPION)
+    if current is None or str(current.version) != str(version):
+        return {}
+    return rollback(cfg, None, reason)
 
 
 def _version_view(mv: ModelVersion, client: MlflowClient) -> dict[str, Any]:
@@ -285,17 +325,23 @@ def _format_state(state: dict[str, Any]) -> str:
     for d in state["decisions"]:
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(d["decided_at"]))
         lines.append(f"  {when}  v{d['candidate_version']}  {d['verdict']:<6} {d['reason']}")
-    lines.append("alias moves (oldest first):")
+    lines.append("alias moves and stopped candidates (oldest first):")
     for m in state["promotions"]:
-        lines.append(
-            f"  {m['when']}  {m['action']:<8} v{m['from_version']} -> v{m['to_version']}  by {m['who']}: {m['why']}"
+        moved = (
+            f"v{m['candidate_version']} not promoted, champion stays v{m['to_version']}"
+            if m["action"] == "stop"
+            else f"v{m['from_version']} -> v{m['to_version']}"
         )
+        lines.append(f"  {m['when']}  {m['action']:<8} {moved}  by {m['who']}: {m['why']}")
     return "\n".join(lines)
 
 
 @click.group("registry")
 def registry_cli() -> None:
     """MLflow Model Registry: register, gate, promote, rollback, show."""
+
+
+registry_cli.add_command(bootstrap_auth_cmd)
 
 
 @registry_cli.command("register")

@@ -81,9 +81,9 @@ def test_compose_mode_switches_and_service_urls() -> None:
             ("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "airflow-apiserver"),
         ):
             url = urlsplit(env[variable])
-            assert url.hostname == service and str(url.port) in command(services[service])
+            assert url.hostname == service and f"--port {url.port}" in " ".join(command(services[service]))
     mlflow = services["mlflow"]
-    assert "--serve-artifacts" in command(mlflow)
+    assert "--serve-artifacts" in " ".join(command(mlflow))
     assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
     assert mlflow["environment"]["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
     assert urlsplit(mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"]).hostname == "minio"
@@ -111,3 +111,35 @@ def test_compose_secrets_come_from_required_variables_documented_in_env_example(
     assert secrets and all(example[k] == PLACEHOLDER for k in secrets), "only placeholders in .env.example"
     assert secrets <= required, f"secrets compose does not require: {secrets - required}"
     assert not secret_findings(COMPOSE)
+
+
+def test_mlflow_runs_basic_auth_and_each_client_has_its_own_account() -> None:
+    """Who may move `champion`: people and the Bento read, the pipeline manages, the admin only bootstraps."""
+    services = compose_services()
+    mlflow = services["mlflow"]
+    script = " ".join(command(mlflow))
+    assert "mlflow server --app-name basic-auth" in script
+    assert "default_permission = READ" in script and '"$$MLFLOW_AUTH_CONFIG_PATH"' in script
+    env = mlflow["environment"]
+    assert env["MLFLOW_AUTH_DATABASE_URI"].endswith("@postgres:5432/mlflow_auth")
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "${MLFLOW_ADMIN_PASSWORD:?}"
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "${MLFLOW_FLASK_SECRET_KEY:?}"
+
+    def account(service: str) -> str:
+        return services[service]["environment"]["MLFLOW_TRACKING_PASSWORD"]
+
+    init = services["mlflow-auth-init"]
+    assert command(init) == ["garmentseg", "registry", "bootstrap-auth"]
+    assert depends_on(init) == {"mlflow": "service_healthy"}
+    assert account("mlflow-auth-init") == "${MLFLOW_ADMIN_PASSWORD:?}"
+    assert init["environment"]["MLFLOW_PIPELINE_PASSWORD"] == "${MLFLOW_PIPELINE_PASSWORD:?}"
+    assert init["environment"]["MLFLOW_READER_PASSWORD"] == "${MLFLOW_READER_PASSWORD:?}"
+    clients = [n for n, s in services.items() if "MLFLOW_TRACKING_URI" in s.get("environment", {})]
+    for name in clients:
+        expected = {"mlflow-auth-init": "ADMIN", "bento": "READER"}.get(name, "PIPELINE")
+        assert account(name) == f"${{MLFLOW_{expected}_PASSWORD:?}}", name
+        if name not in ("mlflow-auth-init", "airflow-init"):  # airflow-init migrates Airflow's DB only
+            assert depends_on(services[name]).get("mlflow-auth-init") == "service_completed_successfully", (
+                name
+            )
+    assert {"bento", "airflow-worker", "airflow-worker-gpu", "airflow-scheduler"} <= set(clients)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
+import subprocess
 
 from tests.infra.infra_files import (
+    COMPOSE,
     DOCKERFILE,
     DOCKERIGNORE,
+    README,
     SECRET_KEY,
+    compose_services,
     dockerfile,
     dockerfile_vars,
     helm_values,
@@ -64,3 +68,29 @@ def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies() -> None:
         assert covered, f"the Dockerfile copies {source}, which .dockerignore leaves out"
     for needed in ("uv.lock", "pyproject.toml", "src", "dags", "bentos", "params.yaml"):
         assert needed in sources, f"the image lacks {needed}"
+
+
+def test_the_build_commit_is_a_required_argument_baked_in_as_garmentseg_git_commit() -> None:
+    """Images cannot be built here: the build-time lineage is checked in the recipe and its commands."""
+    instructions = dockerfile()
+    runtime = max(i for i, (instr, _) in enumerate(instructions) if instr == "FROM")
+    declared = [i for i, (instr, args) in enumerate(instructions) if instr == "ARG" and args == "GIT_COMMIT"]
+    assert declared and declared[0] > runtime, "ARG GIT_COMMIT belongs to the runtime stage"
+    assert dockerfile_vars("ENV")["GARMENTSEG_GIT_COMMIT"] == "${GIT_COMMIT}"
+    (check,) = [
+        args for instr, args in instructions[declared[0] :] if instr == "RUN" and "GIT_COMMIT" in args
+    ]
+    # the recipe's own check, run by a shell: a missing or `unknown` commit stops the build, a sha passes
+    for commit, code in (("", 1), ("unknown", 1), ("0123456789abcdef" * 2 + "01234567", 0)):
+        done = subprocess.run(["sh", "-c", check], env={"GIT_COMMIT": commit, "PATH": "/usr/bin:/bin"})
+        assert done.returncode == code, f"GIT_COMMIT={commit!r}: exit {done.returncode}"
+    documented = [
+        line for line in (README.read_text() + DOCKERFILE.read_text()).splitlines() if "docker build" in line
+    ]
+    assert len(documented) >= 4
+    for line in documented:
+        assert "--build-arg GIT_COMMIT=$(git rev-parse HEAD)" in line, line
+    assert "GIT_COMMIT=$(git rev-parse HEAD) docker compose build" in README.read_text()
+    assert "GIT_COMMIT=$(git rev-parse HEAD) docker compose build" in COMPOSE.read_text()
+    built = [s for s in compose_services().values() if "build" in s]
+    assert built and all(s["build"]["args"]["GIT_COMMIT"] == "${GIT_COMMIT:-}" for s in built)

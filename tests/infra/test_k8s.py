@@ -180,3 +180,39 @@ def test_cluster_mode_switches_are_valid_and_point_at_real_services() -> None:
     tracking = urlsplit(env["MLFLOW_TRACKING_URI"])
     service = objects("Service")[tracking.hostname]
     assert tracking.port in [p["port"] for p in service["spec"]["ports"]]
+
+
+def test_mlflow_runs_basic_auth_and_each_client_has_its_own_account() -> None:
+    """Who may move `champion`: people and the Bento read, the pipeline manages, the admin only bootstraps."""
+    (mlflow,) = objects("Deployment")["mlflow"]["spec"]["template"]["spec"]["containers"]
+    script = " ".join(mlflow["args"])
+    assert "mlflow server --app-name basic-auth" in script and "default_permission = READ" in script
+    secret_of = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in mlflow["env"] if "valueFrom" in e}
+    # the values compared below are Secrets' names, not secrets
+    assert secret_of["MLFLOW_AUTH_ADMIN_PASSWORD"] == "garmentseg-mlflow-admin"  # pragma: allowlist secret
+    assert (
+        secret_of["MLFLOW_AUTH_DATABASE_URI"]
+        == secret_of["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+        == "garmentseg-mlflow"
+    )
+
+    (job,) = objects("Job").values()
+    (bootstrap,) = job["spec"]["template"]["spec"]["containers"]
+    assert bootstrap["args"] == ["garmentseg", "registry", "bootstrap-auth"]
+    job_secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in bootstrap["env"]}
+    assert job_secrets["MLFLOW_TRACKING_PASSWORD"] == "garmentseg-mlflow-admin"  # pragma: allowlist secret
+    assert job_secrets["MLFLOW_PIPELINE_PASSWORD"] == "garmentseg-mlflow-pipeline"  # pragma: allowlist secret
+    assert job_secrets["MLFLOW_READER_PASSWORD"] == "garmentseg-mlflow-reader"  # pragma: allowlist secret
+    policy = objects("NetworkPolicy")["mlflow-ingress"]["spec"]["ingress"][0]["from"]
+    job_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert any(labels_match(peer["podSelector"]["matchLabels"], job_labels) for peer in policy)
+
+    def env_from_secrets(container: dict[str, Any]) -> set[str]:
+        return {ref["secretRef"]["name"] for ref in container.get("envFrom", []) if "secretRef" in ref}
+
+    (bento,) = objects("Deployment")["garmentseg-bento"]["spec"]["template"]["spec"]["containers"]
+    assert "garmentseg-mlflow-reader" in env_from_secrets(bento)
+    assert "garmentseg-mlflow-pipeline" not in env_from_secrets(bento)
+    (trainer,) = pod_template()["spec"]["containers"]
+    assert "garmentseg-mlflow-pipeline" in env_from_secrets(trainer)
+    assert "garmentseg-mlflow-pipeline" in re.findall(r"name: ([a-z0-9-]+)", helm_values()["extraEnvFrom"])

@@ -12,7 +12,9 @@ from garmentseg.orchestration.embedded import EmbeddedAirflow
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# garment_retrain's tasks on the promote path, upstream to downstream (`stop` is the other branch).
+# garment_retrain's tasks on the promote path, upstream to downstream: the candidate is deployed as the canary
+# and checked before `promote` moves the champion (`stop` is the other branch; `rollback` runs only when
+# deploy or smoke_test fails).
 RETRAIN_PROMOTE_PATH = (
     "sync_data",
     "validate_training_set",
@@ -21,6 +23,7 @@ RETRAIN_PROMOTE_PATH = (
     "evaluate",
     "register",
     "gate",
+    "deploy_canary",
     "serving_check",
     "promote_or_stop",
     "promote",

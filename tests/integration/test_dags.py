@@ -42,7 +42,8 @@ def test_retries_and_timeouts_come_from_params(dagbag) -> None:
     retrain, ingest = dagbag.get_dag("garment_retrain"), dagbag.get_dag("garment_ingest")
     for task_id in ("prepare", "train", "evaluate", "gate", "serving_check", "deploy", "smoke_test"):
         assert retrain.get_task(task_id).execution_timeout == timedelta(minutes=getattr(minutes, task_id))
-    for task_id in ("sync_data", "register", "promote"):
+    assert retrain.get_task("deploy_canary").execution_timeout == timedelta(minutes=minutes.deploy)
+    for task_id in ("sync_data", "register", "promote", "stop", "rollback"):
         assert retrain.get_task(task_id).execution_timeout == timedelta(minutes=minutes.default)
     assert ingest.get_task("validate").execution_timeout == timedelta(minutes=minutes.default)
     for t in (*retrain.tasks, *ingest.tasks):
@@ -63,6 +64,31 @@ def test_retrain_graph_schedule_and_placement(dagbag) -> None:
     for task_id in ("sync_data", "validate_training_set", "prepare"):
         assert dag.get_task(task_id).pool == "dvc"
     assert dag.params["profile"] == "demo"
+
+
+def test_canary_is_deployed_and_checked_before_the_champion_moves(dagbag) -> None:
+    dag = dagbag.get_dag("garment_retrain")
+    before_promote = dag.get_task("promote").get_flat_relative_ids(upstream=True)
+    assert {"deploy_canary", "serving_check", "promote_or_stop", "gate"} <= before_promote
+    assert dag.get_task("serving_check").upstream_task_ids >= {"deploy_canary", "gate", "register"}
+    assert dag.get_task("promote_or_stop").upstream_task_ids == {"gate", "serving_check"}
+    # nothing downstream of the canary deploys to production before the branch
+    assert "deploy" not in dag.get_task("deploy_canary").get_flat_relative_ids(upstream=True)
+
+
+def test_rollback_runs_only_when_a_post_promotion_check_fails(dagbag) -> None:
+    from airflow.sdk import TriggerRule
+
+    dag = dagbag.get_dag("garment_retrain")
+    rollback = dag.get_task("rollback")
+    assert rollback.trigger_rule == TriggerRule.ONE_FAILED
+    assert rollback.upstream_task_ids == {"register", "deploy", "smoke_test"}
+    assert rollback.downstream_task_ids == set()
+    assert dag.get_task("smoke_test").upstream_task_ids == {"deploy"}
+    assert dag.get_task("deploy").upstream_task_ids == {"promote"}
+    # every other task keeps the default rule: a failure stops the run before anything moves
+    others = {t.task_id: t.trigger_rule for t in dag.tasks if t.task_id != "rollback"}
+    assert {t for t, rule in others.items() if rule != TriggerRule.ALL_SUCCESS} == set(), others
 
 
 def test_ingest_branches_and_emits_the_dataset_asset(dagbag) -> None:

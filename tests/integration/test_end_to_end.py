@@ -117,3 +117,9 @@ def test_weaker_retrain_is_rejected_and_the_champion_stays(demo_run) -> None:
     latest = state["decisions"][0]
     assert latest["verdict"] == "reject" and latest["champion_version"] == champion
     assert latest["candidate_score"] < latest["champion_score"]
+    stopped = state["promotions"][-1]  # the stop is in the promotion log, with the champion that stayed
+    assert (stopped["action"], stopped["candidate_version"], stopped["to_version"]) == (
+        "stop",
+        latest["candidate_version"],
+        champion,
+    )

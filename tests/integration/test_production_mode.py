@@ -80,8 +80,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[prod.Stack
             env=prod.base_env(
                 GARMENTSEG_PARAMS=str(project / "params.yaml"),
                 # nothing answers here, so the deploy step reports "no running service" and the smoke
-                # test starts a temporary service (never one another checkout runs on :3000)
+                # test starts a temporary service (never one another checkout runs on :3000); likewise
+                # no canary answers, so the serving check serves the candidate in a temporary service
                 GARMENTSEG__SERVING__PORT=str(prod.free_port()),
+                GARMENTSEG__SERVING__CANARY_PORT=str(prod.free_port()),
                 BENTOML_HOME=str(workdir / "bentoml"),
                 **TINY_PROJECT,
             ),
@@ -194,7 +196,12 @@ def test_retrain_promotes_a_champion_into_the_postgres_registry(stack) -> None:
         )
         succeeded = {t for t, ti in tis.items() if ti["state"] == "success"}
         assert succeeded == set(RETRAIN_PROMOTE_PATH)
-        assert tis["stop"]["state"] == "skipped"
+        assert tis["stop"]["state"] == "skipped" and tis["rollback"]["state"] == "skipped"
+        canary = api.xcom("garment_retrain", run_id, "serving_check")
+        assert (
+            canary["passed"]
+            and canary["model_version"] == api.xcom("garment_retrain", run_id, "promote")["version"]
+        )
         runs = [r["dag_run_id"] for r in api.runs("garment_retrain")]
         assert runs == [run_id], (
             f"one retrain, the triggered one (unpausing must not add a scheduled run): {runs}"

@@ -3,7 +3,9 @@
 Each step takes a Config and small JSON-able dicts (what Airflow passes between tasks as XCom) and returns
 one. Steps are idempotent and keyed by the data version: a retried task finds the work it already did
 (the training run for this data and config, the registered version of that run, the recorded gate
-decision) instead of doing it twice. Nothing here moves the `champion` alias except `promote_candidate`.
+decision) instead of doing it twice. Nothing here moves the `champion` alias except `promote_candidate`, and
+`roll_back` after a failed post-promotion check. The candidate is deployed as the canary and checked there
+before `champion` moves.
 """
 
 from __future__ import annotations
@@ -239,14 +241,40 @@ def _held_out_shots(cfg: Config, count: int) -> list[Path]:
     return [root / p for p in test["raw_path"]]
 
 
-def serving_check(cfg: Config, candidate: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-    """TFX's InfraValidator: serve the candidate for real and send it held-out shots before promotion."""
+def _candidate_uri(candidate: dict[str, Any]) -> str:
+    return f"models:/{candidate['model_name']}/{candidate['version']}"
+
+
+def deploy_canary(cfg: Config, candidate: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+    """Deploy the gated candidate as the canary (the instance following `challenger`) before the champion
+    moves: its Bento pinned to the version, and the canary answering with it. Without a running canary the
+    serving check starts a temporary service pinned to the version instead."""
+    if not decision["passed"]:
+        return {"skipped": True, "url": None, "reason": "gate did not pass"}
+    from garmentseg.deploy import deploy, service_url
+
+    return deploy(cfg, _candidate_uri(candidate), url=service_url(cfg, canary=True))
+
+
+def serving_check(
+    cfg: Config, candidate: dict[str, Any], decision: dict[str, Any], canary: dict[str, Any]
+) -> dict[str, Any]:
+    """TFX's InfraValidator on the canary: held-out shots through the candidate, served for real, before
+    promotion. The result is recorded on the version, so a failed check is visible where the decision is."""
     if not decision["passed"]:
         return {"passed": False, "skipped": True, "reason": "gate did not pass"}
     from garmentseg.deploy import serving_check as check
+    from garmentseg.gate import record_serving_check
 
-    uri = f"models:/{candidate['model_name']}/{candidate['version']}"
-    return check(cfg, uri, _held_out_shots(cfg, 3), cfg.serving.latency_budget_ms)
+    result = check(
+        cfg,
+        _candidate_uri(candidate),
+        _held_out_shots(cfg, 3),
+        cfg.serving.latency_budget_ms,
+        url=canary.get("url"),
+    )
+    record_serving_check(cfg, candidate["version"], result)
+    return result
 
 
 def promote_candidate(cfg: Config, candidate: dict[str, Any]) -> dict[str, Any]:
@@ -265,6 +293,15 @@ def explain_stop(decision: dict[str, Any], check: dict[str, Any]) -> dict[str, A
     return {"promoted": False, "candidate_version": decision["candidate_version"], "reason": reason}
 
 
+def stop_candidate(cfg: Config, decision: dict[str, Any], check: dict[str, Any]) -> dict[str, Any]:
+    """`explain_stop`, and the stop with its reason appended to the registry's promotion log."""
+    from garmentseg import registry
+
+    stopped = explain_stop(decision, check)
+    registry.record_stop(cfg, stopped["candidate_version"], stopped["reason"])
+    return stopped
+
+
 def deploy_champion(cfg: Config, promotion: dict[str, Any]) -> dict[str, Any]:
     """Build the Bento pinned to the new champion; a running service hot-reloads it from the alias."""
     from garmentseg.deploy import deploy
@@ -277,3 +314,19 @@ def smoke_test(cfg: Config, deployment: dict[str, Any]) -> dict[str, Any]:
     from garmentseg.deploy import smoke_test as smoke
 
     return smoke(cfg, deployment, _held_out_shots(cfg, 1)[0])
+
+
+def roll_back(cfg: Config, candidate: dict[str, Any]) -> dict[str, Any]:
+    """Runs only when a post-promotion check (deploy, smoke test) failed: restore `previous` if the candidate
+    is still the champion, then fail, so the run says the rollout failed. A retry finds nothing to undo and
+    fails the same way."""
+    from garmentseg import registry
+
+    reason = f"v{candidate['version']}'s post-promotion check failed (deploy or smoke_test)"
+    move = registry.undo_promotion(cfg, candidate["version"], reason)
+    if move:
+        log.error("%s: champion rolled back v%s -> v%s", reason, move["from_version"], move["to_version"])
+        raise RuntimeError(f"{reason}; champion rolled back to v{move['to_version']}")
+    raise RuntimeError(
+        f"an upstream task failed and v{candidate['version']} is not the champion: nothing to roll back"
+    )
