@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,10 +43,11 @@ def _project(tmp: Path) -> Path:
     (project / "src").symlink_to(ROOT / "src")
     (project / "data" / "batches").mkdir(parents=True)
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    dvc = [sys.executable, "-m", "dvc"]
-    subprocess.run([*dvc, "init", "-q"], cwd=project, check=True)
-    subprocess.run([*dvc, "remote", "add", "-d", "local", "../var/dvc-remote"], cwd=project, check=True)
-    return project
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
+    git = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@localhost"]
+    subprocess.run([*git, "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "project"], cwd=project, check=True)
+    return project  # the DVC remote comes from params.yaml's paths.dvc_remote, into .dvc/config.local
 
 
 def _env(project: Path) -> dict[str, str]:
@@ -96,6 +98,9 @@ def test_demo_registers_a_champion_with_lineage_and_serves_a_cutout(demo_run) ->
     tags = summary["champion"]["tags"]
     for key in ("run_id", "git_commit", "data_version", "dataset_digest", "profile", "threshold"):
         assert tags.get(key), f"champion lacks lineage tag {key}"
+    assert re.fullmatch(r"[0-9a-f]{40}", tags["git_commit"]), tags["git_commit"]  # never unknown or dirty
+    assert tags["data_state"] == "clean", tags["data_state"]  # its data version is in the remote
+    assert tags["data_md5.index.parquet"]
     assert summary["test_dice_median"] > 0.5
     from garmentseg.imageio import read_header
 
