@@ -41,7 +41,7 @@ CFG = tasks.config_for()
 
 @task(pool=CFG.airflow.dvc_pool)
 def sync_data(params=None) -> dict:
-    return tasks.sync_data(tasks.config_for(params))
+    return tasks.sync_data(tasks.config_for(params), params)
 
 
 @task(pool=CFG.airflow.dvc_pool)
@@ -55,10 +55,10 @@ def prepare(params=None) -> dict:
 
 
 @gpu_task(CFG)
-def train(data: dict, params=None) -> dict:
+def train(data: dict) -> dict:
     from garmentseg.orchestration import tasks  # a Kubernetes pod gets this function's source only
 
-    return tasks.train_candidate(tasks.config_for(params), data)
+    return tasks.train_candidate(tasks.config_for(data["run"]), data)
 
 
 @task(execution_timeout=timeout(CFG, "evaluate"))

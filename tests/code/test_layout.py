@@ -35,7 +35,7 @@ def test_no_library_module_is_over_the_line_limit() -> None:
 
 def test_free_port_and_the_cutout_client_are_defined_once() -> None:
     everywhere = _python_files("src", "tests", "benchmarks", "bentos", "dags", "scripts")
-    free_ports = [p for p in everywhere if re.search(r"^\s*def free_port\(", p.read_text(), re.M)]
+    free_ports = [p for p in everywhere if re.search(r"^\s*def _?free_port\(", p.read_text(), re.M)]
     assert [p.relative_to(LIBRARY) for p in free_ports] == [Path("deploy.py")]
     # Outside the service's own tests (which send hostile requests on purpose), only client.py posts to /cutout.
     posting = [

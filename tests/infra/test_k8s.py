@@ -180,6 +180,7 @@ def test_cluster_mode_switches_are_valid_and_point_at_real_services() -> None:
     tracking = urlsplit(env["MLFLOW_TRACKING_URI"])
     service = objects("Service")[tracking.hostname]
     assert tracking.port in [p["port"] for p in service["spec"]["ports"]]
+    assert urlsplit(env["GARMENTSEG__PATHS__DVC_REMOTE"]).scheme == "s3", "the workers' shared data remote"
 
 
 def test_mlflow_runs_basic_auth_and_each_client_has_its_own_account() -> None:

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,9 +24,10 @@ import pytest
 import yaml
 
 from garmentseg.config import load_config
-from garmentseg.data import versioning
+from garmentseg.data import plane, versioning
 from garmentseg.data.index import INDEX_FILE, read_index
 from garmentseg.data.synth import synthesize
+from garmentseg.deploy import free_port
 
 pytestmark = pytest.mark.slow  # real DVC and S3 over HTTP: a few seconds a command on a small machine
 
@@ -42,12 +42,6 @@ MOTO_KEYS = {  # moto's server takes any keys: these are not credentials
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tree(folder: Path) -> dict[str, str]:
     """Relative path -> SHA-256 of every file under folder."""
     return {
@@ -60,10 +54,10 @@ def _tree(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
     """moto's S3 server on a free loopback port with one bucket; yields its endpoint URL."""
-    boto3 = pytest.importorskip("boto3")
+    import boto3
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -186,6 +180,24 @@ def test_two_clones_share_a_data_version_through_s3_only(
     assert json.loads(_garmentseg(ingester, env, "data", "version").stdout)["data_version"] == version
 
 
+def test_a_worker_materialises_the_runs_data_version(
+    s3: str, origin: Path, incoming: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retrain's train task on another machine (its own clone, nothing shared but the remote)."""
+    env = _env(s3, f"s3://{BUCKET}/worker")
+    added = _garmentseg(_clone(origin, tmp_path / "scheduler"), env, "data", "add", str(incoming))
+    assert added.returncode == 0, added.stderr
+    version = re.search(r"data version (\w+)", added.stdout).group(1)
+    worker = _clone(origin, tmp_path / "gpu-worker")
+    for key in ("GARMENTSEG__PATHS__DVC_REMOTE", "GARMENTSEG_S3_ENDPOINT_URL", *MOTO_KEYS):
+        monkeypatch.setenv(key, env[key])
+    cfg = load_config("demo", worker / "params.yaml")
+    assert plane.materialise(cfg, version), "a fresh worker checks the version out"
+    assert _tree(worker / "data" / "batches" / "b-0001") == _tree(incoming)
+    assert versioning.data_version(cfg) == version
+    assert not plane.materialise(cfg, version), "a worker that holds it does nothing"
+
+
 def test_a_dvc_failure_carries_dvcs_own_message(origin: Path, tmp_path: Path) -> None:
     """The fresh-clone failure used to read "`dvc commit --force --quiet index` failed ... (exit 1):"."""
     from garmentseg.data import store
@@ -199,7 +211,7 @@ def test_a_dvc_failure_carries_dvcs_own_message(origin: Path, tmp_path: Path) ->
 def test_unreachable_remote_fails_the_add_by_name(origin: Path, incoming: Path, tmp_path: Path) -> None:
     clone = _clone(origin, tmp_path / "clone")
     before = _tree(clone / "data")
-    env = {**_env(f"http://127.0.0.1:{_free_port()}", f"s3://{BUCKET}/nowhere"), "AWS_MAX_ATTEMPTS": "1"}
+    env = {**_env(f"http://127.0.0.1:{free_port()}", f"s3://{BUCKET}/nowhere"), "AWS_MAX_ATTEMPTS": "1"}
     out = _garmentseg(clone, env, "data", "add", str(incoming))
     assert out.returncode == 1
     assert f"s3://{BUCKET}/nowhere" in out.stderr and "unreachable" in out.stderr, out.stderr

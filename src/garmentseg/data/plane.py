@@ -365,3 +365,14 @@ def pull(cfg: Config) -> CheckoutResult:
             "use `garmentseg data checkout DATA_VERSION`"
         )
     return checkout(cfg, version)
+
+
+def materialise(cfg: Config, version: str) -> bool:
+    """Make this tree hold data version VERSION, checking it out from the remote when it does not (a worker
+    on another machine, a fresh pod); True when it had to."""
+    index = cfg.path(cfg.paths.data_dir) / INDEX_FILE
+    held = index.is_file() and versioning.data_version(cfg) == version
+    if held and all(path.exists() for path in dataset_paths(cfg).values()):
+        return False
+    checkout(cfg, version)
+    return True

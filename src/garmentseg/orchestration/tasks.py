@@ -124,10 +124,11 @@ def quarantine_landed_batch(cfg: Config, routed: dict[str, Any]) -> dict[str, An
 
 
 # ------------------------------------------------------------------------------------------ retrain
-def sync_data(cfg: Config) -> dict[str, Any]:
+def sync_data(cfg: Config, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Name the data version this retrain trains on, and make sure any node can rebuild it: a tree that
     lacks paths of its version pulls them from the remote; a version this node holds but never published
-    is published (pushed) first, so a worker elsewhere, and the lineage, find it."""
+    is published (pushed) first, so a worker elsewhere, and the lineage, find it. The run's profile and
+    overrides travel on in the result: a Kubernetes pod receives its arguments, not the DAG run's params."""
     from garmentseg.data import plane, versioning
 
     missing = [name for name, path in plane.dataset_paths(cfg).items() if not path.exists()]
@@ -143,7 +144,12 @@ def sync_data(cfg: Config) -> dict[str, Any]:
         log.warning(
             "data version %s cannot be checked against the remote: %s", versioning.data_version(cfg), state
         )
-    return {"data_version": versioning.data_version(cfg), "data_state": state, "pulled": missing}
+    return {
+        "data_version": versioning.data_version(cfg),
+        "data_state": state,
+        "pulled": missing,
+        "run": {"profile": cfg.profile, "overrides": (params or {}).get("overrides") or {}},
+    }
 
 
 def validate_training_set(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
@@ -193,9 +199,13 @@ def _finished_run(cfg: Config, data_version: str, digest: str) -> Any | None:
 
 
 def train_candidate(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
-    """Train (on the GPU node when placed there); a retry for the same data and config reuses the run."""
+    """Train on the run's data version (checked out from the remote when this worker lacks it, as a GPU node
+    or pod does); a retry for the same data and config reuses the run."""
     from garmentseg import training
+    from garmentseg.data import plane
 
+    if plane.materialise(cfg, data["data_version"]):
+        log.info("data version %s checked out from the remote onto this worker", data["data_version"])
     digest = config_digest(cfg)
     if (run := _finished_run(cfg, data["data_version"], digest)) is not None:
         log.info("reusing run %s for data %s, config %s", run.info.run_id, data["data_version"], digest)
