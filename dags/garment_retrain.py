@@ -4,7 +4,8 @@
 Runs weekly (cron `airflow.retrain_schedule` in params.yaml) and whenever the `garment_dataset` asset
 changes (an ingested batch). Each task is one call into `garmentseg.orchestration.tasks`:
 
-sync data (DVC) → validate the training set (GX) → prepare tensors → **train on a GPU node** → evaluate →
+sync data (DVC) → validate the training set (GX) → screen its labels (the champion's label audit leaves
+suspects out) → prepare tensors → **train on a GPU node** → evaluate →
 register (`challenger`) → gate (candidate vs champion on the same test split) → deploy the candidate as the
 canary (the instance following `challenger`) → serving check of the canary → promote or stop
 (`garmentseg.gate.promotion_verdict`) → deploy (production follows `champion`) → smoke-test production →
@@ -49,16 +50,21 @@ def validate_training_set(data: dict, params=None) -> dict:
     return tasks.validate_training_set(tasks.config_for(params), data)
 
 
+@task
+def screen_labels(data: dict, params=None) -> dict:
+    return tasks.screen_labels(tasks.config_for(params), data)
+
+
 @task(pool=CFG.airflow.dvc_pool, execution_timeout=timeout(CFG, "prepare"))
 def prepare(params=None) -> dict:
     return tasks.prepare_tensors(tasks.config_for(params))
 
 
 @gpu_task(CFG)
-def train(data: dict) -> dict:
+def train(data: dict, screening: dict) -> dict:
     from garmentseg.orchestration import tasks  # a Kubernetes pod gets this function's source only
 
-    return tasks.train_candidate(tasks.config_for(data["run"]), data)
+    return tasks.train_candidate(tasks.config_for(data["run"]), data, screening)
 
 
 @task(execution_timeout=timeout(CFG, "evaluate"))
@@ -133,8 +139,9 @@ def rollback(candidate: dict, params=None) -> dict:
 )
 def garment_retrain():
     data = sync_data()
-    trained = train(data)
-    validate_training_set(data) >> prepare() >> trained
+    screening = screen_labels(data)
+    trained = train(data, screening)
+    validate_training_set(data) >> screening >> prepare() >> trained
     candidate = register(trained)
     evaluate(trained) >> candidate
     decision = gate(candidate, data)

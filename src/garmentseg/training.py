@@ -30,6 +30,7 @@ from garmentseg.data import plane
 from garmentseg.data.index import load_dataset
 from garmentseg.inference import CutoutModel, log_cutout_model
 from garmentseg.input_pipeline import make_dataset
+from garmentseg.labels.screen import drop_excluded, log_screening
 
 if TYPE_CHECKING:
     from garmentseg.config import Config
@@ -194,12 +195,17 @@ def train_on_frame(
     out_dir: Path | None = None,
     dvc_dataset: bool = False,
     extra_tags: dict[str, str] | None = None,
+    screening: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """The whole training run for an index already loaded: prepare, fit, tune, evaluate, log."""
+    """The whole training run for an index already loaded: prepare, fit, tune, evaluate, log. `screening`
+    (the retrain's label audit: `labels.screen.Screening.summary()`) leaves its excluded pairs out and is
+    recorded on the run."""
     import mlflow
 
     from garmentseg import evaluation
 
+    if screening:
+        frame = drop_excluded(frame, screening["exclusions"])
     started = time.monotonic()
     prepared = prep.prepare_for(cfg, frame, root)
     prepare_seconds = time.monotonic() - started
@@ -220,6 +226,13 @@ def train_on_frame(
         dataset = mlflow.data.from_pandas(frame, source=source or str(root), name="garmentseg-index")
         mlflow.log_input(dataset, context="training")
         mlflow.set_tag("dataset_digest", dataset.digest)
+        with (
+            tempfile.TemporaryDirectory() as tmp
+        ):  # the pairs it trains on: a later audit marks them in-sample
+            frame.to_parquet(Path(tmp) / "index.parquet", index=False)
+            mlflow.log_artifact(str(Path(tmp) / "index.parquet"), "data")
+        if screening:
+            log_screening(screening["exclusions"], screening.get("report"))
 
         fit_started = time.monotonic()
         model, history = fit(cfg, prepared)
@@ -313,6 +326,7 @@ def train(
     dataset_path: Path | None = None,
     out_dir: Path | None = None,
     extra_tags: dict[str, str] | None = None,
+    screening: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train on the DVC dataset (cfg.paths.data_dir) or on any contract folder / data dir given."""
     frame, root = load_dataset(cfg, dataset_path)
@@ -325,6 +339,7 @@ def train(
         out_dir=out_dir,
         dvc_dataset=dataset_path is None,
         extra_tags=extra_tags,
+        screening=screening,
     )
 
 

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RETRAIN_PROMOTE_PATH = (
     "sync_data",
     "validate_training_set",
+    "screen_labels",
     "prepare",
     "train",
     "evaluate",

@@ -43,6 +43,7 @@ class Screening:
             "model_uri": self.model_uri,
             "kept": len(self.kept),
             "excluded": [f"{r.garment_id}_{r.view}" for r in self.excluded.itertuples()],
+            "exclusions": _records(self.excluded),  # travels with the task result: no shared disk needed
             "in_sample": sum(s.in_sample for s in self.suspects),
             "report": str(self.report) if self.report else None,
             "note": self.note,
@@ -90,6 +91,8 @@ def screen_training_set(
 
 
 def _records(excluded: pd.DataFrame) -> list[dict[str, Any]]:
+    if excluded.empty:  # nothing left out (also: no champion, so no audit columns)
+        return []
     cols = ["garment_id", "view", "cutout_sha256", "score", "reason", "why"]
     return [
         {c: (float(v) if c == "score" else str(v)) for c, v in zip(cols, row, strict=True)}

@@ -198,7 +198,18 @@ def _finished_run(cfg: Config, data_version: str, digest: str) -> Any | None:
     return runs[0] if runs else None
 
 
-def train_candidate(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
+def screen_labels(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
+    """Audit the training set's labels with the champion before training (labels.screen): suspects above
+    `labels.exclude_score`, and labels stewards confirmed wrong, are left out of this run."""
+    from garmentseg.data.index import load_dataset
+    from garmentseg.labels.screen import screen_training_set
+
+    frame, root = load_dataset(cfg)
+    screening = screen_training_set(cfg, frame, root, name=f"retrain-{data['data_version']}")
+    return screening.summary()
+
+
+def train_candidate(cfg: Config, data: dict[str, Any], screening: dict[str, Any]) -> dict[str, Any]:
     """Train on the run's data version (checked out from the remote when this worker lacks it, as a GPU node
     or pod does); a retry for the same data and config reuses the run."""
     from garmentseg import training
@@ -210,7 +221,8 @@ def train_candidate(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
     if (run := _finished_run(cfg, data["data_version"], digest)) is not None:
         log.info("reusing run %s for data %s, config %s", run.info.run_id, data["data_version"], digest)
         return {"run_id": run.info.run_id, "reused": True}
-    result = training.train(cfg, extra_tags={RUN_TAG_CONFIG: digest, RUN_TAG_DATA: data["data_version"]})
+    tags = {RUN_TAG_CONFIG: digest, RUN_TAG_DATA: data["data_version"]}
+    result = training.train(cfg, extra_tags=tags, screening=screening)
     return {"run_id": result.run_id, "model_uri": result.model_uri, "reused": False}
 
 
@@ -326,12 +338,14 @@ def smoke_test(cfg: Config, deployment: dict[str, Any]) -> dict[str, Any]:
     return smoke(cfg, deployment, _held_out_shots(cfg, 1)[0])
 
 
-def roll_back(cfg: Config, candidate: dict[str, Any]) -> dict[str, Any]:
+def roll_back(cfg: Config, candidate: dict[str, Any] | None) -> dict[str, Any]:
     """Runs only when a post-promotion check (deploy, smoke test) failed: restore `previous` if the candidate
     is still the champion, then fail, so the run says the rollout failed. A retry finds nothing to undo and
     fails the same way."""
     from garmentseg import registry
 
+    if candidate is None:  # the run failed before a candidate was registered: nothing was promoted
+        raise RuntimeError("an upstream task failed before a candidate was registered: nothing to roll back")
     reason = f"v{candidate['version']}'s post-promotion check failed (deploy or smoke_test)"
     move = registry.undo_promotion(cfg, candidate["version"], reason)
     if move:
