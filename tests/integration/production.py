@@ -1,16 +1,15 @@
-"""Production mode on one host, as separate processes: the harness behind test_production_mode.py.
+"""Production mode as separate processes: the harness behind test_multi_node.py.
 
-What it starts (each in its own process group, output in its own log file, 127.0.0.1 and free ports only):
-an MLflow tracking server on a throwaway PostgreSQL database with proxied artifacts in a temporary folder,
-and Airflow with the CeleryExecutor on a second throwaway database and a Redis database of its own: the
-api-server (REST + Execution API), the scheduler, the dag-processor and one Celery worker listening to the
-`default` and the `gpu` queues. `Stack.stop()` ends all of it (SIGTERM to each process group, SIGKILL after
-a grace period), plus anything a task started in a session of its own (the Bento services of the serving
-check and smoke test): every process carries a per-stack marker in its environment and leftovers with that
-marker are ended by pid.
+`Stack` starts each process in its own process group and node directory, as its node's user, output in its
+own log file (127.0.0.1 and free ports only): here Airflow with the CeleryExecutor on a throwaway PostgreSQL
+database and a Redis database of its own (the api-server with the REST and Execution APIs, the scheduler,
+the dag-processor and Celery workers per queue; `nodes.py` adds the other nodes and shared services).
+`Stack.stop()` ends all of it (SIGTERM to each process group, SIGKILL after a grace period), plus anything a
+task started in a session of its own (the Bento services of the serving check and smoke test): every process
+carries a per-stack marker in its environment and leftovers with that marker are ended by pid.
 
-The environment is the production column of infra/README.md ("Without Docker"); `Stack.env` is exactly what
-every process got, for the report.
+The environment is the production column of infra/README.md ("Without Docker"); `Stack.env` is what the
+scheduler node's processes got, for the report.
 """
 
 from __future__ import annotations
@@ -19,9 +18,9 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -130,18 +129,29 @@ class Stack:
     admin_password: str = field(default="", repr=False)
     databases: dict[str, str] = field(default_factory=dict)
 
-    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
+    def start(
+        self,
+        name: str,
+        cmd: list[str],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        user: Any = None,
+    ) -> Proc:
+        """Start a long-running process of the stack, in `cwd` (default: the project), as `user` (an
+        object with uid and gid; default: this process's user)."""
         log = self.logs / f"{name}.log"
         sink = open(log, "ab")  # noqa: SIM115 (the child holds it; closed here once it is started)
+        as_user = {"user": user.uid, "group": user.gid, "extra_groups": []} if user is not None else {}
         try:
             popen = subprocess.Popen(
                 cmd,
-                cwd=self.project,
+                cwd=cwd or self.project,
                 env={**(env or self.env), MARKER_ENV: self.marker},
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                **as_user,
             )
         finally:
             sink.close()
@@ -149,13 +159,15 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def run(self, name: str, cmd: list[str], timeout_s: float, **extra_env: str) -> str:
+    def run(
+        self, name: str, cmd: list[str], timeout_s: float, cwd: Path | None = None, **extra_env: str
+    ) -> str:
         """A one-off command (migrate, pools, data) with the stack's environment; its output is logged."""
         log = self.logs / f"{name}.log"
         started = time.monotonic()
         out = subprocess.run(
             cmd,
-            cwd=self.project,
+            cwd=cwd or self.project,
             env={**self.env, **extra_env, MARKER_ENV: self.marker},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -467,28 +479,26 @@ def _write_passwords(path: Path, password: str) -> None:
     path.chmod(0o600)
 
 
-def start_stack(
+def start_scheduler_node(
     stack: Stack,
     *,
     airflow_db: str,
-    mlflow_db: str,
     broker_url: str,
+    queues: str = "default",
     startup_timeout_s: float = 300,
 ) -> AirflowApi:
-    """Migrate, then start MLflow, the api-server, scheduler, dag-processor and the Celery worker; wait
-    until the API is healthy, the scheduler and dag-processor heartbeat, the worker is ready and the MLflow
-    server answers. The caller has put the project's settings (GARMENTSEG_*) in stack.env already."""
-    import httpx
-
+    """Migrate, then start the api-server, scheduler, dag-processor and a Celery worker for `queues` in the
+    scheduler's node (stack.project); wait until the API is healthy, the scheduler and dag-processor
+    heartbeat and the worker is ready. The caller has put the project's settings (GARMENTSEG_*, MLflow)
+    in stack.env already."""
     home = stack.workdir / "airflow"
     home.mkdir(parents=True, exist_ok=True)
     embedded = EmbeddedAirflow(home, stack.project / "dags", stack.project / "params.yaml")
-    api_port, mlflow_port = free_port(), free_port()
+    api_port = free_port()
     stack.admin_password = secrets.token_hex(16)
     passwords = home / "simple_auth_manager_passwords.json"
     _write_passwords(passwords, stack.admin_password)
-    stack.databases.update(airflow=airflow_db, mlflow=mlflow_db)
-    stack.mlflow_url = f"http://{HOST}:{mlflow_port}"
+    stack.databases.update(airflow=airflow_db)
     stack.airflow_url = f"http://{HOST}:{api_port}"
     stack.env.update(
         airflow_settings(
@@ -499,56 +509,14 @@ def start_stack(
             passwords_file=passwords,
         )
     )
-    stack.env["MLFLOW_TRACKING_URI"] = stack.mlflow_url
-
-    artifacts = stack.workdir / "mlflow-artifacts"
-    artifacts.mkdir()
-    stack.start(
-        "mlflow-server",
-        [
-            console_script("mlflow"),
-            "server",
-            "--backend-store-uri",
-            mlflow_db,
-            "--artifacts-destination",
-            artifacts.as_uri(),
-            "--serve-artifacts",
-            "--host",
-            HOST,
-            "--port",
-            str(mlflow_port),
-            "--workers",
-            "1",
-            "--allowed-hosts",
-            f"{HOST}:{mlflow_port},{HOST},localhost:{mlflow_port},localhost",
-        ],
-    )
     started = time.monotonic()
     embedded.prepare("dvc", stack.logs, env={**stack.env, MARKER_ENV: stack.marker})
     print(f"[production] airflow db migrate and pools: {time.monotonic() - started:.0f}s", flush=True)
     stack.start("airflow-api-server", airflow_command("api-server", "--host", HOST, "--port", str(api_port)))
     stack.start("airflow-scheduler", airflow_command("scheduler"))
     stack.start("airflow-dag-processor", airflow_command("dag-processor"))
-    worker = stack.start(
-        "airflow-celery-worker",
-        airflow_command(
-            "celery",
-            "worker",
-            "--queues",
-            "default,gpu",
-            "--concurrency",
-            "2",
-            "--skip-serve-logs",
-            "--without-mingle",
-            "--without-gossip",
-        ),
-    )
+    worker = start_worker(stack, "airflow-celery-worker", queues, stack.env)
     api = AirflowApi(stack.airflow_url, "admin", stack.admin_password)
-    stack.wait_for(
-        "MLflow server /health",
-        lambda: httpx.get(f"{stack.mlflow_url}/health", timeout=5).status_code == 200,
-        startup_timeout_s,
-    )
 
     def healthy() -> bool:
         h = api.health()
@@ -557,17 +525,49 @@ def start_stack(
         )
 
     stack.wait_for("Airflow api-server, scheduler and dag-processor healthy", healthy, startup_timeout_s, 2)
-    stack.wait_for("Celery worker ready", lambda: " ready." in worker.tail(200), startup_timeout_s, 2)
+    wait_worker_ready(stack, worker, startup_timeout_s)
     return api
 
 
-def make_project(workdir: Path) -> Path:
-    """A tiny project beside the repository: its params.yaml (the root of every project path) and dags/."""
-    project = workdir / "project"
-    project.mkdir()
-    shutil.copy2(ROOT / "params.yaml", project / "params.yaml")
-    shutil.copytree(ROOT / "dags", project / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    return project
+def start_worker(
+    stack: Stack,
+    name: str,
+    queues: str,
+    env: dict[str, str],
+    *,
+    python: str = sys.executable,
+    cwd: Path | None = None,
+    user: Any = None,
+) -> Proc:
+    """A Celery worker for `queues` (comma-separated) with `env`, started by `python` in `cwd` as `user`."""
+    return stack.start(
+        name,
+        [
+            *(str(python), "-m", "airflow", "celery", "worker", "--queues", queues, "--concurrency", "2"),
+            *("--skip-serve-logs", "--without-mingle", "--without-gossip"),
+        ],
+        env=env,
+        cwd=cwd,
+        user=user,
+    )
+
+
+def wait_worker_ready(stack: Stack, worker: Proc, timeout_s: float) -> None:
+    stack.wait_for(f"{worker.name} ready", lambda: " ready." in worker.tail(200), timeout_s, 2)
+
+
+def worker_settings(stack: Stack, home: Path, project: Path) -> dict[str, str]:
+    """The Airflow settings of a worker on another node: the cluster's (database, broker, API, secrets, as
+    a deployment's shared secret gives them) with its own home, DAG folder and params.yaml, and nothing that
+    names a file on the scheduler's node."""
+    own = EmbeddedAirflow(home, project / "dags", project / "params.yaml").settings()
+    local = {
+        "AIRFLOW_HOME",
+        "AIRFLOW__CORE__DAGS_FOLDER",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
+    }
+    cluster = {k: v for k, v in stack.env.items() if k.startswith("AIRFLOW__") and k not in local}
+    return {**own, **cluster}
 
 
 def garmentseg_cli(*args: str) -> list[str]:
