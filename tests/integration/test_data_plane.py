@@ -1,7 +1,8 @@
 """The data plane across machines: fresh git clones of a project that share nothing but an S3 remote (moto's
 S3 server, started here) add a batch and check a data version out byte for byte; an unreachable remote
-fails the add by name and leaves the dataset as it was; an add killed with SIGKILL at several points is
-completed by its retry.
+fails the add by name and leaves the dataset as it was; an add, an ingest (GX validation first) and a
+quarantine killed with SIGKILL at several points are completed by their retry; the image's layout (a DVC
+project without git) adds and checks out.
 
 Every command is the real `garmentseg` CLI in a subprocess, as a node would run it.
 """
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -217,6 +219,40 @@ def test_unreachable_remote_fails_the_add_by_name(origin: Path, incoming: Path, 
     assert f"s3://{BUCKET}/nowhere" in out.stderr and "unreachable" in out.stderr, out.stderr
     assert _tree(clone / "data") == before, "the dataset is as it was"
     assert not [p for p in (clone / "data" / "batches").iterdir() if p.name != ".gitkeep"]
+
+
+def _as_in_the_image(folder: Path) -> Path:
+    """A project laid out as the image lays out /app: params.yaml, no git, DVC initialised by the
+    Dockerfile's own commands."""
+    from tests.infra.infra_files import dockerfile
+
+    folder.mkdir(parents=True)
+    shutil.copyfile(ROOT / "params.yaml", folder / "params.yaml")
+    (init,) = [args for instr, args in dockerfile() if instr == "RUN" and "dvc init" in args]
+    for command in init.split("&&"):
+        words = shlex.split(command)
+        if words[0].endswith("/dvc"):
+            subprocess.run([str(BIN / "dvc"), *words[1:]], cwd=folder, check=True)
+    return folder
+
+
+def test_the_images_dvc_project_without_git_adds_and_checks_out(
+    s3: str, incoming: Path, tmp_path: Path
+) -> None:
+    """An ingesting worker and a training pod as the image runs them: no .git, the commit baked in."""
+    env = {**_env(s3, f"s3://{BUCKET}/image"), "GARMENTSEG_GIT_COMMIT": "0" * 40}
+    worker = _as_in_the_image(tmp_path / "worker")
+    assert not (worker / ".git").exists() and (worker / ".dvc").is_dir()
+    added = _garmentseg(worker, env, "data", "add", str(incoming))
+    assert added.returncode == 0, added.stderr
+    version = re.search(r"data version (\w+)", added.stdout).group(1)
+    pod = _as_in_the_image(tmp_path / "pod")
+    out = _garmentseg(pod, env, "data", "checkout", version)
+    assert out.returncode == 0, out.stderr
+    assert _tree(pod / "data" / "batches" / "b-0001") == _tree(incoming)
+    info = json.loads(_garmentseg(pod, env, "data", "version").stdout)
+    assert (info["data_version"], info["data_state"]) == (version, "clean")
+    assert info["git_commit"] == env["GARMENTSEG_GIT_COMMIT"], "the commit baked into the image"
 
 
 # ---------------------------------------------------------------------------------- kill and retry
