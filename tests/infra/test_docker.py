@@ -94,3 +94,16 @@ def test_the_build_commit_is_a_required_argument_baked_in_as_garmentseg_git_comm
     assert "GIT_COMMIT=$(git rev-parse HEAD) docker compose build" in COMPOSE.read_text()
     built = [s for s in compose_services().values() if "build" in s]
     assert built and all(s["build"]["args"]["GIT_COMMIT"] == "${GIT_COMMIT:-}" for s in built)
+
+
+def test_the_image_is_a_dvc_project_without_git_that_the_service_user_writes() -> None:
+    """The data plane runs DVC in /app on every node; .git never enters the image, so DVC runs without SCM."""
+    instructions = dockerfile()
+    runtime = max(i for i, (instr, _) in enumerate(instructions) if instr == "FROM")
+    workdirs = [args for instr, args in instructions[runtime:] if instr == "WORKDIR"]
+    assert workdirs[-1] == "/app" and dockerfile_vars("ENV")["GARMENTSEG_PARAMS"] == "/app/params.yaml"
+    runs = [args for instr, args in instructions[runtime:] if instr == "RUN"]
+    (init,) = [run for run in runs if "dvc init" in run]
+    assert "dvc init --no-scm" in init
+    uid = [args for instr, args in instructions if instr == "USER"][-1].split(":")[0]
+    assert f"chown -R {uid}:0 /app/.dvc" in init, "DVC's cache and config.local are written at run time"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import typing
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +19,7 @@ from tests.infra.infra_files import (
     RESOURCE_KINDS,
     ROOT,
     SECRET_KEY,
+    compose_services,
     created_in_readme,
     env_entries,
     helm_values,
@@ -28,6 +31,7 @@ from tests.infra.infra_files import (
     references,
     rendered,
     validate,
+    variable_default,
 )
 
 
@@ -109,36 +113,44 @@ def test_gpu_pod_template_matches_params(cfg: Config) -> None:
     assert {"configMapRef": {"name": "garmentseg-env"}} in base["envFrom"]
 
 
+def _admitted(target: dict[str, str], port: int) -> list[dict[str, str]]:
+    """The pod selectors the NetworkPolicies selecting TARGET admit, each rule on PORT only."""
+    peers = []
+    selecting = [
+        p
+        for p in objects("NetworkPolicy").values()
+        if labels_match(p["spec"]["podSelector"]["matchLabels"], target)
+    ]
+    assert selecting, f"no NetworkPolicy selects pods labelled {target}"
+    for policy in selecting:
+        for rule in policy["spec"]["ingress"]:
+            assert [p["port"] for p in rule["ports"]] == [port]
+            peers += [peer["podSelector"]["matchLabels"] for peer in rule["from"]]
+    return peers
+
+
+def _reaches(peers: list[dict[str, str]], labels: dict[str, str]) -> bool:
+    return any(labels_match(peer, labels) for peer in peers)
+
+
+def _pod_labels(kind: str, name: str) -> dict[str, str]:
+    return objects(kind)[name]["spec"]["template"]["metadata"]["labels"]
+
+
 def test_network_policies_admit_only_the_right_clients_to_registry_and_db() -> None:
-    policies = objects("NetworkPolicy")
-    postgres = objects("StatefulSet")["postgres"]["spec"]["template"]["metadata"]["labels"]
-    mlflow = objects("Deployment")["mlflow"]["spec"]["template"]["metadata"]["labels"]
-    bento = objects("Deployment")["garmentseg-bento"]["spec"]["template"]["metadata"]["labels"]
+    postgres = _pod_labels("StatefulSet", "postgres")
+    mlflow = _pod_labels("Deployment", "mlflow")
+    bento = _pod_labels("Deployment", "garmentseg-bento")
     training = pod_template()["metadata"]["labels"]
 
-    def admitted(target: dict[str, str], port: int) -> list[dict[str, str]]:
-        peers = []
-        selecting = [
-            p for p in policies.values() if labels_match(p["spec"]["podSelector"]["matchLabels"], target)
-        ]
-        assert selecting, f"no NetworkPolicy selects pods labelled {target}"
-        for policy in selecting:
-            for rule in policy["spec"]["ingress"]:
-                assert [p["port"] for p in rule["ports"]] == [port]
-                peers += [peer["podSelector"]["matchLabels"] for peer in rule["from"]]
-        return peers
-
-    def reaches(peers: list[dict[str, str]], labels: dict[str, str]) -> bool:
-        return any(labels_match(peer, labels) for peer in peers)
-
-    db_clients = admitted(postgres, 5432)
-    assert reaches(db_clients, mlflow)
-    assert reaches(db_clients, {"tier": "airflow", "release": "airflow", "component": "scheduler"})
-    assert not reaches(db_clients, bento) and not reaches(db_clients, training)
-    registry_clients = admitted(mlflow, 5000)
-    assert reaches(registry_clients, bento) and reaches(registry_clients, training)
-    assert reaches(registry_clients, {"tier": "airflow", "release": "airflow", "component": "worker"})
-    assert not reaches(registry_clients, postgres)
+    db_clients = _admitted(postgres, 5432)
+    assert _reaches(db_clients, mlflow)
+    assert _reaches(db_clients, {"tier": "airflow", "release": "airflow", "component": "scheduler"})
+    assert not _reaches(db_clients, bento) and not _reaches(db_clients, training)
+    registry_clients = _admitted(mlflow, 5000)
+    assert _reaches(registry_clients, bento) and _reaches(registry_clients, training)
+    assert _reaches(registry_clients, {"tier": "airflow", "release": "airflow", "component": "worker"})
+    assert not _reaches(registry_clients, postgres)
 
 
 def test_secrets_are_referenced_never_inlined_and_each_is_documented() -> None:
@@ -197,7 +209,7 @@ def test_mlflow_runs_basic_auth_and_each_client_has_its_own_account() -> None:
         == "garmentseg-mlflow"
     )
 
-    (job,) = objects("Job").values()
+    job = objects("Job")["mlflow-auth-bootstrap"]
     (bootstrap,) = job["spec"]["template"]["spec"]["containers"]
     assert bootstrap["args"] == ["garmentseg", "registry", "bootstrap-auth"]
     job_secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in bootstrap["env"]}
@@ -217,3 +229,128 @@ def test_mlflow_runs_basic_auth_and_each_client_has_its_own_account() -> None:
     (trainer,) = pod_template()["spec"]["containers"]
     assert "garmentseg-mlflow-pipeline" in env_from_secrets(trainer)
     assert "garmentseg-mlflow-pipeline" in re.findall(r"name: ([a-z0-9-]+)", helm_values()["extraEnvFrom"])
+
+
+# ------------------------------------------------------------------------------------- MinIO (S3)
+MINIO_INIT = MANIFESTS / "minio" / "init-minio.sh"
+MINIO_POLICY = MANIFESTS / "minio" / "platform-policy.json"
+AIRFLOW_WORKER = {"tier": "airflow", "release": "airflow", "component": "worker"}
+
+
+def _container(kind: str, name: str) -> dict[str, Any]:
+    (container,) = objects(kind)[name]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def _env_from(container: dict[str, Any], key: str) -> set[str]:
+    return {ref[key]["name"] for ref in container.get("envFrom", []) if key in ref}
+
+
+def _created_buckets() -> set[str]:
+    (line,) = [line for line in MINIO_INIT.read_text().splitlines() if line.startswith("mc mb ")]
+    return {arg.split("/", 1)[1] for arg in line.split() if arg.startswith("local/")}
+
+
+def test_minio_is_pinned_as_compose_pins_it_with_a_volume_and_root_credentials_from_a_secret() -> None:
+    compose = compose_services()
+    minio = _container("StatefulSet", "minio")
+    assert minio["image"] == variable_default(compose["minio"]["image"], "MINIO_IMAGE")
+    assert re.search(r":RELEASE\.\d{4}-\d\d-\d\dT", minio["image"]), "pinned to a release, never latest"
+    init = _container("Job", "minio-init")
+    assert init["image"] == variable_default(compose["minio-init"]["image"], "MINIO_MC_IMAGE")
+    data_dir = minio["args"][minio["args"].index("server") + 1]
+    (claim,) = objects("StatefulSet")["minio"]["spec"]["volumeClaimTemplates"]
+    assert {"name": claim["metadata"]["name"], "mountPath": data_dir} in minio["volumeMounts"]
+    for container in (minio, init):
+        assert "garmentseg-minio-root" in _env_from(container, "secretRef")
+        literal = [k for k in _env(container) if k.startswith(("MINIO_ROOT_", "AWS_"))]
+        assert not literal, f"{container['name']}: credentials {literal} must come from a Secret"
+    assert "garmentseg-s3" in _env_from(init, "secretRef"), "the Job creates the platform's user"
+    service = objects("Service")["minio"]
+    assert labels_match(service["spec"]["selector"], _pod_labels("StatefulSet", "minio"))
+    ports = {p["name"]: p["containerPort"] for p in minio["ports"]}
+    assert [ports[p["targetPort"]] for p in service["spec"]["ports"]] == [9000], "the S3 API only"
+    assert minio["readinessProbe"]["httpGet"]["path"] == "/minio/health/ready"
+
+
+def test_every_s3_consumer_points_at_the_minio_service_and_the_buckets_minio_init_creates() -> None:
+    service = objects("Service")["minio"]
+    service_ports = [p["port"] for p in service["spec"]["ports"]]
+    env = objects("ConfigMap")["garmentseg-env"]["data"]
+    mlflow = _container("Deployment", "mlflow")
+    init = _container("Job", "minio-init")
+    endpoints = {
+        "ConfigMap garmentseg-env GARMENTSEG_S3_ENDPOINT_URL (DVC)": env["GARMENTSEG_S3_ENDPOINT_URL"],
+        "MLflow MLFLOW_S3_ENDPOINT_URL (artifacts)": _env(mlflow)["MLFLOW_S3_ENDPOINT_URL"],
+        "minio-init MINIO_URL": _env(init)["MINIO_URL"],
+    }
+    for consumer, endpoint in endpoints.items():
+        url = urlsplit(endpoint)
+        assert (url.hostname, url.port) == ("minio", 9000) and 9000 in service_ports, (consumer, endpoint)
+
+    remote = urlsplit(env["GARMENTSEG__PATHS__DVC_REMOTE"])
+    artifacts = urlsplit(_env(mlflow)["MLFLOW_ARTIFACTS_DESTINATION"])
+    assert remote.scheme == artifacts.scheme == "s3"
+    assert _created_buckets() == {remote.netloc, artifacts.netloc}, "the Job creates exactly what is used"
+    compose_env = compose_services()["airflow-worker"]["environment"]
+    compose_artifacts = compose_services()["mlflow"]["environment"]["MLFLOW_ARTIFACTS_DESTINATION"]
+    assert compose_env["GARMENTSEG__PATHS__DVC_REMOTE"] == env["GARMENTSEG__PATHS__DVC_REMOTE"]
+    assert compose_artifacts == _env(mlflow)["MLFLOW_ARTIFACTS_DESTINATION"]
+
+    # The platform's credentials (garmentseg-s3) and the endpoint (garmentseg-env) reach every S3 client.
+    (trainer,) = pod_template()["spec"]["containers"]
+    helm_env_from = re.findall(r"name: ([a-z0-9-]+)", helm_values()["extraEnvFrom"])
+    assert {"garmentseg-env", "garmentseg-s3"} <= _env_from(trainer, "configMapRef") | _env_from(
+        trainer, "secretRef"
+    )
+    assert {"garmentseg-env", "garmentseg-s3"} <= set(helm_env_from)
+    assert "garmentseg-s3" in _env_from(mlflow, "secretRef")
+    bento = _container("Deployment", "garmentseg-bento")
+    assert "garmentseg-s3" not in _env_from(bento, "secretRef"), "the service loads models through MLflow"
+
+
+def test_the_platforms_s3_user_reaches_its_two_buckets_and_nothing_else() -> None:
+    script = MINIO_INIT.read_text()
+    assert re.search(r"^mc admin policy create local (\S+) \"\$here/platform-policy.json\"$", script, re.M)
+    assert "readwrite" not in script and "consoleAdmin" not in script, "no built-in broad policy"
+    policy = json.loads(MINIO_POLICY.read_text())
+    buckets = set()
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert all(re.fullmatch(r"s3:[A-Za-z]+", a) for a in statement["Action"]), statement["Action"]
+        for arn in statement["Resource"]:
+            match = re.fullmatch(r"arn:aws:s3:::([a-z0-9.-]+)(/\*)?", arn)
+            assert match, f"{MINIO_POLICY.name}: {arn} is not one bucket or its objects"
+            buckets.add(match.group(1))
+    assert buckets == _created_buckets()
+    job = objects("Job")["minio-init"]["spec"]["template"]["spec"]
+    (script_volume,) = [v for v in job["volumes"] if "configMap" in v]
+    generated = {g["name"]: g["files"] for g in kustomization()["configMapGenerator"]}
+    assert {MINIO_INIT.name, MINIO_POLICY.name} == {
+        Path(f).name for f in generated[script_volume["configMap"]["name"]]
+    }
+    compose_init = compose_services()["minio-init"]
+    assert "../k8s/manifests/minio:/opt/minio-init:ro" in compose_init["volumes"], "one script for both"
+    assert compose_init["environment"]["AWS_ACCESS_KEY_ID"] == "${S3_ACCESS_KEY_ID:?}"
+
+
+def test_only_the_s3_clients_reach_minio() -> None:
+    clients = _admitted(_pod_labels("StatefulSet", "minio"), 9000)
+    for name, labels in {
+        "a Celery worker or KubernetesExecutor task pod": AIRFLOW_WORKER,
+        "a GPU training pod": pod_template()["metadata"]["labels"],
+        "the MLflow server": _pod_labels("Deployment", "mlflow"),
+        "the minio-init Job": _pod_labels("Job", "minio-init"),
+    }.items():
+        assert _reaches(clients, labels), f"{name} cannot reach MinIO"
+    for name, labels in {
+        "the Bento service": _pod_labels("Deployment", "garmentseg-bento"),
+        "the scheduler": {**AIRFLOW_WORKER, "component": "scheduler"},
+        "the api-server": {**AIRFLOW_WORKER, "component": "api-server"},
+        "PostgreSQL": _pod_labels("StatefulSet", "postgres"),
+    }.items():
+        assert not _reaches(clients, labels), f"{name} reaches MinIO"

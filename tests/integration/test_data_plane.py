@@ -1,7 +1,8 @@
 """The data plane across machines: fresh git clones of a project that share nothing but an S3 remote (moto's
 S3 server, started here) add a batch and check a data version out byte for byte; an unreachable remote
-fails the add by name and leaves the dataset as it was; an add killed with SIGKILL at several points is
-completed by its retry.
+fails the add by name and leaves the dataset as it was; an add, an ingest (GX validation first) and a
+quarantine killed with SIGKILL at several points are completed by their retry; the image's layout (a DVC
+project without git) adds and checks out.
 
 Every command is the real `garmentseg` CLI in a subprocess, as a node would run it.
 """
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -219,6 +221,40 @@ def test_unreachable_remote_fails_the_add_by_name(origin: Path, incoming: Path, 
     assert not [p for p in (clone / "data" / "batches").iterdir() if p.name != ".gitkeep"]
 
 
+def _as_in_the_image(folder: Path) -> Path:
+    """A project laid out as the image lays out /app: params.yaml, no git, DVC initialised by the
+    Dockerfile's own commands."""
+    from tests.infra.infra_files import dockerfile
+
+    folder.mkdir(parents=True)
+    shutil.copyfile(ROOT / "params.yaml", folder / "params.yaml")
+    (init,) = [args for instr, args in dockerfile() if instr == "RUN" and "dvc init" in args]
+    for command in init.split("&&"):
+        words = shlex.split(command)
+        if words[0].endswith("/dvc"):
+            subprocess.run([str(BIN / "dvc"), *words[1:]], cwd=folder, check=True)
+    return folder
+
+
+def test_the_images_dvc_project_without_git_adds_and_checks_out(
+    s3: str, incoming: Path, tmp_path: Path
+) -> None:
+    """An ingesting worker and a training pod as the image runs them: no .git, the commit baked in."""
+    env = {**_env(s3, f"s3://{BUCKET}/image"), "GARMENTSEG_GIT_COMMIT": "0" * 40}
+    worker = _as_in_the_image(tmp_path / "worker")
+    assert not (worker / ".git").exists() and (worker / ".dvc").is_dir()
+    added = _garmentseg(worker, env, "data", "add", str(incoming))
+    assert added.returncode == 0, added.stderr
+    version = re.search(r"data version (\w+)", added.stdout).group(1)
+    pod = _as_in_the_image(tmp_path / "pod")
+    out = _garmentseg(pod, env, "data", "checkout", version)
+    assert out.returncode == 0, out.stderr
+    assert _tree(pod / "data" / "batches" / "b-0001") == _tree(incoming)
+    info = json.loads(_garmentseg(pod, env, "data", "version").stdout)
+    assert (info["data_version"], info["data_state"]) == (version, "clean")
+    assert info["git_commit"] == env["GARMENTSEG_GIT_COMMIT"], "the commit baked into the image"
+
+
 # ---------------------------------------------------------------------------------- kill and retry
 @pytest.fixture(scope="module")
 def seeded(origin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -234,10 +270,10 @@ def seeded(origin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _killed_add(root: Path, batch: Path, marker: str) -> int:
-    """Run `garmentseg data add` and SIGKILL its process group once stderr shows MARKER."""
-    env = {**_env("", "var/dvc-remote"), "GARMENTSEG_LOG_LEVEL": "INFO"}
-    cmd = [str(BIN / "garmentseg"), "data", "add", str(batch), "--params", str(root / "params.yaml")]
+def _killed(root: Path, env: dict[str, str], marker: str, *args: str) -> int:
+    """Run `garmentseg ARGS` and SIGKILL its process group once stderr shows MARKER."""
+    env = {**env, "GARMENTSEG_LOG_LEVEL": "INFO"}
+    cmd = [str(BIN / "garmentseg"), *args, "--params", str(root / "params.yaml")]
     proc = subprocess.Popen(
         cmd,
         cwd=root,
@@ -261,7 +297,7 @@ def test_add_killed_then_retried_ends_consistent(
     seeded: Path, incoming: Path, tmp_path: Path, marker: str
 ) -> None:
     root = shutil.copytree(seeded, tmp_path / "proj", symlinks=True)
-    assert _killed_add(root, incoming, marker) == -signal.SIGKILL
+    assert _killed(root, _env("", "var/dvc-remote"), marker, "data", "add", str(incoming)) == -signal.SIGKILL
     data = root / "data"
     killed = {
         "copied": (data / "batches" / "b-0001").is_dir(),
@@ -289,6 +325,90 @@ def test_add_killed_then_retried_ends_consistent(
     assert (root / "var" / "dvc-remote" / "garmentseg" / "versions" / f"{version}.json").is_file()
     again = _garmentseg(root, env, "data", "add", str(incoming))
     assert again.returncode == 0 and "already present" in again.stdout, again.stdout + again.stderr
+
+
+def _ingest_env() -> dict[str, str]:
+    """The local remote, and the studio contract at the tiny batches' size, so that they pass validation."""
+    return {
+        **_env("", "var/dvc-remote"),
+        "GARMENTSEG__SOURCES__STUDIO__WIDTH": "96",
+        "GARMENTSEG__SOURCES__STUDIO__HEIGHT": "144",
+        "GX_ANALYTICS_ENABLED": "False",
+    }
+
+
+def _whole_report(folder: Path, passed: bool) -> None:
+    """A validation report with every file, its summary saying PASSED, no temporary file left."""
+    names = {p.name for p in folder.iterdir()}
+    assert {"findings.json", "summary.json", "metadata.parquet", "gallery.html"} <= names, names
+    assert not [n for n in names if n.endswith(".tmp")], names
+    assert json.loads((folder / "summary.json").read_text())["passed"] is passed
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        r"read \d+ files",  # validation under way: the GX suite has not run
+        r"Data Docs pages point at",  # the report is being written
+        r"batch b-0001 added",  # the data plane is done; ingest has not reported
+    ],
+)
+def test_ingest_killed_then_retried_ends_consistent(
+    seeded: Path, incoming: Path, tmp_path: Path, marker: str
+) -> None:
+    """`garmentseg ingest` (GX validation, then the data plane) at the points `data add` does not have."""
+    root = shutil.copytree(seeded, tmp_path / "proj", symlinks=True)
+    env = _ingest_env()
+    assert _killed(root, env, marker, "ingest", str(incoming)) == -signal.SIGKILL
+    report = root / "var" / "reports" / "b-0001"
+    print(f"killed after {marker!r}: report {sorted(p.name for p in report.iterdir())}")
+
+    retry = _garmentseg(root, env, "ingest", str(incoming))
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    if marker != r"batch b-0001 added":
+        assert retry.stdout.startswith("ingested: "), "the retry ingests, never 'already ingested'"
+    version = re.search(r"data version (\w+)", retry.stdout).group(1)
+    data = root / "data"
+    index = read_index(data / INDEX_FILE)
+    assert (index["batch_id"] == "b-0001").sum() == 6, "the batch is in the index once"
+    assert _tree(data / "batches" / "b-0001") == _tree(incoming)
+    assert (data / "batches" / "b-0001.dvc").is_file()
+    assert not [p for p in (data / "batches").iterdir() if p.name.endswith(".staging")], "no staging left"
+    assert versioning.status(root) == {}, "DVC's records match the tree"
+    assert versioning.status(root, cloud=True) == {}, "every tracked object is on the remote"
+    assert (root / "var" / "dvc-remote" / "garmentseg" / "versions" / f"{version}.json").is_file()
+    _whole_report(report, passed=True)
+    assert not (root / "var" / "quarantine").exists()
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        r"batch b-0002: failed with \d+ errors",  # the report is written; the batch has not moved
+        r"batch b-0002: moved to",  # moved to quarantine; its report not yet beside it
+    ],
+)
+def test_quarantine_killed_then_retried_ends_consistent(seeded: Path, tmp_path: Path, marker: str) -> None:
+    root = shutil.copytree(seeded, tmp_path / "proj", symlinks=True)
+    env = _ingest_env()
+    cfg = load_config("demo", ROOT / "params.yaml")
+    landed = synthesize(tmp_path / "landing" / "b-0002", 1, 7, cfg, workers=1, width=64, height=96).out_dir
+    delivered = _tree(landed)
+    index_before = (root / "data" / INDEX_FILE).read_bytes()
+    assert _killed(root, env, marker, "ingest", str(landed)) == -signal.SIGKILL
+    quarantine = root / "var" / "quarantine"
+    kept = sorted(p.relative_to(quarantine).as_posix() for p in quarantine.rglob("*") if p.is_file())
+    print(f"killed after {marker!r}: landed {landed.exists()}, quarantine {kept}")
+
+    retry = _garmentseg(root, env, "ingest", str(landed))
+    assert retry.returncode == 1 and retry.stdout.startswith("quarantined: "), retry.stdout + retry.stderr
+    assert not landed.exists(), "the batch left the landing folder"
+    assert [p.name for p in quarantine.iterdir()] == ["b-0002"], "quarantined once"
+    moved = quarantine / "b-0002"
+    assert {k: v for k, v in _tree(moved).items() if not k.startswith("_report/")} == delivered
+    _whole_report(moved / "_report", passed=False)
+    assert (moved / "_report" / "README.txt").read_text().startswith("Batch b-0002 failed validation")
+    assert (root / "data" / INDEX_FILE).read_bytes() == index_before, "the dataset is as it was"
 
 
 # ------------------------------------------------------------------------------------------- lineage

@@ -117,11 +117,12 @@ def ingest_batch(
     batch_id = batch_id or batch_id_of(batch_dir)
     earlier = where_is(cfg, batch_id)
     if not batch_dir.exists() and earlier and earlier[0] == QUARANTINED:
+        report_dir = cfg.path(cfg.paths.reports_dir) / batch_id
         return IngestOutcome(
             QUARANTINED,
             batch_id,
             EXIT_FAILED,
-            earlier[1] / REPORT_DIR_NAME,
+            _file_report(earlier[1], batch_id, batch_dir, report_dir),  # a kill may have cut it short
             earlier[1],
             f"batch {batch_id} was already quarantined at {earlier[1]}",
         )
@@ -186,16 +187,8 @@ def quarantine_batch(
     batch_id = batch_id or batch_id_of(batch_dir)
     destination = _reserve(cfg.path(cfg.paths.quarantine_dir), batch_id)
     _move_tree(batch_dir, destination)
-    report_copy = destination / REPORT_DIR_NAME
-    if report_dir and Path(report_dir).is_dir():
-        shutil.copytree(report_dir, report_copy)
-    report_copy.mkdir(exist_ok=True)
-    (report_copy / "README.txt").write_text(
-        f"Batch {batch_id} failed validation and was moved here whole from {batch_dir.resolve()}.\n"
-        f"findings.json: one finding per problem; gallery.html: the failing pairs.\n"
-        f"Data Docs: {data_docs_page or 'not built'}\n"
-        f"Report at validation time: {report_dir}\n"
-    )
+    log.info("batch %s: moved to %s", batch_id, destination)
+    report_copy = _file_report(destination, batch_id, batch_dir, report_dir, data_docs_page)
     log.warning("batch %s quarantined at %s", batch_id, destination)
     return IngestOutcome(
         QUARANTINED,
@@ -206,6 +199,33 @@ def quarantine_batch(
         f"batch {batch_id} failed validation; moved whole to {destination}",
         data_docs_page=data_docs_page,
     )
+
+
+def _file_report(
+    destination: Path,
+    batch_id: str,
+    batch_dir: Path,
+    report_dir: Path | None,
+    data_docs_page: Path | None = None,
+) -> Path:
+    """Copy the validation report beside the quarantined batch; README.txt, written last, marks it whole,
+    so a retry after a kill between the move and the README completes it."""
+    report_copy = destination / REPORT_DIR_NAME
+    readme = report_copy / "README.txt"
+    if readme.is_file():
+        return report_copy
+    if report_dir and Path(report_dir).is_dir():
+        shutil.copytree(report_dir, report_copy, dirs_exist_ok=True)
+    report_copy.mkdir(exist_ok=True)
+    tmp = readme.with_name(readme.name + ".tmp")
+    tmp.write_text(
+        f"Batch {batch_id} failed validation and was moved here whole from {batch_dir.resolve()}.\n"
+        f"findings.json: one finding per problem; gallery.html: the failing pairs.\n"
+        f"Data Docs: {data_docs_page or 'data_docs_page in summary.json'}\n"
+        f"Report at validation time: {report_dir}\n"
+    )
+    tmp.replace(readme)
+    return report_copy
 
 
 def _reserve(root: Path, batch_id: str) -> Path:
