@@ -207,7 +207,6 @@ class EvaluationConfig(_Section):
     boundary_fraction: tuple[float, ...]
     boundary_f_tolerance_px: int = Field(ge=0)
     flip_tta: bool
-    manual_cutout_target_dice: float = Field(gt=0, le=1)
     gallery_size: int = Field(ge=0)
 
 
@@ -274,6 +273,25 @@ class AirflowConfig(_Section):
     kubernetes: KubernetesConfig
 
 
+class ReviewConfig(_Section):
+    """The review loop: where the queue lives, and which cutouts a person must look at."""
+
+    # SQLAlchemy URL: sqlite:///<path from the project root> embedded, postgresql://... in production.
+    database: str
+    storage_dir: Path  # the queued shots and proposed cutouts, copied here (never a caller's path)
+    target_dice: float = Field(gt=0, le=1)  # a cutout estimated below this needs a person
+    # The policy, turned into an estimate threshold at calibration time: review this share of all cutouts,
+    # or as many as it takes to catch this share of the cutouts below target_dice. Exactly one is set.
+    budget_share: float | None = Field(default=None, gt=0, le=1)
+    target_recall: float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> ReviewConfig:
+        if (self.budget_share is None) == (self.target_recall is None):
+            raise ValueError("set exactly one of budget_share and target_recall")
+        return self
+
+
 class Config(_Section):
     """The resolved configuration of one profile, with paths made absolute against the project root."""
 
@@ -291,6 +309,7 @@ class Config(_Section):
     registry: RegistryConfig
     serving: ServingConfig
     airflow: AirflowConfig
+    review: ReviewConfig
 
     @model_validator(mode="after")
     def _source_exists(self) -> Config:
@@ -312,7 +331,14 @@ class Config(_Section):
     @property
     def tracking_uri(self) -> str:
         """MLflow tracking URI: $MLFLOW_TRACKING_URI wins; a relative sqlite path hangs off the root."""
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.registry.tracking_uri
+        return self._rooted(os.environ.get("MLFLOW_TRACKING_URI") or self.registry.tracking_uri)
+
+    @property
+    def review_database(self) -> str:
+        """The review queue's SQLAlchemy URL; a relative sqlite path hangs off the root."""
+        return self._rooted(self.review.database)
+
+    def _rooted(self, uri: str) -> str:
         prefix = "sqlite:///"
         if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
             return prefix + str(self.root / uri[len(prefix) :])

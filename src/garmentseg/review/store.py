@@ -1,0 +1,292 @@
+"""The review queue in the platform's database: doubtful cutouts wait here for a person.
+
+One schema for SQLite (embedded, under var/) and PostgreSQL (production), created and upgraded by the
+Alembic scripts in review/migrations on every open, under a lock so several workers opening a fresh
+database at once cannot race. An item is keyed by its shot's sha256: cutting out the same shot twice,
+from any process, queues it once (the unique key decides, not a read-then-write). The shot and the
+proposed cutout are copied into the platform's storage, so a caller emptying its folder loses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from garmentseg.config import Config
+
+STATES = ("pending", "retouch", "accepted", "rejected", "closed")
+DECISIONS = {"accept": "accepted", "retouch": "retouch", "reject": "rejected"}
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Any constant the other users of a shared PostgreSQL do not take: serialises the schema upgrade.
+_MIGRATION_LOCK_KEY = 0x6761726D  # "garm"
+# How long a SQLite writer waits for another's lock before failing (several workers write at once).
+SQLITE_BUSY_TIMEOUT_S = 60
+
+_metadata = sa.MetaData()
+items_table = sa.Table(
+    "review_items",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("shot_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("file", sa.String(128), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("estimate", sa.Float, nullable=False),
+    sa.Column("needs_review", sa.Boolean, nullable=False),
+    sa.Column("shot_path", sa.String(512), nullable=False),
+    sa.Column("cutout_path", sa.String(512), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("decided_by", sa.String(128)),
+    sa.Column("decided_at", sa.DateTime(timezone=True)),
+    sa.Column("closed_at", sa.DateTime(timezone=True)),
+)
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One queued cutout: what it is, how good the model thinks it is, and what a person decided."""
+
+    id: int
+    file: str  # <garment>_<View>, the data contract's name without .png
+    state: str
+    estimate: float
+    needs_review: bool
+    shot_path: Path  # the platform's copy of the shot
+    cutout_path: Path  # the platform's copy of the proposed cutout (RGBA PNG)
+    model_version: str
+    created_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    source: str  # what made the cutout: predict, service, the weekly job
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for the queue; SQLite gets WAL and a long busy timeout so concurrent writers wait."""
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    database = sa.engine.make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.close()
+
+    return engine
+
+
+@contextmanager
+def _migration_lock(engine: sa.Engine, conn: sa.Connection) -> Iterator[None]:
+    """PostgreSQL: a transaction-scoped advisory lock; SQLite: an OS lock on a file beside the database."""
+    if engine.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        yield
+        return
+    import fcntl
+
+    database = engine.url.database or ""
+    lock_path = Path(f"{database}.migrate.lock") if database not in ("", ":memory:") else None
+    if lock_path is None:
+        yield
+        return
+    with lock_path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the queue's schema to the newest migration (a no-op when it is there already)."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    alembic_cfg = AlembicConfig()
+    alembic_cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn, _migration_lock(engine, conn):
+        alembic_cfg.attributes["connection"] = conn
+        command.upgrade(alembic_cfg, "head")
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    """Copy src to dest through a temporary name, so a reader never sees half a file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    os.close(fd)
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every time here is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+class ReviewQueue:
+    """The queue of doubtful cutouts, over any SQLAlchemy database, with its files under `storage_dir`."""
+
+    def __init__(self, engine: sa.Engine, storage_dir: Path) -> None:
+        self.engine = engine
+        self.storage_dir = Path(storage_dir)
+
+    @property
+    def location(self) -> str:
+        """The database URL with any password hidden, for messages."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> ReviewQueue:
+        """The configured queue (`review.database`, `review.storage_dir`), migrated on open."""
+        engine = make_engine(cfg.review_database)
+        migrate(engine)
+        return cls(engine, cfg.path(cfg.review.storage_dir))
+
+    def record(
+        self,
+        *,
+        file: str,
+        shot: Path,
+        cutout: Path,
+        estimate: float,
+        needs_review: bool,
+        model_version: str,
+        source: str,
+    ) -> ReviewItem | None:
+        """Queue a doubtful cutout as `pending`: the queue's item for this shot (the existing one when the
+        same shot was queued before), or None for a cutout that needs no review."""
+        if not needs_review:
+            return None
+        shot_sha = sha256_file(shot)
+        folder = Path(shot_sha[:2]) / shot_sha
+        shot_rel = folder / f"shot{shot.suffix.lower()}"
+        # Named by its own hash: a second model's cutout of the same shot never overwrites the queued one.
+        cutout_rel = folder / f"cutout-{sha256_file(cutout)[:16]}.png"
+        if not (self.storage_dir / shot_rel).is_file():
+            _copy_atomic(shot, self.storage_dir / shot_rel)
+        _copy_atomic(cutout, self.storage_dir / cutout_rel)
+        row = {
+            "shot_sha256": shot_sha,
+            "file": file,
+            "state": "pending",
+            "estimate": float(estimate),
+            "needs_review": True,
+            "shot_path": shot_rel.as_posix(),
+            "cutout_path": cutout_rel.as_posix(),
+            "model_version": str(model_version),
+            "source": source,
+            "created_at": datetime.now(UTC),
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(items_table.insert().values(**row))
+        except sa.exc.IntegrityError:  # queued before, by this process or another: keep the first
+            if not self._cutout_in_use(cutout_rel):
+                (self.storage_dir / cutout_rel).unlink(missing_ok=True)
+        with self.engine.connect() as conn:
+            found = conn.execute(items_table.select().where(items_table.c.shot_sha256 == shot_sha)).one()
+        return self._item(found)
+
+    def _cutout_in_use(self, cutout_rel: Path) -> bool:
+        with self.engine.connect() as conn:
+            used = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(items_table)
+                .where(items_table.c.cutout_path == cutout_rel.as_posix())
+            ).scalar_one()
+        return bool(used)
+
+    def items(self, states: Iterable[str] | None = None) -> list[ReviewItem]:
+        """The items in these states (all when None), worst estimate first."""
+        query = items_table.select().order_by(items_table.c.estimate, items_table.c.id)
+        if states is not None:
+            wanted = list(states)
+            unknown = sorted(set(wanted) - set(STATES))
+            if unknown:
+                raise ValueError(f"unknown review states {unknown}; states are {', '.join(STATES)}")
+            query = query.where(items_table.c.state.in_(wanted))
+        with self.engine.connect() as conn:
+            return [self._item(row) for row in conn.execute(query)]
+
+    def get(self, item_id: int) -> ReviewItem:
+        """The item with this id; KeyError naming the id when there is none."""
+        with self.engine.connect() as conn:
+            row = conn.execute(items_table.select().where(items_table.c.id == item_id)).one_or_none()
+        if row is None:
+            raise KeyError(f"review item {item_id} does not exist")
+        return self._item(row)
+
+    def decide(self, item_id: int, decision: str, by: str) -> ReviewItem:
+        """A person's decision (accept | retouch | reject) on an item not yet closed; a later decision
+        replaces an earlier one until the item is closed."""
+        if decision not in DECISIONS:
+            raise ValueError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
+        if not by.strip():
+            raise ValueError(f"review item {item_id}: a decision needs the name of who took it")
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                items_table.update()
+                .where(items_table.c.id == item_id, items_table.c.state != "closed")
+                .values(state=DECISIONS[decision], decided_by=by.strip(), decided_at=datetime.now(UTC))
+            ).rowcount
+        if not changed:
+            item = self.get(item_id)  # KeyError when absent
+            raise ValueError(f"review item {item_id} ({item.file}) is closed; it takes no more decisions")
+        return self.get(item_id)
+
+    def close(self, item_ids: Iterable[int], by: str) -> None:
+        """Close items whose correction is in the dataset; an undecided one is recorded as decided by `by`."""
+        ids = list(item_ids)
+        if not ids:
+            return
+        now = datetime.now(UTC)
+        open_items = items_table.c.id.in_(ids) & (items_table.c.state != "closed")
+        with self.engine.begin() as conn:
+            conn.execute(
+                items_table.update()
+                .where(open_items & (items_table.c.state == "pending"))
+                .values(decided_by=by, decided_at=now)
+            )
+            conn.execute(items_table.update().where(open_items).values(state="closed", closed_at=now))
+
+    def _item(self, row: sa.Row) -> ReviewItem:
+        return ReviewItem(
+            id=row.id,
+            file=row.file,
+            state=row.state,
+            estimate=row.estimate,
+            needs_review=row.needs_review,
+            shot_path=self.storage_dir / row.shot_path,
+            cutout_path=self.storage_dir / row.cutout_path,
+            model_version=row.model_version,
+            created_at=_aware(row.created_at),
+            decided_by=row.decided_by,
+            decided_at=_aware(row.decided_at),
+            source=row.source,
+        )
