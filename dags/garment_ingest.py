@@ -53,9 +53,11 @@ def ingest_or_quarantine(routed: dict) -> str:
 
 
 @task(pool=CFG.airflow.dvc_pool, outlets=[dataset_asset(CFG)])
-def ingest(routed: dict) -> dict:
+def ingest(routed: dict, ti=None) -> dict:
     outcome = tasks.ingest_landed_batch(tasks.config_for(), routed)
-    if not outcome["changed"]:
+    # On a retry "already in the dataset" means an earlier try of this run added it and may have died
+    # before its asset event: emit it (a retrain of data it already trained on reuses that run).
+    if not outcome["changed"] and ti.try_number == 1:
         raise AirflowSkipException(f"batch {routed['batch_id']} is already in the dataset; no new data")
     return outcome
 
