@@ -272,6 +272,10 @@ class AirflowConfig(_Section):
     retry_delay_minutes: float = Field(ge=0)
     timeout_minutes: TimeoutConfig
     kubernetes: KubernetesConfig
+    # Airflow's public REST API, where a task writes a note on its DAG run (orchestration.run_notes).
+    api_url: str = ""
+    api_user_env: str = "AIRFLOW_API_USER"
+    api_password_env: str = "AIRFLOW_API_PASSWORD"
 
 
 class Config(_Section):
