@@ -278,6 +278,16 @@ class AirflowConfig(_Section):
     api_password_env: str = "AIRFLOW_API_PASSWORD"
 
 
+class RetentionConfig(_Section):
+    """What `garmentseg gc` and the monthly retention DAG let go, and after how long (garmentseg.retention)."""
+
+    schedule: str
+    landed_days: float = Field(ge=0)
+    quarantine_days: float = Field(ge=0)
+    reports_days: float = Field(ge=0)
+    mlflow_run_days: float = Field(ge=0)
+
+
 class Config(_Section):
     """The resolved configuration of one profile, with paths made absolute against the project root."""
 
@@ -295,6 +305,7 @@ class Config(_Section):
     registry: RegistryConfig
     serving: ServingConfig
     airflow: AirflowConfig
+    retention: RetentionConfig
 
     @model_validator(mode="after")
     def _source_exists(self) -> Config:

@@ -368,3 +368,12 @@ def roll_back(cfg: Config, candidate: dict[str, Any] | None) -> dict[str, Any]:
     raise RuntimeError(
         f"an upstream task failed and v{candidate['version']} is not the champion: nothing to roll back"
     )
+
+
+# ---------------------------------------------------------------------------------------- retention
+def collect_garbage(cfg: Config) -> dict[str, Any]:
+    """The retention policy applied (garmentseg.retention): count and bytes of each kind removed, the
+    protected lineage and the notes; each removed item is in the task log."""
+    from garmentseg.retention.plan import gc
+
+    return {k: v for k, v in gc(cfg, dry_run=False).items() if k != "removed"}
