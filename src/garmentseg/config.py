@@ -137,6 +137,7 @@ class LabelsConfig(_Section):
     min_region_share: float = Field(ge=0, le=1)
     band_px: float = Field(gt=0)
     exclude_score: float = Field(ge=0, le=1)
+    edge_weight: float = Field(ge=0, le=1)
 
 
 class ModelConfig(_Section):
