@@ -103,8 +103,14 @@ def collect(cfg: Config, now: datetime | None = None) -> Plan:
 
     now = now or datetime.now(UTC)
     plan = Plan(registered_lineage(cfg))
-    for collector in (folders.collect, runs.collect, dvc_objects.collect):
+    log.info("retention: %d registered model versions protect their lineage", len(plan.lineage.models))
+    for name, collector in (
+        ("folders", folders.collect),
+        ("MLflow runs", runs.collect),
+        ("DVC", dvc_objects.collect),
+    ):
         items, notes = collector(cfg, plan.lineage, now)
+        log.info("retention: %s: %d items to let go", name, len(items))
         plan.items.extend(items)
         plan.notes.extend(notes)
     return plan
