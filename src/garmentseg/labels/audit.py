@@ -3,7 +3,8 @@
 The score is cleanlab's segmentation label-quality score (`cleanlab.segmentation.rank.
 get_label_quality_scores`, method "softmin"): for each pixel, the model's probability of the class the label
 gives it; for the image, a soft minimum over the pixels, so a patch the model confidently disputes weighs
-far more than the blur along every edge. Audit score = 1 - that quality: 0 agrees, 1 disputed. Both maps are
+far more than the blur along every edge. `quality_score` = 1 - that quality: 0 agrees, 1 disputed; the audit
+score discounts it by the label's own edge evidence (`labels.evidence`, `combined_score`). Both maps are
 shrunk to `labels.audit_height` x `labels.audit_width` first (INTER_AREA, as the model sees its input): a
 1152x1728 pair's (2, H, W) float64 array is 32 MB, at 432x288 it is 2 MB. Softmin needs no other image, so
 pairs are scored one at a time and memory does not grow with the batch.
