@@ -14,7 +14,7 @@ from garmentseg.orchestration.embedded import EmbeddedAirflow, airflow_command
 from garmentseg.orchestration.run_notes import note_dag_run
 from tests.integration.conftest import ROOT
 
-USER, PASSWORD = "steward", "s3cret-for-tests"
+USER, PASSWORD = "steward", "s3cret-for-tests"  # a throwaway test account  # pragma: allowlist secret
 
 
 @pytest.fixture
