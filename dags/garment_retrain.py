@@ -5,7 +5,9 @@ Runs weekly (cron `airflow.retrain_schedule` in params.yaml) and whenever the `g
 changes (an ingested batch). Each task is one call into `garmentseg.orchestration.tasks`:
 
 sync data (DVC) → validate the training set (GX) → screen its labels (the champion's label audit leaves
-suspects out) → prepare tensors → **train on a GPU node** → evaluate →
+suspects out) → prepare tensors → **train on a GPU node** → evaluate (and `drift_check`: the training set's
+statistics against the champion's, recorded on the run; a drift beyond `validation.drift_z_warn` is the
+task's result and a note on the DAG run, never a failure) →
 register (`challenger`) → gate (candidate vs champion on the same test split) → deploy the candidate as the
 canary (the instance following `challenger`) → serving check of the canary → promote or stop
 (`garmentseg.gate.promotion_verdict`) → deploy (production follows `champion`) → smoke-test production →
@@ -65,6 +67,15 @@ def train(data: dict, screening: dict) -> dict:
     from garmentseg.orchestration import tasks  # a Kubernetes pod gets this function's source only
 
     return tasks.train_candidate(tasks.config_for(data["run"]), data, screening)
+
+
+@task
+def drift_check(validated: dict, trained: dict, params=None) -> dict:
+    from airflow.sdk import get_current_context
+
+    run = get_current_context()["dag_run"]
+    dag_run = {"dag_id": run.dag_id, "run_id": run.run_id}
+    return tasks.drift_check(tasks.config_for(params), validated, trained, dag_run)
 
 
 @task(execution_timeout=timeout(CFG, "evaluate"))
@@ -141,7 +152,9 @@ def garment_retrain():
     data = sync_data()
     screening = screen_labels(data)
     trained = train(data, screening)
-    validate_training_set(data) >> screening >> prepare() >> trained
+    validated = validate_training_set(data)
+    validated >> screening >> prepare() >> trained
+    drift_check(validated, trained)
     candidate = register(trained)
     evaluate(trained) >> candidate
     decision = gate(candidate, data)

@@ -28,6 +28,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("garmentseg.evaluation:evaluate_cmd", "Score a model at full resolution, with slices."),
     "labels": ("garmentseg.labels.cli:labels", "Audit labels against a model; confirm or release suspects."),
     "predict": ("garmentseg.predict:predict_cmd", "Cut out a folder of shots with a model (RGBA + masks)."),
+    "gc": (
+        "garmentseg.retention.cli:gc_cmd",
+        "Apply the retention policy (params.yaml); --dry-run lists it.",
+    ),
     "demo": ("garmentseg.demo:demo", "The whole loop end to end on embedded defaults, with a summary."),
     "review": (
         "garmentseg.review.cli:review",

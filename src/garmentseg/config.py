@@ -137,6 +137,7 @@ class LabelsConfig(_Section):
     min_region_share: float = Field(ge=0, le=1)
     band_px: float = Field(gt=0)
     exclude_score: float = Field(ge=0, le=1)
+    edge_weight: float = Field(ge=0, le=1)
 
 
 class ModelConfig(_Section):
@@ -271,6 +272,20 @@ class AirflowConfig(_Section):
     retry_delay_minutes: float = Field(ge=0)
     timeout_minutes: TimeoutConfig
     kubernetes: KubernetesConfig
+    # Airflow's public REST API, where a task writes a note on its DAG run (orchestration.run_notes).
+    api_url: str = ""
+    api_user_env: str = "AIRFLOW_API_USER"
+    api_password_env: str = "AIRFLOW_API_PASSWORD"
+
+
+class RetentionConfig(_Section):
+    """What `garmentseg gc` and the monthly retention DAG let go, and after how long (garmentseg.retention)."""
+
+    schedule: str
+    landed_days: float = Field(ge=0)
+    quarantine_days: float = Field(ge=0)
+    reports_days: float = Field(ge=0)
+    mlflow_run_days: float = Field(ge=0)
 
 
 class ReviewConfig(_Section):
@@ -310,6 +325,7 @@ class Config(_Section):
     serving: ServingConfig
     airflow: AirflowConfig
     review: ReviewConfig
+    retention: RetentionConfig
 
     @model_validator(mode="after")
     def _source_exists(self) -> Config:

@@ -13,7 +13,7 @@ from garmentseg.config import load_config
 from garmentseg.orchestration.embedded import EmbeddedAirflow
 from tests.integration.conftest import RETRAIN_PROMOTE_PATH, ROOT
 
-DAG_IDS = {"garment_retrain", "garment_ingest", "garment_landing_scan"}
+DAG_IDS = {"garment_retrain", "garment_ingest", "garment_landing_scan", "garment_retention"}
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +157,20 @@ def test_promote_branch_and_stop_task_follow_the_promotion_verdict(dagbag) -> No
         assert branch(decision, check) == task_id
         if task_id == "stop":
             assert explain_stop(decision, check)["reason"] == reason
+
+
+def test_drift_check_reads_the_validated_set_and_the_run_and_never_holds_up_the_rollout(dagbag) -> None:
+    dag = dagbag.get_dag("garment_retrain")
+    drift = dag.get_task("drift_check")
+    assert drift.upstream_task_ids == {"validate_training_set", "train"}
+    assert drift.downstream_task_ids == set()  # a leaf: its verdict is a result and a note, never a gate
+    assert "drift_check" not in dag.get_task("promote").get_flat_relative_ids(upstream=True)
+    assert "drift_check" not in RETRAIN_PROMOTE_PATH
+
+
+def test_retention_runs_monthly_on_the_policy_of_params_under_the_dvc_pool(dagbag) -> None:
+    cfg = load_config(params_path=ROOT / "params.yaml")
+    dag = dagbag.get_dag("garment_retention")
+    assert dag.timetable.expression == cfg.retention.schedule == "0 4 1 * *"
+    assert [t.task_id for t in dag.tasks] == ["collect_garbage"]
+    assert dag.get_task("collect_garbage").pool == cfg.airflow.dvc_pool

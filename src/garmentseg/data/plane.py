@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -203,6 +203,11 @@ def _exclusive(cfg: Config) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def dataset_lock(cfg: Config) -> AbstractContextManager[None]:
+    """The lock `add_batch` writes under: retention holds it while it deletes DVC objects."""
+    return _exclusive(cfg)
 
 
 def contract_files(batch_dir: Path) -> dict[str, str]:

@@ -247,3 +247,21 @@ def record_stage(cfg: Config, stage: str) -> bool:
     before = lock.read_text() if lock.is_file() else None
     dvc(["commit", "--force", stage], cfg.root)  # the CLI: DVC resolves a stage's paths from the cwd
     return (lock.read_text() if lock.is_file() else None) != before
+
+
+@contextmanager
+def stores(cfg: Config) -> Iterator[tuple[Any, Any]]:
+    """(the project's DVC repo, its default remote) for a collector walking the cache and the remote
+    (retention); any failure of either is a StoreError naming it."""
+    url = configure_remote(cfg)
+    with _repo(cfg) as repo, _talking_to(url):
+        yield repo, _remote(repo, url)
+
+
+def manifest_path(remote: Any, version: str) -> str:
+    return _manifest_path(remote, version)
+
+
+def read_manifest(remote: Any, version: str) -> dict[str, Entry] | None:
+    """`manifest` inside `stores`: the version's entries in that remote, or None."""
+    return _read(remote, version)

@@ -3,7 +3,8 @@
 The score is cleanlab's segmentation label-quality score (`cleanlab.segmentation.rank.
 get_label_quality_scores`, method "softmin"): for each pixel, the model's probability of the class the label
 gives it; for the image, a soft minimum over the pixels, so a patch the model confidently disputes weighs
-far more than the blur along every edge. Audit score = 1 - that quality: 0 agrees, 1 disputed. Both maps are
+far more than the blur along every edge. `quality_score` = 1 - that quality: 0 agrees, 1 disputed; the audit
+score discounts it by the label's own edge evidence (`labels.evidence`, `combined_score`). Both maps are
 shrunk to `labels.audit_height` x `labels.audit_width` first (INTER_AREA, as the model sees its input): a
 1152x1728 pair's (2, H, W) float64 array is 32 MB, at 432x288 it is 2 MB. Softmin needs no other image, so
 pairs are scored one at a time and memory does not grow with the batch.
@@ -27,6 +28,7 @@ import numpy as np
 from garmentseg.imageio import write_png
 from garmentseg.inference import resize_down
 from garmentseg.labels import disagreement
+from garmentseg.labels.evidence import edge_support
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,6 +55,8 @@ class Suspect:
     cutout_sha256: str
     split: str
     in_sample: bool  # the scoring model was trained on this label
+    quality_score: float = 0.0  # 1 - cleanlab's label quality alone
+    edge_support: float = 1.0  # labels.evidence: ~1 the disputed label edge is on an image edge, ~0 it is not
 
     def public(self) -> dict[str, object]:
         """What `garmentseg labels audit --json` prints per pair."""
@@ -86,18 +90,39 @@ def shrink(shot: np.ndarray, label: np.ndarray, prob: np.ndarray, cfg: Config) -
     return resize_down(shot, h, w), small_label, resize_down(np.asarray(prob, np.float32), h, w)
 
 
+def combined_score(quality_score: float, edge_support: float, edge_weight: float) -> float:
+    """The audit score: cleanlab's, discounted by up to `edge_weight` when the disputed label edge is as real
+    an image edge as the label's others (the model's own mistake), untouched when it runs through nothing."""
+    return quality_score * (1.0 - edge_weight * min(1.0, edge_support))
+
+
+@dataclass(frozen=True)
+class Judgement:
+    score: float
+    quality_score: float
+    edge_support: float
+    kind: str
+    reason: str
+    overlay: np.ndarray
+
+
 def judge(
     file: str, shot: np.ndarray, label: np.ndarray, prob: np.ndarray, threshold: float, cfg: Config
-) -> tuple[float, str, str, np.ndarray]:
-    """(score, kind, reason, overlay image) of one full-resolution pair and its probability map."""
+) -> Judgement:
+    """Scores, reason and overlay image of one full-resolution pair and its probability map."""
     small_shot, small_label, small_prob = shrink(shot, label, prob, cfg)
-    score = 1.0 - label_quality(small_label, small_prob, cfg.labels.temperature)
+    quality_score = 1.0 - label_quality(small_label, small_prob, cfg.labels.temperature)
     pred = small_prob >= threshold
     share = cfg.labels.min_region_share
+    support = edge_support(small_shot, small_label, pred, share)
+    score = combined_score(quality_score, support, cfg.labels.edge_weight)
     found, scattered = disagreement.regions(small_label, pred, min_share=share, band_px=cfg.labels.band_px)
     kind, reason = disagreement.describe(found, scattered, int(small_label.sum()), share)
-    log.debug("%s: score %.4f, %s", file, score, reason)
-    return score, kind, reason, disagreement.overlay(small_shot, small_label, pred)
+    log.debug(
+        "%s: score %.4f (cleanlab %.4f, edge support %.2f), %s", file, score, quality_score, support, reason
+    )
+    overlay = disagreement.overlay(small_shot, small_label, pred)
+    return Judgement(score, quality_score, support, kind, reason, overlay)
 
 
 def audit_labels(
@@ -122,24 +147,26 @@ def audit_labels(
     suspects = []
     for row, shot, label, prob in stream_predictions(model, frame, Path(root), cfg):
         file = f"{row['garment_id']}_{row['view']}"
-        score, kind, reason, picture = judge(file, shot, label, prob, model.threshold, cfg)
+        found = judge(file, shot, label, prob, model.threshold, cfg)
         path = ""
         if overlays is not None:
             path = str(overlays / f"{file}.png")
-            write_png(Path(path), picture)
+            write_png(Path(path), found.overlay)
         sha = str(row.get("cutout_sha256", ""))
         suspects.append(
             Suspect(
                 file=file,
-                score=score,
-                kind=kind,
-                reason=reason,
+                score=found.score,
+                kind=found.kind,
+                reason=found.reason,
                 overlay=path,
                 garment_id=str(row["garment_id"]),
                 view=str(row["view"]),
                 cutout_sha256=sha,
                 split=str(row.get("split", "")),
                 in_sample=(str(row["garment_id"]), str(row["view"]), sha) in seen,
+                quality_score=found.quality_score,
+                edge_support=found.edge_support,
             )
         )
     return rank(suspects)

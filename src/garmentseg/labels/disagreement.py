@@ -122,6 +122,16 @@ def regions(
     return sorted(found, key=lambda r: -r.area), small
 
 
+def disputed(label: np.ndarray, pred: np.ndarray, min_share: float) -> np.ndarray:
+    """The pixels of every disagreement component `regions` would report (slivers and specks left out)."""
+    min_area = max(1.0, min_share * max(int(label.sum()), 1))
+    out = np.zeros(label.shape, bool)
+    for component, area in _components(label ^ pred):
+        if area >= min_area and _mean_width(component, area) > SLIVER_PX:
+            out |= component
+    return out
+
+
 _WORDS = {
     "missing": "missing region: the label leaves out garment the model sees",
     "hole": "hole: the label has a hole where the model sees garment",

@@ -236,6 +236,20 @@ def train_candidate(cfg: Config, data: dict[str, Any], screening: dict[str, Any]
     return {"run_id": result.run_id, "model_uri": result.model_uri, "reused": False}
 
 
+def drift_check(
+    cfg: Config, validated: dict[str, Any], trained: dict[str, Any], dag_run: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The training set's drift against the champion's, recorded on the training run; a drift beyond
+    `validation.drift_z_warn` is this task's result and a note on the DAG run, never a failure."""
+    from garmentseg.orchestration.run_notes import note_dag_run
+    from garmentseg.validation.training_drift import DRIFTED, check_training_drift, training_set_metadata
+
+    result = check_training_drift(cfg, training_set_metadata(validated["folders"]), trained["run_id"])
+    if result["verdict"] == DRIFTED and dag_run:
+        result["run_note"] = note_dag_run(cfg, dag_run["dag_id"], dag_run["run_id"], result["note"])
+    return result
+
+
 def evaluate_candidate(cfg: Config, trained: dict[str, Any]) -> dict[str, Any]:
     """The full-resolution test metrics of the run; a run without its headline metric stops here."""
     from mlflow import MlflowClient
@@ -364,3 +378,12 @@ def roll_back(cfg: Config, candidate: dict[str, Any] | None) -> dict[str, Any]:
     raise RuntimeError(
         f"an upstream task failed and v{candidate['version']} is not the champion: nothing to roll back"
     )
+
+
+# ---------------------------------------------------------------------------------------- retention
+def collect_garbage(cfg: Config) -> dict[str, Any]:
+    """The retention policy applied (garmentseg.retention): count and bytes of each kind removed, the
+    protected lineage and the notes; each removed item is in the task log."""
+    from garmentseg.retention.plan import gc
+
+    return {k: v for k, v in gc(cfg, dry_run=False).items() if k != "removed"}

@@ -42,6 +42,30 @@ def batch_statistics(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
     return out
 
 
+def compare_statistics(
+    current: dict[str, dict[str, float]], reference: dict[str, dict[str, float]], z_warn: float
+) -> dict[str, Any]:
+    """Each statistic both sides have (`batch_statistics` shape): its median's shift in reference stdevs.
+
+    Returns {"<stat>/<view>": {"reference", "current", "shift_sd", "drifted"}}; a statistic is `drifted`
+    when its median moved by more than `z_warn` reference standard deviations.
+    """
+    out: dict[str, Any] = {}
+    for key, cur in current.items():
+        ref = reference.get(key)
+        if ref is None:
+            continue
+        spread = ref["sd"] if ref["n"] > 1 else 0.0
+        z = (cur["median"] - ref["median"]) / max(spread, 1e-6 * max(1.0, abs(ref["median"])))
+        out[key] = {
+            "reference": ref["median"],
+            "current": cur["median"],
+            "shift_sd": round(z, 2),
+            "drifted": abs(z) > z_warn,
+        }
+    return out
+
+
 def record_batch(
     reports_root: Path,
     batch_id: str,

@@ -77,28 +77,10 @@ def worst_files(findings: list[dict[str, str]], limit: int = 5) -> list[tuple[st
 
 
 def compare_batches(current: pd.DataFrame, reference: pd.DataFrame, z_warn: float = 3.0) -> dict[str, Any]:
-    """Per-view medians of the batch statistics against a reference batch's, shift in reference stdevs.
+    """Per-view medians of the batch statistics against a reference batch's (`drift.compare_statistics`)."""
+    from garmentseg.validation.drift import batch_statistics, compare_statistics
 
-    Returns {"<stat>/<view>": {"reference", "current", "shift_sd", "drifted"}}; a statistic is `drifted`
-    when its median moved by more than `z_warn` reference standard deviations.
-    """
-    out: dict[str, Any] = {}
-    for stat in DRIFT_STATS:
-        for view in sorted(set(current["view"].dropna()) & set(reference["view"].dropna())):
-            cur = current.loc[current["view"] == view, stat].dropna()
-            ref = reference.loc[reference["view"] == view, stat].dropna()
-            if cur.empty or ref.empty:
-                continue
-            spread = float(ref.std(ddof=0)) if len(ref) > 1 else 0.0
-            shift = float(cur.median() - ref.median())
-            z = shift / max(spread, 1e-6 * max(1.0, abs(float(ref.median()))))
-            out[f"{stat}/{view}"] = {
-                "reference": round(float(ref.median()), 4),
-                "current": round(float(cur.median()), 4),
-                "shift_sd": round(z, 2),
-                "drifted": abs(z) > z_warn,
-            }
-    return out
+    return compare_statistics(batch_statistics(current), batch_statistics(reference), z_warn)
 
 
 def find_reference(reports_root: Path, exclude: Path) -> Path | None:
