@@ -212,6 +212,16 @@ def test_command_ranks_with_the_champion_and_refuses_without_one(batch, tmp_path
     assert again[-1]["file"] == released and again[-1]["reason"].startswith("released as right")
     assert {s["file"] for s in again[: len(damaged) - 1]} == set(damaged) - {released}
 
+    # A steward confirms a damaged label: it stays out of training and enters the retouchers' queue.
+    monkeypatch.setenv("GARMENTSEG__REVIEW__DATABASE", f"sqlite:///{tmp_path}/review.db")
+    monkeypatch.setenv("GARMENTSEG__REVIEW__STORAGE_DIR", str(tmp_path / "review"))
+    confirmed = suspects[1]["file"]
+    done = runner.invoke(main, ["labels", "confirm", confirmed, "--data", str(root), "--profile", "demo"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["state"] == "retouch"
+    queue = json.loads(runner.invoke(main, ["review", "list", "--json", "--profile", "demo"]).stdout)
+    assert [(i["file"], i["state"]) for i in queue["items"]] == [(confirmed, "retouch")]
+
     # The retrain's screening with the same champion: the damaged labels are left out, and recorded.
     import mlflow
 

@@ -97,7 +97,7 @@ def _decide(
     decision: str, file: str, data: Path | None, note: str, profile: str | None, params: str | None
 ) -> None:
     from garmentseg.data.index import load_dataset
-    from garmentseg.labels.decisions import decisions_path, record_decision
+    from garmentseg.labels.decisions import CONFIRMED, decisions_path, record_decision, send_to_retouch
 
     cfg = load_config(profile, params)
     frame, root = load_dataset(cfg, data)
@@ -106,7 +106,10 @@ def _decide(
     if rows.empty:
         click.echo(f"labels {decision}: {file}: no pair <garment>_<View> named {name!r} in {root}", err=True)
         sys.exit(2)
-    entry = record_decision(decisions_path(cfg), name, str(rows.iloc[0]["cutout_sha256"]), decision, note)
+    pair = rows.iloc[0]
+    entry = record_decision(decisions_path(cfg), name, str(pair["cutout_sha256"]), decision, note)
+    if decision == CONFIRMED:
+        entry |= send_to_retouch(cfg, name, root / pair["raw_path"], root / pair["cutout_path"], entry)
     click.echo(json.dumps(entry))
 
 
@@ -126,7 +129,7 @@ _note = click.option("--note", default="", help="Why, for the next steward.")
 @_note
 @config_options
 def confirm(file: str, data: Path | None, note: str, profile: str | None, params: str | None) -> None:
-    """FILE's label (<garment>_<View>) is wrong: keep it out of training until it is retouched."""
+    """FILE's label (<garment>_<View>) is wrong: keep it out of training, and queue it for retouch."""
     _decide("confirmed", file, data, note, profile, params)
 
 

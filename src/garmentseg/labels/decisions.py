@@ -84,6 +84,27 @@ def record_decision(path: Path, file: str, sha256: str, decision: str, note: str
     return entry
 
 
+def send_to_retouch(cfg: Config, file: str, shot: Path, label: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """A label confirmed wrong goes to the retouchers' queue as `retouch`, the label itself as the cutout
+    to fix: `garmentseg review export` hands it out and `review import` brings the correction back, which
+    supersedes this label (new bytes, so the confirmation no longer applies). Its estimate is 0: the label
+    is known to be wrong, so it sorts first."""
+    from garmentseg.review.store import ReviewQueue
+
+    queue = ReviewQueue.from_config(cfg)
+    item = queue.record(
+        file=file,
+        shot=shot,
+        cutout=label,
+        estimate=0.0,
+        needs_review=True,
+        model_version="",
+        source="label-audit",
+    )
+    item = queue.decide(item.id, "retouch", by=entry["by"])
+    return {"review_item": item.id, "state": item.state, "queue": queue.location}
+
+
 def decision_of(decisions: dict[str, dict[str, Any]], suspect: Suspect) -> str | None:
     entry = decisions.get(_key(suspect.file, suspect.cutout_sha256))
     return entry["decision"] if entry else None
