@@ -224,6 +224,7 @@ class ServingConfig(_Section):
     host: str
     port: int = Field(gt=0, lt=65536)
     canary_port: int = Field(gt=0, lt=65536)
+    review_port: int = Field(gt=0, lt=65536)  # the review page (`garmentseg review serve`)
     model_uri: str
     max_request_bytes: int = Field(gt=0)
     max_pixels: int = Field(gt=0)
