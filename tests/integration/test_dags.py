@@ -13,7 +13,7 @@ from garmentseg.config import load_config
 from garmentseg.orchestration.embedded import EmbeddedAirflow
 from tests.integration.conftest import RETRAIN_PROMOTE_PATH, ROOT
 
-DAG_IDS = {"garment_retrain", "garment_ingest", "garment_landing_scan"}
+DAG_IDS = {"garment_retrain", "garment_ingest", "garment_landing_scan", "garment_review"}
 
 
 @pytest.fixture(scope="module")

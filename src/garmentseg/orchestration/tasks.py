@@ -354,3 +354,52 @@ def roll_back(cfg: Config, candidate: dict[str, Any] | None) -> dict[str, Any]:
     raise RuntimeError(
         f"an upstream task failed and v{candidate['version']} is not the champion: nothing to roll back"
     )
+
+
+# ------------------------------------------------------------------------------------------- review
+DELIVERY_RECORD = (
+    "delivery.json"  # beside a delivery's cutouts: what was written and queued, and that it ended
+)
+
+
+def new_deliveries(cfg: Config) -> list[str]:
+    """Delivery folders under `paths.deliveries_dir` the weekly job has not finished cutting out."""
+    root, done = cfg.path(cfg.paths.deliveries_dir), cfg.path(cfg.paths.cutouts_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and not (done / p.name / DELIVERY_RECORD).exists()
+    )
+
+
+def cut_out_deliveries(cfg: Config, deliveries: list[str]) -> dict[str, Any]:
+    """Cut out each delivery's shots with the champion, as `garmentseg predict` does, into
+    `paths.cutouts_dir/<delivery>/`, queueing the doubtful cutouts for review. A delivery's record is written
+    last, so a retry redoes only the unfinished ones (and the queue keeps one item per shot)."""
+    from garmentseg.predict import cut_out_folder, list_shots, load_model
+    from garmentseg.review.store import ReviewQueue
+
+    model = load_model(cfg.serving.model_uri, cfg)
+    queue = ReviewQueue.from_config(cfg)
+    done: dict[str, Any] = {}
+    for delivery in deliveries:
+        out = cfg.path(cfg.paths.cutouts_dir) / delivery
+        result = cut_out_folder(
+            model,
+            list_shots(cfg.path(cfg.paths.deliveries_dir) / delivery),
+            out,
+            cfg.serving.max_pixels,
+            queue=queue,
+            source="weekly",
+        )
+        done[delivery] = {
+            "written": result.written,
+            "queued": result.queued,
+            "skipped": [f"{name}: {reason}" for name, reason in result.skipped],
+            "model_version": model.model_version,
+        }
+        (out / DELIVERY_RECORD).write_text(json.dumps(done[delivery], indent=2))
+        log.info("delivery %s: %d cut out, %d queued for review", delivery, result.written, result.queued)
+    return {"deliveries": done, "queued": sum(d["queued"] for d in done.values())}
