@@ -4,14 +4,17 @@ settings of `airflow.approval` (the DAG files read params.yaml when parsed, so e
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from garmentseg.config import load_config
-from garmentseg.orchestration.embedded import EmbeddedAirflow
+from garmentseg.orchestration.embedded import EmbeddedAirflow, airflow_command
 from tests.integration.conftest import ROOT
 
 
@@ -84,3 +87,80 @@ def test_an_unknown_approval_setting_is_refused_by_name() -> None:
 
     with pytest.raises((ConfigError, ValueError), match="approval"):
         load_config(params_path=ROOT / "params.yaml", overrides={"airflow": {"approval": "sometimes"}})
+
+
+# Answers one Human-in-the-loop request through Airflow's public REST API (the core API app on this
+# metadata DB, simple auth manager): GET /auth/token, PATCH .../hitlDetails, then reads it back.
+ANSWER_THROUGH_API = """
+import json, sys
+from fastapi.testclient import TestClient
+from airflow.api_fastapi.app import create_app
+dag_id, run_id, task_id, option = sys.argv[1:5]
+with TestClient(create_app("core")) as api:
+    token = api.get("/auth/token").json()["access_token"]
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
+    headers = {"Authorization": f"Bearer {token}"}
+    answer = api.patch(path, json={"chosen_options": [option]}, headers=headers)
+    detail = api.get(path, headers=headers).json()
+print(json.dumps({"status": answer.status_code, "detail": detail}, default=str))
+"""
+
+
+def _awaiting_input(database: Path, proc: subprocess.Popen, log: Path) -> str:
+    """The run id once the approval task waits for a person; fails with the log if the run ends first."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with sqlite3.connect(database) as db:
+            row = db.execute(
+                "SELECT run_id FROM task_instance WHERE dag_id = 'approval_probe' "
+                "AND task_id = 'approve_promotion' AND state = 'awaiting_input'"
+            ).fetchone()
+        if row:
+            return row[0]
+        assert proc.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.5)
+    raise AssertionError(f"approve_promotion never waited for input; log: {log}")
+
+
+@pytest.mark.parametrize(("option", "promote_state"), [("Approve", "success"), ("Reject", "skipped")])
+def test_a_person_answers_the_approval_through_airflows_api(
+    embedded_airflow: EmbeddedAirflow, tmp_path: Path, option: str, promote_state: str
+) -> None:
+    env = embedded_airflow.env(
+        AIRFLOW__CORE__DAGS_FOLDER=str(Path(__file__).parent / "hitl_dags"),
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+        GARMENTSEG__AIRFLOW__APPROVAL="human",
+    )
+    log = tmp_path / "dags-test.log"
+    with log.open("w") as sink:
+        run = subprocess.Popen(
+            airflow_command("dags", "test", "approval_probe"), env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        run_id = _awaiting_input(embedded_airflow.home / "airflow.db", run, log)
+        answered = subprocess.run(
+            [sys.executable, "-c", ANSWER_THROUGH_API, "approval_probe", run_id, "approve_promotion", option],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert answered.returncode == 0, answered.stderr[-2000:]
+        reply = json.loads(answered.stdout.strip().splitlines()[-1])
+        assert run.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert reply["status"] == 200 and reply["detail"]["chosen_options"] == [option]
+    assert (
+        reply["detail"]["task_instance"]["rendered_fields"]["subject"]
+        == "Promote garmentseg-unet v7 to champion?"
+    )
+    with sqlite3.connect(embedded_airflow.home / "airflow.db") as db:
+        states = dict(
+            db.execute(
+                "SELECT task_id, state FROM task_instance WHERE dag_id = 'approval_probe' AND run_id = ?",
+                (run_id,),
+            ).fetchall()
+        )
+    assert states["approve_promotion"] == "success" and states["promote"] == promote_state
