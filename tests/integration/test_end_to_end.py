@@ -108,6 +108,23 @@ def test_demo_registers_a_champion_with_lineage_and_serves_a_cutout(demo_run) ->
     assert (header.width, header.height, header.has_alpha) == (288, 432, True)
 
 
+def test_demo_turns_the_review_loop_once(demo_run) -> None:
+    project, summary = demo_run
+    review = summary["review"]
+    assert review["cut_out"] == 6  # two new garments, three views each, cut out by garment_review
+    assert not [i for i in review["items"] if i["state"] in {"pending", "retouch"}]  # nothing left open
+    assert len(review["items"]) == review["queued"]
+    if review["queued"]:  # the corrections went in as a new data version and closed their items
+        assert review["data_version_after"] != review["data_version_before"]
+        assert {i["state"] for i in review["items"]} == {"closed"}
+        assert "demo reviewer" in {i["decided_by"] for i in review["items"]}
+    listed = _garmentseg(project, "review", "list", "--json", "--params", str(project / "params.yaml"))
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert {i["id"]: i["state"] for i in json.loads(listed.stdout)["items"]} == {
+        i["id"]: i["state"] for i in review["items"]
+    }
+
+
 def test_weaker_retrain_is_rejected_and_the_champion_stays(demo_run) -> None:
     project, summary = demo_run
     champion = summary["champion"]["version"]

@@ -357,9 +357,8 @@ def roll_back(cfg: Config, candidate: dict[str, Any] | None) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- review
-DELIVERY_RECORD = (
-    "delivery.json"  # beside a delivery's cutouts: what was written and queued, and that it ended
-)
+# Beside a delivery's cutouts: what was cut out and queued; written last, it marks the delivery done.
+DELIVERY_RECORD = "delivery.json"
 
 
 def new_deliveries(cfg: Config) -> list[str]:
@@ -376,30 +375,30 @@ def new_deliveries(cfg: Config) -> list[str]:
 
 def cut_out_deliveries(cfg: Config, deliveries: list[str]) -> dict[str, Any]:
     """Cut out each delivery's shots with the champion, as `garmentseg predict` does, into
-    `paths.cutouts_dir/<delivery>/`, queueing the doubtful cutouts for review. A delivery's record is written
-    last, so a retry redoes only the unfinished ones (and the queue keeps one item per shot)."""
-    from garmentseg.predict import cut_out_folder, list_shots, load_model
+    `paths.cutouts_dir/<delivery>/`, queueing the doubtful cutouts for review."""
+    from garmentseg.predict import load_model
     from garmentseg.review.store import ReviewQueue
 
-    model = load_model(cfg.serving.model_uri, cfg)
-    queue = ReviewQueue.from_config(cfg)
-    done: dict[str, Any] = {}
-    for delivery in deliveries:
-        out = cfg.path(cfg.paths.cutouts_dir) / delivery
-        result = cut_out_folder(
-            model,
-            list_shots(cfg.path(cfg.paths.deliveries_dir) / delivery),
-            out,
-            cfg.serving.max_pixels,
-            queue=queue,
-            source="weekly",
-        )
-        done[delivery] = {
-            "written": result.written,
-            "queued": result.queued,
-            "skipped": [f"{name}: {reason}" for name, reason in result.skipped],
-            "model_version": model.model_version,
-        }
-        (out / DELIVERY_RECORD).write_text(json.dumps(done[delivery], indent=2))
-        log.info("delivery %s: %d cut out, %d queued for review", delivery, result.written, result.queued)
+    model, queue = load_model(cfg.serving.model_uri, cfg), ReviewQueue.from_config(cfg)
+    done = {delivery: cut_out_delivery(cfg, model, queue, delivery) for delivery in deliveries}
     return {"deliveries": done, "queued": sum(d["queued"] for d in done.values())}
+
+
+def cut_out_delivery(cfg: Config, model: Any, queue: Any, delivery: str) -> dict[str, Any]:
+    """One delivery cut out and its doubtful cutouts queued. Its record is written last, so a retry redoes
+    only unfinished deliveries (and the queue keeps one item per shot)."""
+    from garmentseg.predict import cut_out_folder, list_shots
+
+    out = cfg.path(cfg.paths.cutouts_dir) / delivery
+    shots = list_shots(cfg.path(cfg.paths.deliveries_dir) / delivery)
+    result = cut_out_folder(model, shots, out, cfg.serving.max_pixels, queue)
+    record = {
+        "written": result.written,
+        "queued": result.queued,
+        "skipped": [f"{name}: {reason}" for name, reason in result.skipped],
+        "not_queued": [f"{name}: {reason}" for name, reason in result.not_queued],
+        "model_version": model.model_version,
+    }
+    (out / DELIVERY_RECORD).write_text(json.dumps(record, indent=2))
+    log.info("delivery %s: %d cut out, %d queued for review", delivery, result.written, result.queued)
+    return record
