@@ -219,6 +219,7 @@ def test_bad_decisions_are_refused_with_the_reason(client: httpx.Client, queue: 
     assert bad.status_code == 400 and "&#39;approve&#39; is not one of accept, retouch, reject" in bad.text
     assert client.post("/items/9999", data={"decision": "accept"}).status_code == 404
     assert client.get("/items/9999").status_code == 404
+    assert client.get(f"/items/{item.id}?decided=9999").status_code == 200  # a stale notice is dropped
     assert client.get("/?state=lost").status_code == 400
     queue.close([item.id], by="import")
     closed = client.post(f"/items/{item.id}", data={"decision": "reject"})

@@ -132,6 +132,13 @@ class ReviewPage:
     def _item(self, request: Request) -> ReviewItem:
         return self.queue.get(int(request.path_params["item_id"]))
 
+    def _last_decision(self, decided: str) -> ReviewItem | None:
+        """The item the reviewer just decided (`?decided=<id>` after a decision), shown as a notice."""
+        try:
+            return self.queue.get(int(decided)) if decided.isdigit() else None
+        except KeyError:
+            return None
+
     def _not_found(self, request: Request, who: str) -> HTMLResponse:
         message = f"no review item {request.path_params['item_id']}"
         return self.render("error.html", 404, reviewer=who, title="Not found", message=message)
@@ -197,10 +204,8 @@ class ReviewPage:
             return self._not_found(request, who)
         order = [i.id for i in await run_in_threadpool(self.queue.items)]
         at = order.index(item.id)
-        decided = request.query_params.get("decided")
-        last = (
-            await run_in_threadpool(self.queue.get, int(decided)) if decided and decided.isdigit() else None
-        )
+        decided = request.query_params.get("decided", "")
+        last = await run_in_threadpool(self._last_decision, decided)
         return self.render(
             "item.html",
             reviewer=who,
