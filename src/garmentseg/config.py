@@ -209,7 +209,6 @@ class EvaluationConfig(_Section):
     boundary_fraction: tuple[float, ...]
     boundary_f_tolerance_px: int = Field(ge=0)
     flip_tta: bool
-    manual_cutout_target_dice: float = Field(gt=0, le=1)
     gallery_size: int = Field(ge=0)
 
 

@@ -27,6 +27,7 @@ from garmentseg.data.index import load_dataset
 from garmentseg.inference import CutoutModel, load_cutout_model, manual_cutout_score, to_mask
 from garmentseg.model import metrics as M
 from garmentseg.prepare import read_pair
+from garmentseg.review import estimate as Q
 
 if TYPE_CHECKING:
     from garmentseg.config import Config
@@ -44,6 +45,7 @@ class ThresholdChoice:
     flag_threshold: float
     valid_summary: dict[str, Any]
     dice_median_by_threshold: dict[float, float] = field(default_factory=dict)
+    quality: Q.QualityEstimate | None = None
 
 
 @dataclass
@@ -75,8 +77,9 @@ def stream_predictions(
 def tune_threshold(
     model: CutoutModel, frame: pd.DataFrame, root: Path, cfg: Config, split: str = "valid"
 ) -> ThresholdChoice:
-    """Pick the mask threshold (best median Dice over cfg.evaluation.threshold_grid) and the
-    needs-manual-cutout threshold (best F2 at catching Dice < target) on the validation split."""
+    """Pick the mask threshold (best median Dice over cfg.evaluation.threshold_grid), the
+    needs-manual-cutout threshold (best F2 at catching Dice < target) and calibrate the Dice estimate with
+    its review threshold (cfg.review's policy) on the validation split."""
     part = _rows(frame, split)
     grid = [float(t) for t in cfg.evaluation.threshold_grid]
     if part.empty:
@@ -86,22 +89,31 @@ def tune_threshold(
         return ThresholdChoice(model.threshold, model.flag_threshold, {})
     dice_at: dict[float, list[float]] = {t: [] for t in grid}
     score_at: dict[float, list[float]] = {t: [] for t in grid}
+    features_at: dict[float, list[np.ndarray | None]] = {t: [] for t in grid}
     for _, _, truth, prob in stream_predictions(model, part, root, cfg):
         for t in grid:
             dice_at[t].append(M.dice(prob >= t, truth))
             score_at[t].append(manual_cutout_score(prob, t))
+            features_at[t].append(Q.quality_features(prob, t))
     best = M.best_threshold(dice_at)
-    needs_person = [d < cfg.evaluation.manual_cutout_target_dice for d in dice_at[best]]
+    needs_person = [d < cfg.review.target_dice for d in dice_at[best]]
     flag = M.best_flag_threshold(score_at[best], needs_person)
     summary = M.summarise(dice_at[best], "dice_")
+    try:
+        quality = Q.calibrate(features_at[best], dice_at[best], cfg.review)
+    except ValueError as exc:
+        log.warning("%s: no quality estimate: %s", split, exc)
+        quality = None
     log.info(
-        "%s: threshold %.2f (median Dice %.4f), flag threshold %.3f",
+        "%s: threshold %.2f (median Dice %.4f), flag threshold %.3f, review at estimate <= %s",
         split,
         best,
         summary["dice_median"],
         flag,
+        f"{quality.review_below:.4f}" if quality else "-",
     )
-    return ThresholdChoice(best, flag, summary, {t: float(np.median(v)) for t, v in dice_at.items()})
+    by_threshold = {t: float(np.median(v)) for t, v in dice_at.items()}
+    return ThresholdChoice(best, flag, summary, by_threshold, quality)
 
 
 def _slices(per_image: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
@@ -137,7 +149,7 @@ def summarise(per_image: pd.DataFrame, model: CutoutModel, cfg: Config) -> dict[
         "bf_tolerance_px": ev.boundary_f_tolerance_px,
         "threshold": float(model.threshold),
         "flag_threshold": float(model.flag_threshold),
-        "manual_cutout_target_dice": ev.manual_cutout_target_dice,
+        "manual_cutout_target_dice": cfg.review.target_dice,
         "flip_tta": bool(ev.flip_tta),
         "slices": _slices(per_image),
     }
@@ -149,6 +161,14 @@ def summarise(per_image: pd.DataFrame, model: CutoutModel, cfg: Config) -> dict[
     summary.update(
         M.flag_precision_recall(per_image["manual_score"], per_image["needs_person"], model.flag_threshold)
     )
+    # The needs-manual-cutout score's own ranking (higher = worse), beside the Dice estimate's.
+    summary["flag_auroc"] = Q.auroc(
+        per_image["manual_score"].to_numpy(), per_image["needs_person"].to_numpy()
+    )
+    if model.quality is not None:
+        summary["review_below"] = model.quality.review_below
+        summary["review_policy"] = model.quality.policy
+        summary.update(Q.review_metrics(per_image["dice_estimate"], per_image["dice"], model.quality))
     return summary
 
 
@@ -171,6 +191,7 @@ def evaluate(
         pred = to_mask(prob, model.threshold)
         scores = M.mask_scores(pred, truth, ev.boundary_fraction, ev.boundary_f_tolerance_px)
         score = manual_cutout_score(prob, model.threshold)
+        estimate, needs_review = model.review(prob)
         meta = {c: row[c] for c in META_COLUMNS if c in row.index}
         records.append(
             {
@@ -180,7 +201,9 @@ def evaluate(
                 **scores,
                 "manual_score": score,
                 "flagged": score >= model.flag_threshold,
-                "needs_person": scores["dice"] < ev.manual_cutout_target_dice,
+                "needs_person": scores["dice"] < cfg.review.target_dice,
+                "dice_estimate": estimate,
+                "needs_review": needs_review,
             }
         )
     per_image = pd.DataFrame.from_records(records)

@@ -14,15 +14,19 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from garmentseg.review.estimate import QualityEstimate
 
 log = logging.getLogger(__name__)
 
 # Stored inside the logged model (MLmodel metadata and this JSON file) so every loader normalises identically.
 PREPROCESSING_FILE = "preprocessing.json"
 METADATA_KEY = "garmentseg"
+QUALITY_KEY = "quality_estimate"  # the calibrated Dice estimate inside the same metadata (review/estimate.py)
 # A probability strictly between these counts as "the model is unsure about this pixel".
 UNCERTAIN_LOW, UNCERTAIN_HIGH = 0.1, 0.9
 # manual_cutout_score of a shot whose predicted mask is (nearly) empty: a studio shot always has a garment.
@@ -136,6 +140,7 @@ class CutoutModel:
     flip_tta: bool = False
     batch_size: int = 4
     extra: dict[str, Any] = field(default_factory=dict)
+    quality: QualityEstimate | None = None
 
     def preprocess(self, image_rgb: np.ndarray) -> np.ndarray:
         return preprocess(image_rgb, self.input_height, self.input_width, self.mean, self.std)
@@ -179,6 +184,14 @@ class CutoutModel:
         score = manual_cutout_score(prob, self.threshold)
         return score, score >= self.flag_threshold
 
+    def review(self, prob: np.ndarray) -> tuple[float, bool]:
+        """(Dice estimate, needs review) for one full-resolution probability map. A model logged before the
+        estimate existed has none: NaN, and the needs-manual-cutout flag decides."""
+        if self.quality is None:
+            return float("nan"), self.needs_manual_cutout(prob)[1]
+        estimate = self.quality.estimate(prob, self.threshold)
+        return estimate, self.quality.needs_review(estimate)
+
     def preprocessing_metadata(self) -> dict[str, Any]:
         return {
             "mean": [float(v) for v in self.mean],
@@ -191,6 +204,7 @@ class CutoutModel:
             "resize_up": "INTER_CUBIC",
             "scale": "x / 255 then (x - mean) / std, RGB order",
             **self.extra,
+            **({QUALITY_KEY: self.quality.to_dict()} if self.quality else {}),
         }
 
 
@@ -236,11 +250,12 @@ def log_cutout_model(
     input_width: int,
     name: str = "model",
     extra: dict[str, Any] | None = None,
+    quality: QualityEstimate | None = None,
 ) -> str:
     """Log the U-Net (mlflow.tensorflow flavor, loads as Keras and as pyfunc) into the active run.
 
-    The preprocessing contract (mean, std, threshold, flag threshold, input size) is stored twice inside the
-    logged model: as MLmodel `metadata["garmentseg"]` and as `extra_files/preprocessing.json`.
+    The preprocessing contract (mean, std, threshold, flag threshold, input size, the calibrated quality
+    estimate when given) is stored twice inside the logged model: as MLmodel `metadata["garmentseg"]` and as `extra_files/preprocessing.json`.
     Returns the logged model's URI (models:/m-<id>), which mlflow.register_model accepts.
     """
     import tempfile
@@ -259,6 +274,7 @@ def log_cutout_model(
         input_width,
         flag_threshold,
         extra=dict(extra or {}),
+        quality=quality,
     ).preprocessing_metadata()
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, input_height, input_width, 3), "image")]),
@@ -340,7 +356,9 @@ def load_cutout_model(model_uri: str, tracking_uri: str | None = None) -> Cutout
     name, version = resolve_registered(uri, tracking_uri)
     meta = _read_metadata(uri)
     keras_model = mlflow.tensorflow.load_model(uri)
-    known = {"mean", "std", "threshold", "flag_threshold", "input_height", "input_width"}
+    from garmentseg.review.estimate import QualityEstimate
+
+    known = {"mean", "std", "threshold", "flag_threshold", "input_height", "input_width", QUALITY_KEY}
     extra = {k: v for k, v in meta.items() if k not in known | {"resize_down", "resize_up", "scale"}}
     model = CutoutModel(
         keras_model=keras_model,
@@ -354,6 +372,7 @@ def load_cutout_model(model_uri: str, tracking_uri: str | None = None) -> Cutout
         model_version=version,
         model_uri=model_uri,
         extra=extra,
+        quality=QualityEstimate.from_dict(meta[QUALITY_KEY]) if QUALITY_KEY in meta else None,
     )
     log.info(
         "loaded %s (%s v%s): input %dx%d, threshold %.2f",

@@ -250,6 +250,7 @@ def train_on_frame(
         )
         choice = evaluation.tune_threshold(cutout, frame, root, cfg)
         cutout.threshold, cutout.flag_threshold = choice.threshold, choice.flag_threshold
+        cutout.quality = choice.quality
         report = evaluation.evaluate(cutout, frame, root, cfg, split="test")
 
         metrics = {
@@ -272,6 +273,8 @@ def train_on_frame(
             folder = Path(out_dir) if out_dir else Path(tmp)
             folder.mkdir(parents=True, exist_ok=True)
             write_training_outputs(folder, history, choice, metrics)
+            if choice.quality is not None:  # also inside the logged model, where inference reads it
+                (folder / "quality_estimate.json").write_text(json.dumps(choice.quality.to_dict(), indent=2))
             evaluation.write_report(report, folder / "evaluation")
             mlflow.log_artifacts(str(folder))
 
@@ -281,6 +284,7 @@ def train_on_frame(
             std=prepared.std,
             threshold=choice.threshold,
             flag_threshold=choice.flag_threshold,
+            quality=choice.quality,
             input_height=prepared.input_height,
             input_width=prepared.input_width,
             extra={

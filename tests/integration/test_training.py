@@ -97,6 +97,23 @@ def test_the_logged_model_loads_by_run_alias_and_version_with_its_preprocessing(
     assert [f.path for f in files] == ["extra_files/preprocessing.json"]
 
 
+def test_the_quality_estimate_is_calibrated_on_valid_and_travels_with_the_model(trained_run):
+    from mlflow import MlflowClient
+
+    cfg, frame, tmp, result = trained_run
+    model = load_cutout_model(result.model_uri, cfg.tracking_uri)
+    quality = model.quality
+    assert quality is not None and quality.target_dice == cfg.review.target_dice
+    assert quality.fitted_on == int((frame["split"] == "valid").sum())
+    assert quality.policy == f"target_recall={cfg.review.target_recall:g}"
+    artifacts = {a.path for a in MlflowClient(cfg.tracking_uri).list_artifacts(result.run_id)}
+    assert "quality_estimate.json" in artifacts
+    image = read_image(tmp / "studio" / frame.iloc[0]["raw_path"], max_pixels=cfg.validation.max_pixels)
+    estimate, needs_review = model.review(model.predict_proba([image])[0])
+    assert 0.0 <= estimate <= 1.0 and needs_review == (estimate <= quality.review_below)
+    assert 0.0 <= result.metrics["test_review_share"] <= 1.0
+
+
 def test_evaluating_the_logged_model_reproduces_the_training_metrics(trained_run, tmp_path):
     cfg, frame, tmp, result = trained_run
     model = load_cutout_model(result.model_uri, cfg.tracking_uri)

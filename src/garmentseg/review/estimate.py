@@ -1,0 +1,192 @@
+"""A per-cutout estimate of its Dice, from the probability map alone, and the review policy's threshold.
+
+Why an estimate of Dice rather than a score: a retoucher's target is a Dice ("below 0.97 needs a person"),
+and a budget or a recall is stated over cutouts below that target. The estimate is a ridge regression of
+log(1 - Dice) on a handful of shape-free features of the probability map, fitted at training time on the
+validation split's predictions, and the review threshold is set there too (on cross-validated estimates,
+so it is not tuned on the very fit it judges). Both travel inside the logged model as plain numbers, so
+one `/cutout` call is judged alone, with a dot product, and inference needs no scikit-learn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from garmentseg.inference import EMPTY_MASK_SHARE, manual_cutout_score
+
+if TYPE_CHECKING:
+    from garmentseg.config import ReviewConfig
+
+FEATURES = (
+    "log_band",  # log(1 + the old needs-manual-cutout score): width of the uncertain band along the edge
+    "log_uncertain_share",  # uncertain pixels over the mask's area
+    "edge_entropy",  # mean binary entropy in a band around the predicted edge (1 % of the diagonal)
+    "mask_confidence",  # mean probability inside the mask
+    "area_share",  # the mask's share of the frame
+    "log_fragments",  # log(1 + connected components beyond the largest)
+)
+# 1 - Dice is regressed in log space; this floor keeps a perfect cutout finite.
+ERROR_FLOOR = 0.005
+RIDGE_ALPHA = 1.0
+EDGE_BAND_SHARE = 0.01
+CV_FOLDS = 5
+
+
+def quality_features(prob: np.ndarray, threshold: float) -> np.ndarray | None:
+    """The FEATURES of one full-resolution probability map; None for a (nearly) empty mask."""
+    import cv2
+
+    prob = np.asarray(prob, np.float32)
+    mask = prob >= threshold
+    area = int(np.count_nonzero(mask))
+    if area < EMPTY_MASK_SHARE * mask.size:
+        return None
+    uncertain = np.count_nonzero((prob > 0.1) & (prob < 0.9))
+    binary = mask.astype(np.uint8)
+    radius = max(1, round(EDGE_BAND_SHARE * math.hypot(*prob.shape[:2])))
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)  # square: separable, fast
+    band = (cv2.dilate(binary, kernel) - cv2.erode(binary, kernel)).astype(bool)
+    p = np.clip(prob[band], 1e-6, 1 - 1e-6)
+    entropy = float(np.mean(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)))) if p.size else 0.0
+    count, _ = cv2.connectedComponents(binary, connectivity=8)
+    return np.array(
+        [
+            math.log1p(manual_cutout_score(prob, threshold)),
+            math.log(uncertain / area + 1e-4),
+            entropy,
+            float(prob[mask].mean()),
+            area / mask.size,
+            math.log1p(max(count - 2, 0)),
+        ],
+        np.float64,
+    )
+
+
+@dataclass(frozen=True)
+class QualityEstimate:
+    """A fitted Dice estimate and the threshold under which a cutout goes to review."""
+
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    review_below: float  # needs review when the estimate is at or below this
+    target_dice: float
+    policy: str  # "target_recall=0.9" or "budget_share=0.2", as calibrated
+    fitted_on: int  # validation cutouts the fit saw
+    below_target: int  # of which below target_dice
+
+    def estimate(self, prob: np.ndarray, threshold: float) -> float:
+        """The estimated Dice of the mask `prob >= threshold`; 0 for an empty mask (a shot has a garment)."""
+        features = quality_features(prob, threshold)
+        return 0.0 if features is None else self.from_features(features)
+
+    def from_features(self, features: np.ndarray) -> float:
+        z = (np.asarray(features) - self.mean) / self.scale
+        log_error = float(np.dot(z, self.coef) + self.intercept)
+        return float(np.clip(1.0 + ERROR_FLOOR - math.exp(log_error), 0.0, 1.0))
+
+    def needs_review(self, estimate: float) -> bool:
+        return estimate <= self.review_below
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(FEATURES), **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QualityEstimate:
+        """Rebuild from to_dict(); refuses an estimate fitted on other features than this code computes."""
+        if tuple(data.get("features", ())) != FEATURES:
+            raise ValueError(
+                f"quality estimate fitted on features {data.get('features')}, this code has {FEATURES}"
+            )
+        fields = {k: v for k, v in data.items() if k != "features"}
+        for key in ("mean", "scale", "coef"):
+            fields[key] = tuple(float(v) for v in fields[key])
+        return cls(**fields)
+
+
+def policy_threshold(estimates: Sequence[float], dice: Sequence[float], review: ReviewConfig) -> float:
+    """The estimate threshold that meets the review policy on these (validation) cutouts."""
+    est = np.asarray(estimates, np.float64)
+    if review.budget_share is not None:
+        return float(np.quantile(est, review.budget_share, method="lower"))
+    below = np.sort(est[np.asarray(dice) < review.target_dice])
+    if below.size == 0:  # no cutout below target to aim a recall at: flag estimates below the target
+        return review.target_dice
+    needed = math.ceil(review.target_recall * below.size)
+    return float(below[needed - 1])
+
+
+def calibrate(
+    features: Sequence[np.ndarray | None], dice: Sequence[float], review: ReviewConfig
+) -> QualityEstimate:
+    """Fit the estimate to the true Dice of validation cutouts and set the policy's threshold there."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    usable = [i for i, f in enumerate(features) if f is not None]
+    if len(usable) < CV_FOLDS:
+        raise ValueError(
+            f"{len(usable)} usable validation cutouts; the quality estimate needs at least {CV_FOLDS}"
+        )
+    x = np.stack([features[i] for i in usable])
+    y = np.log(1.0 - np.asarray([dice[i] for i in usable]) + ERROR_FLOOR)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = (x - mean) / scale
+    ridge = Ridge(alpha=RIDGE_ALPHA).fit(z, y)
+    folds = KFold(CV_FOLDS, shuffle=True, random_state=0)
+    held_out = cross_val_predict(Ridge(alpha=RIDGE_ALPHA), z, y, cv=folds)
+    cv_estimates = np.clip(1.0 + ERROR_FLOOR - np.exp(held_out), 0.0, 1.0)
+    all_estimates = np.zeros(len(features))  # empty masks estimate 0: always reviewed
+    all_estimates[usable] = cv_estimates
+    policy = (
+        f"budget_share={review.budget_share:g}"
+        if review.budget_share is not None
+        else f"target_recall={review.target_recall:g}"
+    )
+    return QualityEstimate(
+        mean=tuple(mean.tolist()),
+        scale=tuple(scale.tolist()),
+        coef=tuple(ridge.coef_.tolist()),
+        intercept=float(ridge.intercept_),
+        review_below=policy_threshold(all_estimates, dice, review),
+        target_dice=review.target_dice,
+        policy=policy,
+        fitted_on=len(usable),
+        below_target=int(np.sum(np.asarray(dice) < review.target_dice)),
+    )
+
+
+def review_metrics(
+    estimates: Sequence[float], dice: Sequence[float], quality: QualityEstimate
+) -> dict[str, float]:
+    """How well the estimate catches cutouts below target: AUROC, and precision / recall / share reviewed at
+    the calibrated threshold (NaN where undefined)."""
+    est = np.asarray(estimates, np.float64)
+    below = np.asarray(dice, np.float64) < quality.target_dice
+    flagged = est <= quality.review_below
+    caught = int(np.sum(flagged & below))
+    out = {
+        "review_auroc": auroc(-est, below),
+        "review_precision": caught / flagged.sum() if flagged.any() else float("nan"),
+        "review_recall": caught / below.sum() if below.any() else float("nan"),
+        "review_share": float(flagged.mean()) if est.size else float("nan"),
+        "below_target_share": float(below.mean()) if est.size else float("nan"),
+    }
+    return {k: float(v) for k, v in out.items()}
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` (higher = more likely positive); NaN with one class only."""
+    positive = np.asarray(positive, bool)
+    if positive.all() or not positive.any():
+        return float("nan")
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(positive, scores))
