@@ -248,6 +248,8 @@ def test_images_are_served_and_the_edge_drawn(client: httpx.Client, queue: Revie
     edge = decode(client.get(f"/items/{item.id}/edge.png").content, max_pixels=10_000)
     magenta = np.all(edge == (255, 0, 200), axis=-1)
     assert magenta[10, 15] and magenta[25, 6] and not magenta[25, 15] and not magenta[2, 2]
+    thumb = decode(client.get(f"/items/{item.id}/thumb.png").content, max_pixels=10_000, alpha=True)
+    assert thumb.shape == (96, 64, 4) and thumb[48, 32, 3] == 255 and thumb[2, 2, 3] == 0
     assert client.get(f"/items/{item.id}/mask.png").status_code == 404
 
 

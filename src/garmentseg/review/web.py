@@ -43,6 +43,7 @@ SESSION_SECONDS = 12 * 3600  # one working day
 DECISIONS = ("accept", "retouch", "reject")
 STATES = ("pending", "retouch", "accepted", "rejected", "closed")
 MAX_NAME = 64
+THUMB_HEIGHT = 96  # px: the queue shows many items; a full-resolution cutout each would be megabytes
 EDGE_COLOUR = (255, 0, 200)  # magenta: seen on any garment colour and on the studio's grey
 
 
@@ -245,18 +246,26 @@ class ReviewPage:
         except KeyError:
             return Response(f"no review item {request.path_params['item_id']}", 404, media_type="text/plain")
         kind = request.path_params["kind"]
-        if kind == "edge":
-            png = await run_in_threadpool(self._edge_png, item)
-            return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
-        path = {"shot": item.shot_path, "cutout": item.cutout_path}[kind]
-        return Response(path.read_bytes(), media_type=_media_type(path), headers={"Cache-Control": "private"})
+        cached = {"Cache-Control": "private, max-age=3600"}  # an item's files never change
+        if kind in {"shot", "cutout"}:
+            path = item.shot_path if kind == "shot" else item.cutout_path
+            return Response(path.read_bytes(), media_type=_media_type(path), headers=cached)
+        if kind in {"edge", "thumb"}:
+            png = await run_in_threadpool(self._drawn_png, item, kind)
+            return Response(png, media_type="image/png", headers=cached)
+        return Response(f"no image {kind!r}: shot, cutout, edge or thumb", 404, media_type="text/plain")
 
-    def _edge_png(self, item: ReviewItem) -> bytes:
+    def _drawn_png(self, item: ReviewItem, kind: str) -> bytes:
+        """The mask edge over the shot, or the queue's thumbnail of the cutout (THUMB_HEIGHT px high)."""
+        import cv2
+
         from garmentseg.imageio import encode_png, read_image
 
-        shot = read_image(item.shot_path, max_pixels=self.max_pixels)
         cutout = read_image(item.cutout_path, max_pixels=self.max_pixels, alpha=True)
-        return encode_png(mask_edge(shot, cutout))
+        if kind == "thumb":
+            width = max(1, round(cutout.shape[1] * THUMB_HEIGHT / cutout.shape[0]))
+            return encode_png(cv2.resize(cutout, (width, THUMB_HEIGHT), interpolation=cv2.INTER_AREA))
+        return encode_png(mask_edge(read_image(item.shot_path, max_pixels=self.max_pixels), cutout))
 
 
 def _media_type(path: Path) -> str:
