@@ -22,7 +22,8 @@ from pydantic import Field
 from starlette.responses import JSONResponse, Response
 
 from garmentseg.config import load_config
-from garmentseg.service import MODEL_URI_ENV, WARMUP_DELAY_ENV, batching, guard, responses
+from garmentseg.review.store import ReviewQueue
+from garmentseg.service import MODEL_URI_ENV, WARMUP_DELAY_ENV, batching, guard, responses, review
 from garmentseg.service.errors import RequestError
 from garmentseg.service.runtime import ModelRuntime, ServiceMetrics
 from garmentseg.service.uploads import Upload, parse_forms_once
@@ -56,6 +57,7 @@ class GarmentCutout:
             precision=SERVING.precision,
         ).start()
         self.cpu = anyio.CapacityLimiter(SERVING.threads)
+        self.review_queue: ReviewQueue | None = None  # opened (and migrated) by the first ?queue=true
 
     def __is_ready__(self) -> bool:
         """Ready once the model is loaded and one warm-up inference succeeded."""
@@ -66,9 +68,19 @@ class GarmentCutout:
         self.runtime.stop()
 
     @bentoml.api(route="/cutout")
-    async def cutout(self, image: Upload) -> PngOut:
-        """RGBA PNG of the shot's size; alpha is the predicted garment mask (0 or 255)."""
-        return await self.answer("/cutout", image, responses.cutout_png)
+    async def cutout(self, image: Upload, ctx: bentoml.Context) -> PngOut:
+        """RGBA PNG of the shot's size; alpha is the predicted garment mask (0 or 255). Headers X-Dice-Estimate
+        and X-Needs-Review judge it; `?queue=true` also queues a doubtful one for review (the upload's
+        filename must be `<garment_uuid>_<View>.png`)."""
+        try:
+            queue = await self.queue_request(ctx, getattr(image, "filename", None))
+        except RequestError as err:
+            response = self.refusal("/cutout", err)
+        else:
+            render = functools.partial(review.cutout_answer, shot=image, queue=queue)
+            response = await self.answer("/cutout", image, render)
+        ctx.response.status_code = response.status_code  # BentoML sets ctx's status on an API taking ctx
+        return response
 
     @bentoml.api(route="/mask")
     async def mask(
@@ -102,6 +114,14 @@ class GarmentCutout:
         """
         return batching.forward_small(self.runtime, items)
 
+    async def queue_request(self, ctx: bentoml.Context, filename: str | None) -> review.QueueRequest | None:
+        """The review queue and the shot's name when the caller asked for ?queue=true, else None."""
+        if not review.wants_queue(ctx.request.query_params.get("queue")):
+            return None
+        if self.review_queue is None:
+            self.review_queue = await self.on_cpu(ReviewQueue.from_config, CFG)
+        return review.queue_request(self.review_queue, filename, self.runtime.model)
+
     async def answer(
         self, route: str, image: bytes, render: Callable[[responses.Prediction], Any]
     ) -> Response:
@@ -114,11 +134,17 @@ class GarmentCutout:
             else:
                 body = await self.on_cpu(responses.respond, self.runtime, model, image, render, SERVING)
         except RequestError as err:
-            self.metrics.reject(route, err)
-            return JSONResponse(err.body(), status_code=err.status)
-        answer = Response(body, media_type="image/png") if isinstance(body, bytes) else JSONResponse(body)
+            return self.refusal(route, err)
+        if isinstance(body, review.Rendered):
+            answer = Response(body.body, media_type="image/png", headers=body.headers)
+        else:
+            answer = Response(body, media_type="image/png") if isinstance(body, bytes) else JSONResponse(body)
         answer.headers.update(responses.model_headers(model))
         return answer
+
+    def refusal(self, route: str, err: RequestError) -> JSONResponse:
+        self.metrics.reject(route, err)
+        return JSONResponse(err.body(), status_code=err.status)
 
     async def on_cpu(self, func: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(func, *args, limiter=self.cpu)

@@ -29,6 +29,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "labels": ("garmentseg.labels.cli:labels", "Audit labels against a model; confirm or release suspects."),
     "predict": ("garmentseg.predict:predict_cmd", "Cut out a folder of shots with a model (RGBA + masks)."),
     "demo": ("garmentseg.demo:demo", "The whole loop end to end on embedded defaults, with a summary."),
+    "review": (
+        "garmentseg.review.cli:review",
+        "The review queue: list, decide, export and import retouches.",
+    ),
 }
 
 

@@ -1,9 +1,11 @@
-"""Cut out a folder of shots with a model, exactly as the service would: RGBA cutouts, masks and each shot's
-needs-manual-cutout score; `garmentseg predict` at the bottom."""
+"""Cut out a folder of shots with a model, exactly as the service would: RGBA cutouts, masks, each shot's
+needs-manual-cutout score and Dice estimate, and the doubtful ones queued for review (review/store.py);
+`garmentseg predict` at the bottom."""
 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +16,13 @@ import numpy as np
 
 from garmentseg.cliopts import config_options
 from garmentseg.config import load_config
+from garmentseg.data.contract import ContractError, parse_shot_name
 from garmentseg.imageio import ImageError, read_image, write_png
 from garmentseg.inference import CutoutModel, in_precision, load_cutout_model, to_cutout, to_mask
 
 if TYPE_CHECKING:
     from garmentseg.config import Config
+    from garmentseg.review.store import ReviewQueue
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SCORES_FILE = "scores.csv"
@@ -26,10 +30,13 @@ SCORES_FILE = "scores.csv"
 
 @dataclass
 class FolderResult:
-    """How many cutouts were written, and (file name, reason) for every shot that could not be read."""
+    """How many cutouts were written and queued, (file name, reason) for every shot that could not be read,
+    and for every doubtful one that could not be queued."""
 
     written: int = 0
+    queued: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    not_queued: list[tuple[str, str]] = field(default_factory=list)
 
 
 def list_shots(in_dir: Path) -> list[Path]:
@@ -42,33 +49,87 @@ def load_model(model_uri: str, cfg: Config) -> CutoutModel:
     return in_precision(load_cutout_model(model_uri, cfg.tracking_uri), cfg.serving.precision)
 
 
-def cut_out(model: CutoutModel, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool]:
-    """(RGBA cutout, uint8 mask, manual-cutout score, flagged) for one RGB shot at its own resolution."""
+@dataclass(frozen=True)
+class Cutout:
+    """One shot cut out: the RGBA cutout, its mask, and what the model thinks of it."""
+
+    rgba: np.ndarray
+    mask: np.ndarray
+    score: float  # needs-manual-cutout score
+    flagged: bool
+    estimate: float  # Dice estimate (NaN for a model logged without one)
+    needs_review: bool
+
+
+def cut_out(model: CutoutModel, image: np.ndarray) -> Cutout:
+    """One RGB shot at its own resolution, through one inference."""
     prob = model.predict_proba([image])[0]
     mask = to_mask(prob, model.threshold)
     score, flagged = model.needs_manual_cutout(prob)
-    return to_cutout(image, mask), mask, score, flagged
+    estimate, needs_review = model.review(prob)
+    return Cutout(to_cutout(image, mask), mask, score, flagged, estimate, needs_review)
 
 
-def cut_out_folder(model: CutoutModel, shots: Iterable[Path], out_dir: Path, max_pixels: int) -> FolderResult:
-    """out_dir/cutouts/<stem>.png (RGBA), out_dir/masks/<stem>.png and out_dir/scores.csv for every shot;
-    a shot that cannot be read is skipped and named, the others still cut out."""
+def queue_cutout(
+    queue: ReviewQueue, model: CutoutModel, shot: Path, cutout_png: Path, made: Cutout, source: str
+) -> str | None:
+    """Queue a doubtful cutout for review; None when queued (or not doubtful), else why it could not be."""
+    if not made.needs_review:
+        return None
+    if math.isnan(made.estimate):
+        return "the model carries no Dice estimate (logged before the review loop): retrain it to queue"
+    try:
+        key = parse_shot_name(f"{shot.stem}.png")
+    except ContractError as exc:
+        return str(exc)
+    queue.record(
+        file=f"{key.garment_id}_{key.view}",
+        shot=shot,
+        cutout=cutout_png,
+        estimate=made.estimate,
+        needs_review=True,
+        model_version=model.model_version or model.model_uri or "unregistered",
+        source=source,
+    )
+    return None
+
+
+def cut_out_folder(
+    model: CutoutModel,
+    shots: Iterable[Path],
+    out_dir: Path,
+    max_pixels: int,
+    queue: ReviewQueue | None = None,
+) -> FolderResult:
+    """out_dir/cutouts/<stem>.png (RGBA), out_dir/masks/<stem>.png and out_dir/scores.csv for every shot,
+    and the doubtful ones into `queue` when given; a shot that cannot be read is skipped and named, the
+    others still cut out."""
     out_dir.mkdir(parents=True, exist_ok=True)
     result = FolderResult()
     with (out_dir / SCORES_FILE).open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["file", "manual_cutout_score", "needs_manual_cutout"])
+        writer.writerow(
+            ["file", "manual_cutout_score", "needs_manual_cutout", "dice_estimate", "needs_review"]
+        )
         for path in shots:
             try:
                 image = read_image(path, max_pixels=max_pixels)
             except (ImageError, OSError) as exc:
                 result.skipped.append((path.name, str(exc)))
                 continue
-            cutout, mask, score, flagged = cut_out(model, image)
-            write_png(out_dir / "cutouts" / f"{path.stem}.png", cutout)
-            write_png(out_dir / "masks" / f"{path.stem}.png", mask)
-            writer.writerow([path.name, f"{score:.4f}", flagged])
+            made = cut_out(model, image)
+            cutout_png = out_dir / "cutouts" / f"{path.stem}.png"
+            write_png(cutout_png, made.rgba)
+            write_png(out_dir / "masks" / f"{path.stem}.png", made.mask)
+            writer.writerow(
+                [path.name, f"{made.score:.4f}", made.flagged, f"{made.estimate:.4f}", made.needs_review]
+            )
             result.written += 1
+            if queue is not None:
+                if (reason := queue_cutout(queue, model, path, cutout_png, made, "predict")) is None:
+                    result.queued += made.needs_review
+                else:
+                    result.not_queued.append((path.name, reason))
     return result
 
 
@@ -77,17 +138,33 @@ def cut_out_folder(model: CutoutModel, shots: Iterable[Path], out_dir: Path, max
     "--model-uri", required=True, help="runs:/..., models:/name@alias, models:/name/version or a folder."
 )
 @config_options
+@click.option(
+    "--queue/--no-queue",
+    default=True,
+    show_default=True,
+    help="Queue the doubtful cutouts for review (review.database).",
+)
 @click.argument("in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-def predict_cmd(model_uri: str, profile: str | None, params: str | None, in_dir: Path, out_dir: Path) -> None:
-    """Cut out every shot in IN_DIR: OUT_DIR/cutouts/*.png (RGBA), OUT_DIR/masks/*.png, OUT_DIR/scores.csv."""
+def predict_cmd(
+    model_uri: str, profile: str | None, params: str | None, queue: bool, in_dir: Path, out_dir: Path
+) -> None:
+    """Cut out every shot in IN_DIR: OUT_DIR/cutouts/*.png (RGBA), OUT_DIR/masks/*.png, OUT_DIR/scores.csv;
+    the doubtful ones go to the review queue."""
     from tqdm import tqdm
+
+    from garmentseg.review.store import ReviewQueue
 
     cfg = load_config(profile, params)
     model = load_model(model_uri, cfg)
+    review_queue = ReviewQueue.from_config(cfg) if queue else None
     shots = tqdm(list_shots(in_dir), desc="predict", unit="img", disable=None)
-    result = cut_out_folder(model, shots, out_dir, cfg.serving.max_pixels)
+    result = cut_out_folder(model, shots, out_dir, cfg.serving.max_pixels, review_queue)
     click.echo(f"{result.written} cutouts written to {out_dir}")
+    if review_queue is not None:
+        click.echo(f"{result.queued} doubtful cutouts in the review queue ({review_queue.location})")
+    for name, reason in result.not_queued:
+        click.echo(f"not queued {name}: {reason}", err=True)
     for name, reason in result.skipped:
         click.echo(f"skipped {name}: {reason}", err=True)
     if result.skipped:

@@ -14,7 +14,6 @@ from garmentseg.data.contract import GARMENTS_CSV
 from garmentseg.data.index import (
     INDEX_COLUMNS,
     SPLITS,
-    DatasetIndexError,
     assign_split,
     build_index,
     check_index,
@@ -123,13 +122,39 @@ def test_adding_a_batch_never_moves_a_garment(
     assert all(row.split == assign_split(row.garment_id, moved.data.splits) for row in new.itertuples())
 
 
-def test_same_garment_view_twice_is_refused(
+def test_a_pair_delivered_again_supersedes_the_indexed_one_and_keeps_its_split(
     tiny_batches: dict[str, Path], cfg: Config, tmp_path: Path
 ) -> None:
     data = _data_dir(tmp_path, tiny_batches, [])
-    shutil.copytree(tiny_batches["base"], data / "batches" / "again")
-    with pytest.raises(DatasetIndexError, match="appears more than once"):
-        build_index(data, cfg)
+    before = build_index(data, cfg)
+    garment, view = before.iloc[0]["garment_id"], before.iloc[0]["view"]
+    name = f"{garment}_{view}.png"
+    for batch in ("zz-first", "aa-second"):  # ingest order, not name order, decides
+        correction = data / "batches" / batch
+        for side in ("raw", "cutouts"):
+            (correction / side).mkdir(parents=True)
+            shutil.copyfile(tiny_batches["base"] / side / name, correction / side / name)
+        (correction / "cutouts" / name).write_bytes(
+            (correction / "cutouts" / name).read_bytes() + batch.encode()
+        )
+        before = build_index(data, cfg, previous=before)
+        assert not check_index(before) and len(before) == 12
+        (row,) = before[(before["garment_id"] == garment) & (before["view"] == view)].itertuples()
+        assert row.batch_id == batch and row.split == assign_split(garment, cfg.data.splits)
+        assert (data / row.cutout_path).read_bytes().endswith(batch.encode())
+    assert (data / "batches" / "zz-first").is_dir()  # the superseded label stays, for earlier data versions
+    unordered = build_index(data, cfg)  # no previous index: the last batch id wins
+    assert (
+        unordered.loc[unordered["garment_id"].eq(garment) & unordered["view"].eq(view), "batch_id"].item()
+        == "zz-first"
+    )
+
+
+def test_check_index_refuses_two_active_rows_for_one_garment_view(
+    tiny_batches: dict[str, Path], cfg: Config
+) -> None:
+    df = index_folder(tiny_batches["base"], cfg)
+    assert any("appears more than once" in p for p in check_index(pd.concat([df, df.iloc[:1]])))
 
 
 def test_check_index_flags_a_garment_in_two_splits(tiny_batches: dict[str, Path], cfg: Config) -> None:

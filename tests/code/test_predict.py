@@ -52,3 +52,49 @@ def test_cut_out_folder_writes_cutouts_masks_and_scores_and_names_what_it_skips(
         rows = list(csv.DictReader(fh))
     assert [r["file"] for r in rows] == ["one.png", "two.png"]
     assert all(r["needs_manual_cutout"] == "False" for r in rows)
+
+
+def _reviewing_model(review_below: float) -> CutoutModel:
+    """The stand-in with a fixed Dice estimate attached (~0.955 for every cutout)."""
+    from tests.review.fixed import fixed_quality
+
+    model = _model()
+    model.quality = fixed_quality(review_below)
+    return model
+
+
+def test_the_doubtful_cutouts_are_queued_once_by_contract_name(tmp_path):
+    from garmentseg.config import load_config
+    from garmentseg.review.store import ReviewQueue
+    from tests.review.fixed import LOG_ERROR
+
+    cfg = load_config(
+        "demo",
+        overrides={
+            "review": {"database": f"sqlite:///{tmp_path}/q.db", "storage_dir": str(tmp_path / "items")}
+        },
+    )
+    queue = ReviewQueue.from_config(cfg)
+    shots = tmp_path / "in"
+    garment = "0b7e7a52-3c59-4d52-9a59-7a1f1f6e2a10"
+    write_png(shots / f"{garment}_Front.png", np.full((64, 48, 3), 200, np.uint8))
+    write_png(shots / f"{garment}_Back.png", np.full((64, 48, 3), 90, np.uint8))
+    write_png(shots / "holiday.png", np.full((64, 48, 3), 10, np.uint8))
+    for _ in range(2):  # the same shots cut out twice are queued once
+        result = predict.cut_out_folder(
+            _reviewing_model(0.99), predict.list_shots(shots), tmp_path / "out", 10**6, queue
+        )
+    assert result.written == 3 and result.queued == 2
+    assert [name for name, _ in result.not_queued] == ["holiday.png"]
+    assert "must be <garment_uuid>_<View>.png" in result.not_queued[0][1]
+    items = queue.items()
+    assert sorted(i.file for i in items) == [f"{garment}_Back", f"{garment}_Front"]
+    assert all(i.state == "pending" and abs(i.estimate - (1.005 - np.exp(LOG_ERROR))) < 1e-6 for i in items)
+    with (tmp_path / "out" / predict.SCORES_FILE).open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(r["needs_review"] == "True" for r in rows)
+
+    confident = predict.cut_out_folder(
+        _reviewing_model(0.5), predict.list_shots(shots), tmp_path / "o2", 10**6, queue
+    )
+    assert confident.queued == 0 and confident.not_queued == []

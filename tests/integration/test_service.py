@@ -27,6 +27,7 @@ from garmentseg.config import Config, load_config
 from garmentseg.imageio import decode, read_header
 from garmentseg.service import HEADER_NAME, HEADER_VERSION, WARMUP_DELAY_ENV
 from garmentseg.service.responses import mask_stats
+from tests.review.fixed import fixed_quality
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-3f9a"
@@ -68,7 +69,7 @@ def _bomb_png(width: int, height: int) -> bytes:
 
 
 def _log_version(seed: int, threshold: float) -> str:
-    """Log a tiny U-Net with log_cutout_model, register it; returns the version."""
+    """Log a tiny U-Net with log_cutout_model and a fixed Dice estimate, register it; returns the version."""
     import keras
     import mlflow
 
@@ -86,6 +87,7 @@ def _log_version(seed: int, threshold: float) -> str:
             flag_threshold=25.0,
             input_height=64,
             input_width=48,
+            quality=fixed_quality(review_below=0.99),
         )
     return str(mlflow.register_model(uri, MODEL_NAME).version)
 
@@ -138,6 +140,8 @@ def _start(cfg: Config, tmp: Path, **env: str) -> tuple[Any, str, list[tuple[int
     settings = {
         "GARMENTSEG_API_TOKEN": TOKEN,
         "GARMENTSEG__SERVING__RELOAD_INTERVAL_S": "1",
+        "GARMENTSEG__REVIEW__DATABASE": f"sqlite:///{tmp}/review.db",
+        "GARMENTSEG__REVIEW__STORAGE_DIR": str(tmp / "review"),
         WARMUP_DELAY_ENV: "4",
         **env,
     }
@@ -166,9 +170,12 @@ def _start(cfg: Config, tmp: Path, **env: str) -> tuple[Any, str, list[tuple[int
 
 @pytest.fixture(scope="module")
 def server(scfg: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    proc, url, seen = _start(scfg, tmp_path_factory.mktemp("serve"))
+    tmp = tmp_path_factory.mktemp("serve")
+    proc, url, seen = _start(scfg, tmp)
     try:
-        yield Server(url, seen)
+        server = Server(url, seen)
+        server.review = {"database": f"sqlite:///{tmp}/review.db", "storage_dir": str(tmp / "review")}
+        yield server
     finally:
         deploy.stop_service(proc)
 
@@ -242,6 +249,39 @@ def test_cutouts_match_garmentseg_predict_for_png_and_jpeg(
         written = decode(written_png, max_pixels=10**8, alpha=True)
         got = decode(resp.content, max_pixels=10**8, alpha=True)
         assert got.shape == written.shape and np.array_equal(got, written), name
+
+
+def test_cutout_answers_its_review_from_the_same_inference_and_queues_on_request(
+    server: Server, scfg: Config
+) -> None:
+    from garmentseg.review.store import ReviewQueue
+
+    rgb = _shot(96, 64, seed=5)
+    plain = server.post("/cutout", _png(rgb))
+    assert plain.status_code == 200, plain.text
+    model = _library_model(scfg, plain.headers["X-Model-Version"])
+    estimate, needs_review = model.review(model.predict_proba([rgb])[0])
+    assert plain.headers["X-Needs-Review"] == str(needs_review).lower() == "true"
+    assert float(plain.headers["X-Dice-Estimate"]) == pytest.approx(estimate, abs=1e-4)
+
+    name = "5d1c7a52-3c59-4d52-9a59-7a1f1f6e2a10_Front"
+    url = f"{server.url}/cutout?queue=true"
+    queued = httpx.post(url, files={"image": (f"{name}.png", _png(rgb))}, headers=server.auth, timeout=60)
+    assert queued.status_code == 200 and queued.content == plain.content
+    again = httpx.post(url, files={"image": (f"{name}.png", _png(rgb))}, headers=server.auth, timeout=60)
+    assert again.status_code == 200
+    queue = ReviewQueue.from_config(
+        load_config("demo", ROOT / "params.yaml", overrides={"review": server.review})
+    )
+    (item,) = queue.items()
+    assert (item.file, item.state, item.model_version) == (name, "pending", plain.headers["X-Model-Version"])
+    assert item.cutout_path.read_bytes() == plain.content and item.shot_path.read_bytes() == _png(rgb)
+
+    unnamed = server.post("/cutout?queue=true", _png(rgb))
+    assert unnamed.status_code == 400 and unnamed.json()["error"] == "bad_filename"
+    assert "shot.png" in unnamed.json()["message"]
+    unclear = server.post("/cutout?queue=maybe", _png(rgb))
+    assert unclear.status_code == 400 and "queue='maybe'" in unclear.json()["message"]
 
 
 def test_openapi_documents_the_endpoints_and_their_upload_field(server: Server) -> None:

@@ -139,7 +139,11 @@ def test_predict_cli_writes_cutouts_and_masks_and_names_bad_files(trained_run, t
     res = runner.invoke(
         main,
         ["predict", "--model-uri", result.model_uri, str(shots), str(out)],
-        env={"MLFLOW_TRACKING_URI": cfg.tracking_uri},
+        env={
+            "MLFLOW_TRACKING_URI": cfg.tracking_uri,
+            "GARMENTSEG__REVIEW__DATABASE": f"sqlite:///{tmp_path}/review.db",
+            "GARMENTSEG__REVIEW__STORAGE_DIR": str(tmp_path / "review"),
+        },
     )
     assert res.exit_code == 1, res.output
     assert "broken.png" in res.stderr and "2 cutouts written" in res.stdout

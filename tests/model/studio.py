@@ -112,4 +112,5 @@ def tiny_overrides(tmp: Path, *, height: int = 48, width: int = 32, epochs: int 
             "artifact_root": str(tmp / "artifacts"),
         },
         "evaluation": {"gallery_size": 2},
+        "review": {"database": f"sqlite:///{tmp}/review.db", "storage_dir": str(tmp / "review")},
     }

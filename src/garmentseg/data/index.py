@@ -153,7 +153,7 @@ def build_index(data_dir: Path, cfg: Config, previous: pd.DataFrame | None = Non
         df["raw_path"] = prefix + df["raw_path"]
         df["cutout_path"] = prefix + df["cutout_path"]
         frames.append(df)
-    df = _frame(pd.concat(frames, ignore_index=True) if frames else [])
+    df = _supersede(_frame(pd.concat(frames, ignore_index=True) if frames else []), previous)
     if previous is not None and len(previous):
         kept = previous.groupby("garment_id")["split"].first().to_dict()
         known = df["garment_id"].isin(kept)
@@ -162,6 +162,26 @@ def build_index(data_dir: Path, cfg: Config, previous: pd.DataFrame | None = Non
     if problems:
         raise DatasetIndexError(f"{data_dir}: " + "; ".join(problems))
     return df
+
+
+def _supersede(df: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+    """One active row per garment and view: a pair delivered again (a retoucher's correction) replaces the
+    one the previous index held; the older batch stays in the tree and in earlier data versions. Among
+    batches the previous index did not know, or with no previous index, the last batch id wins."""
+    key = ["garment_id", "view"]
+    repeated = df.duplicated(key, keep=False)
+    if not repeated.any():
+        return df
+    known = set(previous["batch_id"]) if previous is not None else set()
+    rank = df["batch_id"].map(lambda b: (b not in known, b))
+    order = sorted(range(len(df)), key=lambda i: rank.iloc[i])
+    kept = df.iloc[order].drop_duplicates(key, keep="last")
+    for row in df[repeated & ~df.index.isin(kept.index)].itertuples():
+        winner = kept[(kept["garment_id"] == row.garment_id) & (kept["view"] == row.view)].iloc[0]
+        log.info(
+            "%s %s: batch %s supersedes batch %s", row.garment_id, row.view, winner["batch_id"], row.batch_id
+        )
+    return _frame(kept)
 
 
 def check_index(df: pd.DataFrame) -> list[str]:

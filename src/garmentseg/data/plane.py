@@ -205,7 +205,7 @@ def _exclusive(cfg: Config) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _contract_files(batch_dir: Path) -> dict[str, str]:
+def contract_files(batch_dir: Path) -> dict[str, str]:
     """Relative path -> SHA-256 of what the contract consists of (raw/, cutouts/, garments.csv)."""
     files = {}
     for side in (RAW_DIR, CUTOUT_DIR):
@@ -238,7 +238,7 @@ def _copy_in(source: Path, dest: Path, files: dict[str, str]) -> None:
         for rel in files:
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / rel, staging / rel)
-        copied = _contract_files(staging)
+        copied = contract_files(staging)
         if copied != files:
             bad = sorted(k for k in files if copied.get(k) != files[k])
             raise DatasetError(f"{source}: copy differs from the source for {bad[:5]}")
@@ -277,9 +277,9 @@ def add_batch(
         for stale in batches.glob(f".*{STAGING_SUFFIX}"):  # left by a killed copy: we hold the lock
             log.warning("removing %s, left by an interrupted add", stale)
             shutil.rmtree(stale, ignore_errors=True)
-        files = _contract_files(source)
+        files = contract_files(source)
         present = dest.exists()
-        if present and _contract_files(dest) != files:
+        if present and contract_files(dest) != files:
             raise DatasetError(
                 f"{dest}: batch {batch_id} is already in the dataset with other content; "
                 "batches are immutable, give the new one another id"

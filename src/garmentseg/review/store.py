@@ -156,6 +156,11 @@ class ReviewQueue:
         self.engine = engine
         self.storage_dir = Path(storage_dir)
 
+    @property
+    def location(self) -> str:
+        """The database URL with any password hidden, for messages."""
+        return self.engine.url.render_as_string(hide_password=True)
+
     @classmethod
     def from_config(cls, cfg: Config) -> ReviewQueue:
         """The configured queue (`review.database`, `review.storage_dir`), migrated on open."""

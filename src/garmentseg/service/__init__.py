@@ -4,6 +4,7 @@
     uploads    the form rules and how an upload reaches a handler (parsed once, kept in memory)
     guard      ASGI middleware: route, method, token, content type and size before the body is parsed
     responses  the endpoints' pipeline (decode -> model -> encode) and their answers
+    review     /cutout's Dice estimate and review flag headers, and ?queue=true into the review queue
     runtime    ModelRuntime (load off the request path, hot reload on alias moves) and the metrics
     batching   the adaptive-batching endpoint's wire format and forward pass
 

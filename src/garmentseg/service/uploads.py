@@ -34,12 +34,20 @@ if TYPE_CHECKING:
 MAX_PARTS = 8
 
 
+class UploadBytes(bytes):
+    """An upload's bytes that remember the client's filename (/cutout?queue=true names the shot by it)."""
+
+    filename: str | None = None
+
+
 def _upload_bytes(value: Any) -> bytes:
     """The uploaded part's bytes (the parser has kept it in memory and checked that it is a file)."""
     from starlette.datastructures import UploadFile
 
     if isinstance(value, UploadFile):
-        return value.file.read()
+        data = UploadBytes(value.file.read())
+        data.filename = value.filename
+        return data
     if isinstance(value, bytes):
         return value
     raise ValueError("the field must be a file upload")

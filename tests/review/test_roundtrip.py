@@ -1,0 +1,134 @@
+"""The retouch round trip on real engines: a git + DVC project, the GX suite, the SQLite queue. Cutouts go
+out in the data contract, corrections come back through ingest and supersede the labels, the items close;
+a bad return is refused by name with nothing lost, and importing twice changes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from garmentseg.cli import main
+from garmentseg.config import Config
+from garmentseg.data import versioning
+from garmentseg.data.index import read_index
+from garmentseg.imageio import read_image, write_png
+from garmentseg.review.store import ReviewQueue
+from garmentseg.validation import ingest_batch
+from garmentseg.validation.defects import write_clean_batch
+from garmentseg.validation.ingest import tree_digest
+from tests.data.test_validation import H, W, small_project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Config:
+    """A git + DVC project holding one ingested studio batch, and a queue with two of its shots."""
+    cfg = small_project(tmp_path / "project")
+    subprocess.run(["git", "init", "-q"], cwd=cfg.root, check=True)
+    versioning.init(cfg.root, cfg.path(cfg.paths.dvc_remote))
+    batch = tmp_path / "landing" / "b-base"
+    keys = write_clean_batch(batch, 2, width=W, height=H, seed=4)
+    assert ingest_batch(batch, cfg).status == "ingested"
+    queue = ReviewQueue.from_config(cfg)
+    for estimate, key in zip((0.62, 0.81), keys[:2], strict=True):
+        proposed = tmp_path / "proposed" / key.filename  # the model's cutout: the true one, eroded
+        true = read_image(batch / "cutouts" / key.filename, max_pixels=10**7, alpha=True)
+        true[..., 3] = cv2.erode(true[..., 3], np.ones((5, 5), np.uint8))
+        write_png(proposed, true)
+        queue.record(
+            file=key.filename[:-4],
+            shot=batch / "raw" / key.filename,
+            cutout=proposed,
+            estimate=estimate,
+            needs_review=True,
+            model_version="1",
+            source="predict",
+        )
+    return cfg
+
+
+def _cli(cfg: Config, *args: str) -> tuple[int, str, str]:
+    res = CliRunner().invoke(main, [*args[:2], "--params", str(cfg.root / "params.yaml"), *args[2:]])
+    return res.exit_code, res.stdout, res.stderr
+
+
+def _index(cfg: Config):
+    return read_index(cfg.path(cfg.paths.data_dir) / "index.parquet")
+
+
+def test_export_retouch_import_supersedes_the_labels_and_closes_the_items(
+    project: Config, tmp_path: Path
+) -> None:
+    code, out, _ = _cli(project, "review", "list", "--json")
+    items = json.loads(out)["items"]
+    assert code == 0 and [i["estimate"] for i in items] == [0.62, 0.81]
+    assert set(items[0]) == {"id", "file", "state", "estimate", "decided_by", "decided_at"}
+    assert _cli(project, "review", "decide", str(items[0]["id"]), "--retouch", "--by", "ana")[0] == 0
+
+    assert "1 items exported" in _cli(project, "review", "export", str(tmp_path / "only-retouch"))[1]
+    returned = tmp_path / "returned"
+    assert "2 items exported" in _cli(project, "review", "export", str(returned), "--pending")[1]
+    names = sorted(p.name for p in (returned / "cutouts").iterdir())
+    assert (
+        names
+        == sorted(p.name for p in (returned / "raw").iterdir())
+        == sorted(f"{i['file']}.png" for i in items)
+    )
+
+    # The retoucher: the studio's true cutout, saved by another program (other bytes, same pixels).
+    data = project.path(project.paths.data_dir)
+    before, version_before = _index(project), versioning.data_version(project)
+    for name in names:
+        true = cv2.imread(str(data / "batches" / "b-base" / "cutouts" / name), cv2.IMREAD_UNCHANGED)
+        _ok, png = cv2.imencode(".png", true, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        (returned / "cutouts" / name).write_bytes(png.tobytes())
+    sent = {name: (returned / "cutouts" / name).read_bytes() for name in names}
+
+    code, out, err = _cli(project, "review", "import", str(returned), "--by", "ana")
+    assert code == 0, out + err
+    after = _index(project)
+    assert len(after) == len(before) and not after.duplicated(["garment_id", "view"]).any()
+    assert (after.set_index("garment_id")["split"].to_dict()) == before.set_index("garment_id")[
+        "split"
+    ].to_dict()
+    for name in names:
+        (row,) = after[after["cutout_path"].str.endswith(f"/cutouts/{name}")].itertuples()
+        assert row.batch_id.startswith("review-")
+        assert (data / row.cutout_path).read_bytes() == sent[name]  # stored byte for byte
+    assert versioning.data_version(project) != version_before
+    code, out, _ = _cli(project, "review", "list", "--json")
+    closed = json.loads(out)["items"]
+    assert [i["state"] for i in closed] == ["closed", "closed"]
+    assert [i["decided_by"] for i in closed] == ["ana", "ana"]
+
+    version = versioning.data_version(project)  # the same folder again changes nothing
+    code, out, _ = _cli(project, "review", "import", str(returned))
+    assert code == 0 and "0 queue items closed" in out
+    assert versioning.data_version(project) == version and _index(project).equals(after)
+
+
+def test_a_returned_cutout_that_fails_validation_is_refused_by_name_and_kept(
+    project: Config, tmp_path: Path
+) -> None:
+    returned = tmp_path / "returned"
+    _cli(project, "review", "export", str(returned), "--pending")
+    bad = sorted((returned / "cutouts").iterdir())[0]
+    cutout = read_image(bad, max_pixels=10**7, alpha=True)
+    cutout[..., 3] = 255 - cutout[..., 3]  # the retoucher inverted the mask
+    write_png(bad, cutout)
+    digest, version = tree_digest(returned), versioning.data_version(project)
+    code, _out, err = _cli(project, "review", "import", str(returned))
+    assert code == 1
+    assert f"refused cutouts/{bad.name}" in err
+    quarantined = project.path(project.paths.quarantine_dir)
+    (kept,) = [p for p in quarantined.iterdir() if p.is_dir()]
+    assert {k: v for k, v in tree_digest(kept).items() if not k.startswith("_report/")} == digest
+    assert versioning.data_version(project) == version
+    assert {i.state for i in ReviewQueue.from_config(project).items()} == {"pending"}
