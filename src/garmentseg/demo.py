@@ -37,6 +37,8 @@ from garmentseg.orchestration.embedded import (
 log = logging.getLogger(__name__)
 
 GOOD_BATCH_SEED, BROKEN_BATCH_SEED = 1000, 5000
+NEW_SHOTS_SEED = 9000  # the review turn's delivery of new shots
+DEMO_REVIEWER = "demo reviewer"
 # What a careless delivery looks like: a broken file, a cutout without alpha, two garments' cutouts
 # swapped, a mis-named file and a decompression bomb (3 garments x 3 views leave room for all of them).
 DEMO_DEFECTS = (
@@ -61,6 +63,7 @@ class DemoSummary:
     test_dice_median: float | None = None
     cutout_png: str = ""
     endpoint_latency_ms: float | None = None
+    review: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     steps: dict[str, float] = field(default_factory=dict)
 
@@ -186,9 +189,86 @@ def run_demo(cfg: Config, *, batch_garments: int = 6) -> DemoSummary:
         summary.endpoint_latency_ms, served = serve_and_cut_out(cfg, out)
         summary.cutout_png = str(out)
         click.echo(f"    model v{served} answered in {summary.endpoint_latency_ms:.0f} ms -> {out}")
+    review_turn(cfg, airflow, summary, logs)
     summary.seconds = round(time.monotonic() - started, 1)
     (state / "demo" / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=str))
     return summary
+
+
+def deliver_new_shots(cfg: Config, garments: int) -> tuple[str, Path]:
+    """A studio delivers new shots to cut out (`paths.deliveries_dir/<delivery>/`); the synthetic studio's
+    true cutouts of them are kept aside as what a retoucher will send back."""
+    from garmentseg.data.synth import synthesize
+
+    deliveries = cfg.path(cfg.paths.deliveries_dir)
+    deliveries.mkdir(parents=True, exist_ok=True)
+    runs = 1 + len(list(deliveries.glob("studio-shots-*")))
+    delivery = f"studio-shots-{runs:03d}"
+    studio = cfg.path(cfg.paths.state_dir) / "demo" / "retoucher" / delivery
+    synthesize(studio, garments, NEW_SHOTS_SEED + runs, cfg)
+    (deliveries / delivery).mkdir()
+    for shot in sorted((studio / "raw").glob("*.png")):
+        shutil.copyfile(shot, deliveries / delivery / shot.name)
+    return delivery, studio / "cutouts"
+
+
+def retouch_and_import(cfg: Config, delivery: str, truths: Path, folder: Path) -> dict[str, Any]:
+    """The retouch round trip on this delivery's queued cutouts: a reviewer sends the worst to retouch, the
+    rest are exported as still pending, the true cutouts stand in for the retoucher's corrections, and the
+    import (an ingest: GX, DVC, a new data version) closes the items."""
+    from garmentseg.data.versioning import data_version
+    from garmentseg.review.roundtrip import export_items, import_corrections
+    from garmentseg.review.store import ReviewQueue
+
+    queue = ReviewQueue.from_config(cfg)
+    mine = {f"{shot.stem}" for shot in (cfg.path(cfg.paths.deliveries_dir) / delivery).glob("*.png")}
+    queued = [item for item in queue.items(["pending"]) if item.file in mine]
+    before = data_version(cfg)
+    if queued:
+        queue.decide(queued[0].id, "retouch", by=DEMO_REVIEWER)
+        export_items(queue, folder, pending=True, max_pixels=cfg.validation.max_pixels)
+        for exported in sorted(folder.glob("*/*.png")):  # other open items are not this retoucher's
+            if exported.stem not in mine:
+                exported.unlink()
+        for proposed in sorted((folder / "cutouts").glob("*.png")):
+            shutil.copyfile(truths / proposed.name, proposed)
+        imported = import_corrections(cfg, queue, folder, by=DEMO_REVIEWER)
+        if not imported.ok:
+            raise DemoError(f"import of {folder} refused: {imported.outcome.message}; {imported.refused[:3]}")
+    left = [item.file for item in queue.items(["pending", "retouch"]) if item.file in mine]
+    if left:
+        raise DemoError(f"review items of {delivery} still open after the import: {left}")
+    return {
+        "queued": len(queued),
+        "data_version_before": before,
+        "data_version_after": data_version(cfg),
+        "items": [
+            {k: getattr(item, k) for k in ("id", "file", "state", "estimate", "decided_by")}
+            for item in queue.items()
+        ],
+    }
+
+
+def review_turn(
+    cfg: Config, airflow: EmbeddedAirflow, summary: DemoSummary, logs: Path, garments: int = 2
+) -> None:
+    """One turn of the review loop: new shots cut out by the weekly job, the doubtful ones queued, the
+    corrections imported as a new data version, nothing left pending."""
+    from garmentseg.orchestration.tasks import DELIVERY_RECORD
+
+    with step(
+        summary, "A studio delivers new shots; Airflow garment_review cuts them out, queues the doubtful"
+    ):
+        delivery, truths = deliver_new_shots(cfg, garments)
+        run_dag(airflow, "garment_review", {}, logs / f"review-{delivery}.log")
+        record = json.loads((cfg.path(cfg.paths.cutouts_dir) / delivery / DELIVERY_RECORD).read_text())
+        click.echo(f"    {delivery}: {record['written']} cut out, {record['queued']} queued for review")
+    with step(summary, "Review round trip: retouch the queued cutouts, import the corrections (a new batch)"):
+        folder = cfg.path(cfg.paths.state_dir) / "demo" / "retouch" / delivery
+        summary.review = {"delivery": delivery, "cut_out": record["written"]}
+        summary.review |= retouch_and_import(cfg, delivery, truths, folder)
+        review = summary.review
+        click.echo(f"    data version {review['data_version_before']} -> {review['data_version_after']}")
 
 
 def _batch_outcome(cfg: Config, batch: str) -> dict[str, Any]:
@@ -232,6 +312,7 @@ def print_summary(cfg: Config, summary: DemoSummary) -> None:
         f"champion             {cfg.registry.model_name} v{summary.champion.get('version')}  test median Dice {dice}",
         f"endpoint latency     {summary.endpoint_latency_ms:.0f} ms for one {cfg.sources['studio'].width}x"
         f"{cfg.sources['studio'].height} shot -> {summary.cutout_png}",
+        *_review_lines(summary.review),
         f"wall time            {summary.seconds:.0f} s",
         "",
         "Look at what it produced:",
@@ -239,8 +320,27 @@ def print_summary(cfg: Config, summary: DemoSummary) -> None:
         f"  MLflow UI   {console_script('mlflow')} ui --backend-store-uri {cfg.tracking_uri}  (http://127.0.0.1:5000)",
         f"  Airflow UI  {airflow} {console_script('airflow')} standalone",
         f"  Registry    {console_script('garmentseg')} registry show --params {cfg.root / 'params.yaml'}",
+        f"  Review page {console_script('garmentseg')} review serve --params {cfg.root / 'params.yaml'}"
+        f"  (http://{cfg.serving.host}:{cfg.serving.review_port}/, sign in with ${cfg.serving.auth_token_env})",
     ]
     click.echo("\n".join("  " + line for line in lines))
+
+
+def _review_lines(review: dict[str, Any]) -> list[str]:
+    """The review turn in the summary: what was queued, the data version it moved, and the queue."""
+    if not review:
+        return []
+    pending = sum(item["state"] in {"pending", "retouch"} for item in review["items"])
+    return [
+        f"review turn          {review['delivery']}: {review['cut_out']} cut out, {review['queued']} queued, "
+        f"corrections imported: data version {review['data_version_before']} -> {review['data_version_after']}, "
+        f"{pending} open in the queue",
+        *(
+            f"  queue #{item['id']:<4} {item['file']:<44} {item['state']:<9} estimate {item['estimate']:.3f}"
+            f"  {item['decided_by'] or ''}"
+            for item in review["items"]
+        ),
+    ]
 
 
 @click.command("demo")
