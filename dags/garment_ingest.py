@@ -3,7 +3,8 @@
 
 Studios drop each batch as a folder `<landing_dir>/<batch_id>/` (raw/ + cutouts/, see the data contract).
 `garment_landing_scan` looks at the landing folder on `airflow.ingest_schedule` and triggers one
-`garment_ingest` run per new batch, with the batch id as the run id (so a batch is never ingested twice).
+`garment_ingest` run per new batch, with the batch id as the run id (so a batch is never ingested twice); a
+corrected re-delivery under a quarantined id is new content, so it is scanned again under its own run.
 
 `garment_ingest`: validate with Great Expectations (the report and the Data Docs site are rebuilt under
 `reports_dir`), then act on the library's route, the same one `garmentseg ingest` follows:
@@ -31,9 +32,10 @@ START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 @task
 def find_new_batches() -> list[dict]:
+    cfg = tasks.config_for()
     return [
-        {"trigger_run_id": f"batch__{batch_id}", "conf": {"batch_id": batch_id}}
-        for batch_id in tasks.new_landed_batches(tasks.config_for())
+        {"trigger_run_id": tasks.ingest_run_id(cfg, batch_id), "conf": {"batch_id": batch_id}}
+        for batch_id in tasks.new_landed_batches(cfg)
     ]
 
 

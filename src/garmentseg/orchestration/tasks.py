@@ -61,8 +61,18 @@ def new_landed_batches(cfg: Config) -> list[str]:
     return sorted(
         p.name
         for p in landing.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and where_is(cfg, p.name) is None
+        if p.is_dir() and not p.name.startswith(".") and where_is(cfg, p.name, p) is None
     )
+
+
+def ingest_run_id(cfg: Config, batch_id: str) -> str:
+    """The garment_ingest run of a landed batch: `batch__<id>`; a corrected re-delivery under a quarantined
+    id gets its content's digest appended, so it is a new run and is scanned again."""
+    from garmentseg.validation.ingest import delivery_digest, quarantined_deliveries
+
+    if not quarantined_deliveries(cfg, batch_id):
+        return f"batch__{batch_id}"
+    return f"batch__{batch_id}__{delivery_digest(_landing(cfg) / batch_id)[:12]}"
 
 
 def route_landed_batch(cfg: Config, batch_id: str) -> dict[str, Any]:

@@ -9,7 +9,6 @@ corrected pair for a shot already in the dataset supersedes the indexed one (dat
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -20,7 +19,13 @@ from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR, SUFFIX, discover_pairs
 from garmentseg.data.plane import contract_files
 from garmentseg.imageio import encode_png, read_image
 from garmentseg.review.store import ReviewItem, ReviewQueue
-from garmentseg.validation.ingest import ALREADY_INGESTED, INGESTED, IngestOutcome, ingest_batch
+from garmentseg.validation.ingest import (
+    ALREADY_INGESTED,
+    INGESTED,
+    IngestOutcome,
+    delivery_digest,
+    ingest_batch,
+)
 from garmentseg.validation.report import FINDINGS_JSON
 
 if TYPE_CHECKING:
@@ -51,11 +56,9 @@ def export_items(
 
 def import_batch_id(folder: Path) -> str:
     """The batch id of a returned folder, from its contract files' content: the same folder, the same id."""
-    files = contract_files(Path(folder))
-    if not files:
+    if not contract_files(Path(folder)):
         raise FileNotFoundError(f"{folder}: no raw/ or cutouts/ PNGs to import")
-    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-    return f"{BATCH_PREFIX}{digest[:16]}"
+    return f"{BATCH_PREFIX}{delivery_digest(folder)[:16]}"
 
 
 @dataclass(frozen=True)

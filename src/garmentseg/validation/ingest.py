@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -75,15 +76,35 @@ def check_batch(
     return result, route_batch(result)
 
 
-def where_is(cfg: Config, batch_id: str) -> tuple[str, Path] | None:
-    """Where an earlier ingest put the batch: (ingested | quarantined, its folder); None while it waits."""
-    for status, folder in (
-        (INGESTED, cfg.path(cfg.paths.data_dir) / "batches" / batch_id),
-        (QUARANTINED, cfg.path(cfg.paths.quarantine_dir) / batch_id),
-    ):
-        if folder.exists():
-            return status, folder
-    return None
+def delivery_digest(batch_dir: Path) -> str:
+    """sha256 of what a delivery holds (its contract files' hashes), whatever its folder is called."""
+    from garmentseg.data.plane import contract_files
+
+    return hashlib.sha256(json.dumps(contract_files(Path(batch_dir)), sort_keys=True).encode()).hexdigest()
+
+
+def quarantined_deliveries(cfg: Config, batch_id: str) -> list[Path]:
+    """Every quarantined delivery of a batch id, oldest first: <id>, <id>.2, <id>.3..."""
+    root = cfg.path(cfg.paths.quarantine_dir)
+    found = [root / batch_id] if (root / batch_id).is_dir() else []
+    numbered = [p for p in root.glob(f"{batch_id}.*") if p.is_dir() and p.name[len(batch_id) + 1 :].isdigit()]
+    return found + sorted(numbered, key=lambda p: int(p.name[len(batch_id) + 1 :]))
+
+
+def where_is(cfg: Config, batch_id: str, landed: Path | None = None) -> tuple[str, Path] | None:
+    """Where an earlier ingest put the batch: (ingested | quarantined, its folder); None while it waits.
+    A `landed` folder under a quarantined id whose content differs from every quarantined delivery (the
+    studio's corrected re-delivery) waits too: it is scanned again."""
+    ingested = cfg.path(cfg.paths.data_dir) / "batches" / batch_id
+    if ingested.exists():
+        return INGESTED, ingested
+    deliveries = quarantined_deliveries(cfg, batch_id)
+    if not deliveries:
+        return None
+    changed = landed is not None and Path(landed).is_dir()
+    if changed and delivery_digest(landed) not in {delivery_digest(d) for d in deliveries}:
+        return None
+    return QUARANTINED, deliveries[-1]
 
 
 @dataclass(frozen=True)
