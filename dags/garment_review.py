@@ -7,20 +7,26 @@ champion exactly as `garmentseg predict` does (cutouts, masks and scores under `
 every cutout whose estimated Dice is below the review policy enters the review queue (`garmentseg review
 serve`, `garmentseg review list`). A delivery is cut out once; a shot already queued is not queued again.
 
-Corrections come back through `garmentseg review import`, an ingest like any batch: the new data version
-emits the `garment_dataset` asset, which triggers `garment_retrain`.
+`garment_review_import`: the retouchers' corrections come back. One run per returned folder (param
+`folder`, as `garmentseg review export` wrote it, cutouts edited in place): validated with the GX suite and
+ingested as a new batch through the one ingest path (a correction supersedes the dataset's label), its queue
+items closed, and the `garment_dataset` asset emitted like any ingested batch, which triggers
+`garment_retrain`. The same folder twice changes nothing (skipped, no asset); a refused folder fails the run,
+naming the files and the reasons, and is quarantined whole. (`garmentseg review import` is the same call
+from a terminal; there no asset is emitted, as with `garmentseg ingest`: the weekly retrain picks it up.)
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import Param, dag, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from garmentseg.orchestration import tasks
-from garmentseg.orchestration.dag_support import default_args, timeout
+from garmentseg.orchestration.dag_support import dataset_asset, default_args, timeout
 
 CFG = tasks.config_for()
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 
 @task
@@ -36,9 +42,21 @@ def cut_out_deliveries(deliveries: list[str]) -> dict:
     return tasks.cut_out_deliveries(tasks.config_for(), deliveries)
 
 
+@task(pool=CFG.airflow.dvc_pool, outlets=[dataset_asset(CFG)])
+def import_corrections(params=None) -> dict:
+    imported = tasks.import_returned_corrections(tasks.config_for(), params["folder"], params["by"])
+    if not imported["ok"]:  # no retry: only a new return can change the answer
+        raise AirflowFailException(f"{imported['message']}; refused: {'; '.join(imported['refused'])}")
+    if not imported["changed"]:
+        raise AirflowSkipException(
+            f"{params['folder']} was imported before ({imported['batch_id']}); no new data"
+        )
+    return imported
+
+
 @dag(
     schedule=CFG.airflow.review_schedule,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START,
     catchup=False,
     max_active_runs=1,
     default_args=default_args(CFG),
@@ -49,4 +67,21 @@ def garment_review():
     cut_out_deliveries(find_deliveries())
 
 
+@dag(
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    default_args=default_args(CFG),
+    params={
+        "folder": Param(type="string", description="The returned folder: raw/ and the corrected cutouts/."),
+        "by": Param("retouch", type="string", description="Recorded on the queue items it closes."),
+    },
+    tags=["garmentseg", "review", "data"],
+    doc_md=__doc__,
+)
+def garment_review_import():
+    import_corrections()
+
+
 garment_review()
+garment_review_import()

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 GOOD_BATCH_SEED, BROKEN_BATCH_SEED = 1000, 5000
 NEW_SHOTS_SEED = 9000  # the review turn's delivery of new shots
 DEMO_REVIEWER = "demo reviewer"
+QUEUE_LINES = 12  # the summary's view of the review queue, worst estimate first
 # What a careless delivery looks like: a broken file, a cutout without alpha, two garments' cutouts
 # swapped, a mis-named file and a decompression bomb (3 garments x 3 views leave room for all of them).
 DEMO_DEFECTS = (
@@ -212,49 +213,35 @@ def deliver_new_shots(cfg: Config, garments: int) -> tuple[str, Path]:
     return delivery, studio / "cutouts"
 
 
-def retouch_and_import(cfg: Config, delivery: str, truths: Path, folder: Path) -> dict[str, Any]:
-    """The retouch round trip on this delivery's queued cutouts: a reviewer sends the worst to retouch, the
-    rest are exported as still pending, the true cutouts stand in for the retoucher's corrections, and the
-    import (an ingest: GX, DVC, a new data version) closes the items."""
-    from garmentseg.data.versioning import data_version
-    from garmentseg.review.roundtrip import export_items, import_corrections
+def send_to_retouch(cfg: Config, delivery: str, truths: Path, folder: Path) -> list[int]:
+    """A reviewer sends this delivery's worst cutout to retouch; it and the still pending ones are exported,
+    and the synthetic studio's true cutouts stand in for the retoucher's corrections. The queued item ids."""
+    from garmentseg.review.roundtrip import export_items
     from garmentseg.review.store import ReviewQueue
 
     queue = ReviewQueue.from_config(cfg)
-    mine = {f"{shot.stem}" for shot in (cfg.path(cfg.paths.deliveries_dir) / delivery).glob("*.png")}
+    mine = {shot.stem for shot in (cfg.path(cfg.paths.deliveries_dir) / delivery).glob("*.png")}
     queued = [item for item in queue.items(["pending"]) if item.file in mine]
-    before = data_version(cfg)
-    if queued:
-        queue.decide(queued[0].id, "retouch", by=DEMO_REVIEWER)
-        export_items(queue, folder, pending=True, max_pixels=cfg.validation.max_pixels)
-        for exported in sorted(folder.glob("*/*.png")):  # other open items are not this retoucher's
-            if exported.stem not in mine:
-                exported.unlink()
-        for proposed in sorted((folder / "cutouts").glob("*.png")):
-            shutil.copyfile(truths / proposed.name, proposed)
-        imported = import_corrections(cfg, queue, folder, by=DEMO_REVIEWER)
-        if not imported.ok:
-            raise DemoError(f"import of {folder} refused: {imported.outcome.message}; {imported.refused[:3]}")
-    left = [item.file for item in queue.items(["pending", "retouch"]) if item.file in mine]
-    if left:
-        raise DemoError(f"review items of {delivery} still open after the import: {left}")
-    return {
-        "queued": len(queued),
-        "data_version_before": before,
-        "data_version_after": data_version(cfg),
-        "items": [
-            {k: getattr(item, k) for k in ("id", "file", "state", "estimate", "decided_by")}
-            for item in queue.items()
-        ],
-    }
+    if not queued:
+        return []
+    queue.decide(queued[0].id, "retouch", by=DEMO_REVIEWER)
+    export_items(queue, folder, pending=True, max_pixels=cfg.validation.max_pixels)
+    for exported in sorted(folder.glob("*/*.png")):  # other open items are not this retoucher's
+        if exported.stem not in mine:
+            exported.unlink()
+    for proposed in sorted((folder / "cutouts").glob("*.png")):
+        shutil.copyfile(truths / proposed.name, proposed)
+    return [item.id for item in queued]
 
 
 def review_turn(
     cfg: Config, airflow: EmbeddedAirflow, summary: DemoSummary, logs: Path, garments: int = 2
 ) -> None:
-    """One turn of the review loop: new shots cut out by the weekly job, the doubtful ones queued, the
-    corrections imported as a new data version, nothing left pending."""
+    """One turn of the review loop: new shots cut out by the weekly job, the doubtful ones queued, their
+    corrections imported through Airflow as a new data version (emitting the dataset asset), none left open."""
+    from garmentseg.data.versioning import data_version
     from garmentseg.orchestration.tasks import DELIVERY_RECORD
+    from garmentseg.review.store import ReviewQueue
 
     with step(
         summary, "A studio delivers new shots; Airflow garment_review cuts them out, queues the doubtful"
@@ -263,12 +250,30 @@ def review_turn(
         run_dag(airflow, "garment_review", {}, logs / f"review-{delivery}.log")
         record = json.loads((cfg.path(cfg.paths.cutouts_dir) / delivery / DELIVERY_RECORD).read_text())
         click.echo(f"    {delivery}: {record['written']} cut out, {record['queued']} queued for review")
-    with step(summary, "Review round trip: retouch the queued cutouts, import the corrections (a new batch)"):
-        folder = cfg.path(cfg.paths.state_dir) / "demo" / "retouch" / delivery
-        summary.review = {"delivery": delivery, "cut_out": record["written"]}
-        summary.review |= retouch_and_import(cfg, delivery, truths, folder)
-        review = summary.review
-        click.echo(f"    data version {review['data_version_before']} -> {review['data_version_after']}")
+    with step(summary, "Retouch round trip: export, correct, Airflow garment_review_import (a new batch)"):
+        before, folder = data_version(cfg), cfg.path(cfg.paths.state_dir) / "demo" / "retouch" / delivery
+        queued = send_to_retouch(cfg, delivery, truths, folder)
+        if queued:
+            conf = {"folder": str(folder), "by": DEMO_REVIEWER}
+            run_dag(airflow, "garment_review_import", conf, logs / f"review-import-{delivery}.log")
+        queue = ReviewQueue.from_config(cfg)
+        left = [item.file for item in queue.items(["pending", "retouch"]) if item.id in queued]
+        if left:
+            raise DemoError(f"review items of {delivery} still open after the import: {left}")
+        summary.review = {
+            "delivery": delivery,
+            "cut_out": record["written"],
+            "queued": len(queued),
+            "data_version_before": before,
+            "data_version_after": data_version(cfg),
+            "items": [
+                {k: getattr(item, k) for k in ("id", "file", "state", "estimate", "decided_by")}
+                for item in queue.items()
+            ],
+        }
+        click.echo(
+            f"    {len(queued)} corrections in: data version {before} -> {summary.review['data_version_after']}"
+        )
 
 
 def _batch_outcome(cfg: Config, batch: str) -> dict[str, Any]:
@@ -338,8 +343,9 @@ def _review_lines(review: dict[str, Any]) -> list[str]:
         *(
             f"  queue #{item['id']:<4} {item['file']:<44} {item['state']:<9} estimate {item['estimate']:.3f}"
             f"  {item['decided_by'] or ''}"
-            for item in review["items"]
+            for item in review["items"][:QUEUE_LINES]
         ),
+        *([f"  ... {len(review['items']) - QUEUE_LINES} more"] if len(review["items"]) > QUEUE_LINES else []),
     ]
 
 

@@ -36,6 +36,15 @@ def test_weekly_review_job_cuts_out_deliveries_on_its_schedule(dagbag) -> None:
     assert "review" in dag.tags and dag.doc_md
 
 
+def test_imported_corrections_emit_the_dataset_asset_like_any_batch(dagbag) -> None:
+    importing, ingest = dagbag.get_dag("garment_review_import"), dagbag.get_dag("garment_ingest")
+    task = importing.get_task("import_corrections")
+    assert [a.name for a in task.outlets] == [a.name for a in ingest.get_task("ingest").outlets]
+    assert task.pool == ingest.get_task("ingest").pool == "dvc"
+    assert type(importing.timetable).__name__ == "NullTimetable"  # one run per returned folder, on demand
+    assert set(importing.params) == {"folder", "by"}
+
+
 def _retrain_graph(embedded_airflow: EmbeddedAirflow, approval: str) -> dict:
     """garment_retrain parsed with `airflow.approval` set, in a fresh interpreter: its promote-side graph."""
     code = (

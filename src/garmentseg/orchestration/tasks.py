@@ -412,3 +412,23 @@ def cut_out_delivery(cfg: Config, model: Any, queue: Any, delivery: str) -> dict
     (out / DELIVERY_RECORD).write_text(json.dumps(record, indent=2))
     log.info("delivery %s: %d cut out, %d queued for review", delivery, result.written, result.queued)
     return record
+
+
+def import_returned_corrections(cfg: Config, folder: str, by: str) -> dict[str, Any]:
+    """`garmentseg review import` as a task: the retouched folder validated and ingested as a new batch,
+    its queue items closed. `changed` is False when this folder was imported before; a refused folder (`ok`
+    False) is quarantined whole, nothing lost, and `refused` names each file and reason."""
+    from garmentseg.review.roundtrip import import_corrections
+    from garmentseg.review.store import ReviewQueue
+    from garmentseg.validation.ingest import INGESTED
+
+    result = import_corrections(cfg, ReviewQueue.from_config(cfg), Path(folder), by=by)
+    return {
+        "ok": result.ok,
+        "batch_id": result.outcome.batch_id,
+        "message": result.outcome.message,
+        "refused": result.refused,
+        "changed": result.outcome.status == INGESTED,
+        "closed": result.closed,
+        "data_version": result.outcome.data_version,
+    }
