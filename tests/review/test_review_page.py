@@ -310,3 +310,15 @@ def test_review_serve_answers_with_the_configured_token(
         proc.terminate()
         output = proc.communicate(timeout=20)[0]
     assert f"review page: http://127.0.0.1:{port}/" in output
+
+
+def test_without_a_configured_token_serve_makes_one_for_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from garmentseg.review.web import review_token
+
+    monkeypatch.setenv("REVIEW_TEST_TOKEN", "from-env")
+    assert review_token("REVIEW_TEST_TOKEN") == ("from-env", False)
+    monkeypatch.delenv("REVIEW_TEST_TOKEN")
+    (first, generated), (second, _) = review_token("REVIEW_TEST_TOKEN"), review_token("REVIEW_TEST_TOKEN")
+    assert generated and len(first) >= 32 and first != second
+    with pytest.raises(ValueError, match="token"):
+        create_app(None, "")  # an empty token would let anyone decide
