@@ -197,8 +197,8 @@ def run_demo(cfg: Config, *, batch_garments: int = 6) -> DemoSummary:
 
 
 def deliver_new_shots(cfg: Config, garments: int) -> tuple[str, Path]:
-    """A studio delivers new shots to cut out (`paths.deliveries_dir/<delivery>/`); the synthetic studio's
-    true cutouts of them are kept aside as what a retoucher will send back."""
+    """A studio delivers new shots of patterned garments to cut out (`paths.deliveries_dir/<delivery>/`); the
+    synthetic studio's true cutouts of them are kept aside as what a retoucher will send back."""
     from garmentseg.data.synth import synthesize
 
     deliveries = cfg.path(cfg.paths.deliveries_dir)
@@ -206,7 +206,10 @@ def deliver_new_shots(cfg: Config, garments: int) -> tuple[str, Path]:
     runs = 1 + len(list(deliveries.glob("studio-shots-*")))
     delivery = f"studio-shots-{runs:03d}"
     studio = cfg.path(cfg.paths.state_dir) / "demo" / "retoucher" / delivery
-    synthesize(studio, garments, NEW_SHOTS_SEED + runs, cfg)
+    # Patterned garments, the hard case the demo model is least sure of: a delivery with cutouts to review.
+    patterned = cfg.synth.hard_cases.model_copy(update={"complex_pattern": 1.0})
+    synth = cfg.synth.model_copy(update={"hard_cases": patterned})
+    synthesize(studio, garments, NEW_SHOTS_SEED + runs, cfg.model_copy(update={"synth": synth}))
     (deliveries / delivery).mkdir()
     for shot in sorted((studio / "raw").glob("*.png")):
         shutil.copyfile(shot, deliveries / delivery / shot.name)
@@ -244,7 +247,7 @@ def review_turn(
     from garmentseg.review.store import ReviewQueue
 
     with step(
-        summary, "A studio delivers new shots; Airflow garment_review cuts them out, queues the doubtful"
+        summary, "New patterned shots delivered; Airflow garment_review cuts them out, queues the doubtful"
     ):
         delivery, truths = deliver_new_shots(cfg, garments)
         run_dag(airflow, "garment_review", {}, logs / f"review-{delivery}.log")
@@ -341,7 +344,7 @@ def _review_lines(review: dict[str, Any]) -> list[str]:
         f"corrections imported: data version {review['data_version_before']} -> {review['data_version_after']}, "
         f"{pending} open in the queue",
         *(
-            f"  queue #{item['id']:<4} {item['file']:<44} {item['state']:<9} estimate {item['estimate']:.3f}"
+            f"  queue #{item['id']:<4} {item['file']:<46} {item['state']:<9} estimate {item['estimate']:.3f}"
             f"  {item['decided_by'] or ''}"
             for item in review["items"][:QUEUE_LINES]
         ),

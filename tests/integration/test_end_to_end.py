@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,9 @@ def test_demo_turns_the_review_loop_once(demo_run) -> None:
         assert review["data_version_after"] != review["data_version_before"]
         assert {i["state"] for i in review["items"]} == {"closed"}
         assert "demo reviewer" in {i["decided_by"] for i in review["items"]}
+        with sqlite3.connect(project / "var" / "airflow" / "airflow.db") as db:  # like any ingested batch
+            sources = set(db.execute("SELECT source_dag_id, source_task_id FROM asset_event").fetchall())
+        assert ("garment_review_import", "import_corrections") in sources
     listed = _garmentseg(project, "review", "list", "--json", "--params", str(project / "params.yaml"))
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert {i["id"]: i["state"] for i in json.loads(listed.stdout)["items"]} == {
