@@ -10,8 +10,10 @@ statistics against the champion's, recorded on the run; a drift beyond `validati
 task's result and a note on the DAG run, never a failure) →
 register (`challenger`) → gate (candidate vs champion on the same test split) → deploy the candidate as the
 canary (the instance following `challenger`) → serving check of the canary → promote or stop
-(`garmentseg.gate.promotion_verdict`) → deploy (production follows `champion`) → smoke-test production →
-**rollback** (only when deploy or the smoke test failed: `previous` becomes champion again, and the run fails).
+(`garmentseg.gate.promotion_verdict`; with `airflow.approval: human` a person first approves the promotion
+in Airflow, `approve_promotion`, an `ApprovalOperator`: reject keeps the champion) → deploy (production
+follows `champion`) → smoke-test production → **rollback** (only when deploy or the smoke test failed:
+`previous` becomes champion again, and the run fails).
 
 GPU placement is configuration (`airflow.placement`): `celery` routes the training task to the Celery
 queue `airflow.gpu_queue`; `kubernetes` runs it as a pod requesting `nvidia.com/gpu` with the node selector
@@ -32,14 +34,18 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TriggerRule, 
 
 from garmentseg.orchestration import tasks
 from garmentseg.orchestration.dag_support import (
+    APPROVAL_TASK,
     dataset_asset,
     default_args,
     gpu_task,
+    human_approval,
     run_params,
     timeout,
 )
 
 CFG = tasks.config_for()
+# The promote branch starts at the person's approval when `airflow.approval` is human, else at promote.
+PROMOTE_ENTRY = APPROVAL_TASK if CFG.airflow.approval == "human" else "promote"
 
 
 @task(pool=CFG.airflow.dvc_pool)
@@ -107,7 +113,7 @@ def serving_check(candidate: dict, decision: dict, canary: dict, params=None) ->
 def promote_or_stop(decision: dict, check: dict) -> str:
     from garmentseg.gate import promotion_verdict
 
-    return "promote" if promotion_verdict(decision, check).promote else "stop"
+    return PROMOTE_ENTRY if promotion_verdict(decision, check).promote else "stop"
 
 
 @task
@@ -160,7 +166,10 @@ def garment_retrain():
     decision = gate(candidate, data)
     check = serving_check(candidate, decision, deploy_canary(candidate, decision))
     promotion = promote(candidate)
-    promote_or_stop(decision, check) >> [promotion, stop(decision, check)]
+    approval = human_approval(CFG)
+    if approval is not None:
+        approval >> promotion
+    promote_or_stop(decision, check) >> [approval or promotion, stop(decision, check)]
     deployment = deploy(promotion)
     [deployment, smoke_test(deployment)] >> rollback(candidate)
 

@@ -38,6 +38,8 @@ class PathsConfig(_Section):
     landing_dir: Path
     quarantine_dir: Path
     reports_dir: Path
+    deliveries_dir: Path  # new shots to cut out, one folder per delivery (the weekly review job)
+    cutouts_dir: Path  # the weekly job's cutouts, one folder per delivery
     dvc_remote: str  # a path (from the project root) or a URL such as s3://bucket/prefix (data/store.py)
 
 
@@ -224,6 +226,7 @@ class ServingConfig(_Section):
     host: str
     port: int = Field(gt=0, lt=65536)
     canary_port: int = Field(gt=0, lt=65536)
+    review_port: int = Field(gt=0, lt=65536)  # the review page (`garmentseg review serve`)
     model_uri: str
     max_request_bytes: int = Field(gt=0)
     max_pixels: int = Field(gt=0)
@@ -260,6 +263,7 @@ class TimeoutConfig(_Section):
     serving_check: float = Field(gt=0)
     deploy: float = Field(gt=0)
     smoke_test: float = Field(gt=0)
+    cut_out_deliveries: float = Field(gt=0)
 
 
 class AirflowConfig(_Section):
@@ -272,6 +276,11 @@ class AirflowConfig(_Section):
     retry_delay_minutes: float = Field(ge=0)
     timeout_minutes: TimeoutConfig
     kubernetes: KubernetesConfig
+    review_schedule: str
+    # Promotion after a passing gate and canary check: at once (auto), or once a person approves it in
+    # Airflow (human: Airflow's ApprovalOperator; no answer within approval_timeout_hours fails the run).
+    approval: Literal["auto", "human"]
+    approval_timeout_hours: float = Field(gt=0)
     # Airflow's public REST API, where a task writes a note on its DAG run (orchestration.run_notes).
     api_url: str = ""
     api_user_env: str = "AIRFLOW_API_USER"

@@ -37,6 +37,9 @@ from garmentseg.orchestration.embedded import (
 log = logging.getLogger(__name__)
 
 GOOD_BATCH_SEED, BROKEN_BATCH_SEED = 1000, 5000
+NEW_SHOTS_SEED = 9000  # the review turn's delivery of new shots
+DEMO_REVIEWER = "demo reviewer"
+QUEUE_LINES = 12  # the summary's view of the review queue, worst estimate first
 # What a careless delivery looks like: a broken file, a cutout without alpha, two garments' cutouts
 # swapped, a mis-named file and a decompression bomb (3 garments x 3 views leave room for all of them).
 DEMO_DEFECTS = (
@@ -61,6 +64,7 @@ class DemoSummary:
     test_dice_median: float | None = None
     cutout_png: str = ""
     endpoint_latency_ms: float | None = None
+    review: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     steps: dict[str, float] = field(default_factory=dict)
 
@@ -186,9 +190,93 @@ def run_demo(cfg: Config, *, batch_garments: int = 6) -> DemoSummary:
         summary.endpoint_latency_ms, served = serve_and_cut_out(cfg, out)
         summary.cutout_png = str(out)
         click.echo(f"    model v{served} answered in {summary.endpoint_latency_ms:.0f} ms -> {out}")
+    review_turn(cfg, airflow, summary, logs)
     summary.seconds = round(time.monotonic() - started, 1)
     (state / "demo" / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=str))
     return summary
+
+
+def deliver_new_shots(cfg: Config, garments: int) -> tuple[str, Path]:
+    """A studio delivers new shots of patterned garments to cut out (`paths.deliveries_dir/<delivery>/`); the
+    synthetic studio's true cutouts of them are kept aside as what a retoucher will send back."""
+    from garmentseg.data.synth import synthesize
+
+    deliveries = cfg.path(cfg.paths.deliveries_dir)
+    deliveries.mkdir(parents=True, exist_ok=True)
+    runs = 1 + len(list(deliveries.glob("studio-shots-*")))
+    delivery = f"studio-shots-{runs:03d}"
+    studio = cfg.path(cfg.paths.state_dir) / "demo" / "retoucher" / delivery
+    # Patterned garments, the hard case the demo model is least sure of: a delivery with cutouts to review.
+    patterned = cfg.synth.hard_cases.model_copy(update={"complex_pattern": 1.0})
+    synth = cfg.synth.model_copy(update={"hard_cases": patterned})
+    synthesize(studio, garments, NEW_SHOTS_SEED + runs, cfg.model_copy(update={"synth": synth}))
+    (deliveries / delivery).mkdir()
+    for shot in sorted((studio / "raw").glob("*.png")):
+        shutil.copyfile(shot, deliveries / delivery / shot.name)
+    return delivery, studio / "cutouts"
+
+
+def send_to_retouch(cfg: Config, delivery: str, truths: Path, folder: Path) -> list[int]:
+    """A reviewer sends this delivery's worst cutout to retouch; it and the still pending ones are exported,
+    and the synthetic studio's true cutouts stand in for the retoucher's corrections. The queued item ids."""
+    from garmentseg.review.roundtrip import export_items
+    from garmentseg.review.store import ReviewQueue
+
+    queue = ReviewQueue.from_config(cfg)
+    mine = {shot.stem for shot in (cfg.path(cfg.paths.deliveries_dir) / delivery).glob("*.png")}
+    queued = [item for item in queue.items(["pending"]) if item.file in mine]
+    if not queued:
+        return []
+    queue.decide(queued[0].id, "retouch", by=DEMO_REVIEWER)
+    export_items(queue, folder, pending=True, max_pixels=cfg.validation.max_pixels)
+    for exported in sorted(folder.glob("*/*.png")):  # other open items are not this retoucher's
+        if exported.stem not in mine:
+            exported.unlink()
+    for proposed in sorted((folder / "cutouts").glob("*.png")):
+        shutil.copyfile(truths / proposed.name, proposed)
+    return [item.id for item in queued]
+
+
+def review_turn(
+    cfg: Config, airflow: EmbeddedAirflow, summary: DemoSummary, logs: Path, garments: int = 2
+) -> None:
+    """One turn of the review loop: new shots cut out by the weekly job, the doubtful ones queued, their
+    corrections imported through Airflow as a new data version (emitting the dataset asset), none left open."""
+    from garmentseg.data.versioning import data_version
+    from garmentseg.orchestration.tasks import DELIVERY_RECORD
+    from garmentseg.review.store import ReviewQueue
+
+    with step(
+        summary, "New patterned shots delivered; Airflow garment_review cuts them out, queues the doubtful"
+    ):
+        delivery, truths = deliver_new_shots(cfg, garments)
+        run_dag(airflow, "garment_review", {}, logs / f"review-{delivery}.log")
+        record = json.loads((cfg.path(cfg.paths.cutouts_dir) / delivery / DELIVERY_RECORD).read_text())
+        click.echo(f"    {delivery}: {record['written']} cut out, {record['queued']} queued for review")
+    with step(summary, "Retouch round trip: export, correct, Airflow garment_review_import (a new batch)"):
+        before, folder = data_version(cfg), cfg.path(cfg.paths.state_dir) / "demo" / "retouch" / delivery
+        queued = send_to_retouch(cfg, delivery, truths, folder)
+        if queued:
+            conf = {"folder": str(folder), "by": DEMO_REVIEWER}
+            run_dag(airflow, "garment_review_import", conf, logs / f"review-import-{delivery}.log")
+        queue = ReviewQueue.from_config(cfg)
+        left = [item.file for item in queue.items(["pending", "retouch"]) if item.id in queued]
+        if left:
+            raise DemoError(f"review items of {delivery} still open after the import: {left}")
+        summary.review = {
+            "delivery": delivery,
+            "cut_out": record["written"],
+            "queued": len(queued),
+            "data_version_before": before,
+            "data_version_after": data_version(cfg),
+            "items": [
+                {k: getattr(item, k) for k in ("id", "file", "state", "estimate", "decided_by")}
+                for item in queue.items()
+            ],
+        }
+        click.echo(
+            f"    {len(queued)} corrections in: data version {before} -> {summary.review['data_version_after']}"
+        )
 
 
 def _batch_outcome(cfg: Config, batch: str) -> dict[str, Any]:
@@ -232,6 +320,7 @@ def print_summary(cfg: Config, summary: DemoSummary) -> None:
         f"champion             {cfg.registry.model_name} v{summary.champion.get('version')}  test median Dice {dice}",
         f"endpoint latency     {summary.endpoint_latency_ms:.0f} ms for one {cfg.sources['studio'].width}x"
         f"{cfg.sources['studio'].height} shot -> {summary.cutout_png}",
+        *_review_lines(summary.review),
         f"wall time            {summary.seconds:.0f} s",
         "",
         "Look at what it produced:",
@@ -239,8 +328,28 @@ def print_summary(cfg: Config, summary: DemoSummary) -> None:
         f"  MLflow UI   {console_script('mlflow')} ui --backend-store-uri {cfg.tracking_uri}  (http://127.0.0.1:5000)",
         f"  Airflow UI  {airflow} {console_script('airflow')} standalone",
         f"  Registry    {console_script('garmentseg')} registry show --params {cfg.root / 'params.yaml'}",
+        f"  Review page {console_script('garmentseg')} review serve --params {cfg.root / 'params.yaml'}"
+        f"  (http://{cfg.serving.host}:{cfg.serving.review_port}/, sign in with ${cfg.serving.auth_token_env})",
     ]
     click.echo("\n".join("  " + line for line in lines))
+
+
+def _review_lines(review: dict[str, Any]) -> list[str]:
+    """The review turn in the summary: what was queued, the data version it moved, and the queue."""
+    if not review:
+        return []
+    pending = sum(item["state"] in {"pending", "retouch"} for item in review["items"])
+    return [
+        f"review turn          {review['delivery']}: {review['cut_out']} cut out, {review['queued']} queued, "
+        f"corrections imported: data version {review['data_version_before']} -> {review['data_version_after']}, "
+        f"{pending} open in the queue",
+        *(
+            f"  queue #{item['id']:<4} {item['file']:<46} {item['state']:<9} estimate {item['estimate']:.3f}"
+            f"  {item['decided_by'] or ''}"
+            for item in review["items"][:QUEUE_LINES]
+        ),
+        *([f"  ... {len(review['items']) - QUEUE_LINES} more"] if len(review["items"]) > QUEUE_LINES else []),
+    ]
 
 
 @click.command("demo")

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # garment_retrain's tasks on the promote path, upstream to downstream: the candidate is deployed as the canary
 # and checked before `promote` moves the champion (`stop` is the other branch; `rollback` runs only when
-# deploy or smoke_test fails).
+# deploy or smoke_test fails). With `airflow.approval: human`, approve_promotion sits between promote_or_stop
+# and promote (tests/integration/test_review_dags.py); the default `auto` adds nothing.
 RETRAIN_PROMOTE_PATH = (
     "sync_data",
     "validate_training_set",

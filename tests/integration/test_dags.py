@@ -13,7 +13,14 @@ from garmentseg.config import load_config
 from garmentseg.orchestration.embedded import EmbeddedAirflow
 from tests.integration.conftest import RETRAIN_PROMOTE_PATH, ROOT
 
-DAG_IDS = {"garment_retrain", "garment_ingest", "garment_landing_scan", "garment_retention"}
+DAG_IDS = {
+    "garment_retrain",
+    "garment_ingest",
+    "garment_landing_scan",
+    "garment_retention",
+    "garment_review",
+    "garment_review_import",
+}
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,26 @@ def test_demo_registers_a_champion_with_lineage_and_serves_a_cutout(demo_run) ->
 
     header = read_header(Path(summary["cutout_png"]).read_bytes())
     assert (header.width, header.height, header.has_alpha) == (288, 432, True)
+
+
+def test_demo_turns_the_review_loop_once(demo_run) -> None:
+    project, summary = demo_run
+    review = summary["review"]
+    assert review["cut_out"] == 6  # two new garments, three views each, cut out by garment_review
+    assert not [i for i in review["items"] if i["state"] in {"pending", "retouch"}]  # nothing left open
+    assert len(review["items"]) == review["queued"]
+    if review["queued"]:  # the corrections went in as a new data version and closed their items
+        assert review["data_version_after"] != review["data_version_before"]
+        assert {i["state"] for i in review["items"]} == {"closed"}
+        assert "demo reviewer" in {i["decided_by"] for i in review["items"]}
+        with sqlite3.connect(project / "var" / "airflow" / "airflow.db") as db:  # like any ingested batch
+            sources = set(db.execute("SELECT source_dag_id, source_task_id FROM asset_event").fetchall())
+        assert ("garment_review_import", "import_corrections") in sources
+    listed = _garmentseg(project, "review", "list", "--json", "--params", str(project / "params.yaml"))
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert {i["id"]: i["state"] for i in json.loads(listed.stdout)["items"]} == {
+        i["id"]: i["state"] for i in review["items"]
+    }
 
 
 def test_weaker_retrain_is_rejected_and_the_champion_stays(demo_run) -> None:

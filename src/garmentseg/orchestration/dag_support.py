@@ -74,3 +74,28 @@ def gpu_task(cfg: Config, **kwargs: Any) -> Any:
     if placement == "celery":
         kwargs["queue"] = cfg.airflow.gpu_queue
     return task(**kwargs)
+
+
+APPROVAL_TASK = "approve_promotion"
+
+
+def human_approval(cfg: Config) -> Any | None:
+    """With `airflow.approval: human`, the ApprovalOperator a person answers before `promote` moves the
+    champion (Airflow's Required Actions page or its HITL REST API); None with `auto`. Reject skips the
+    promotion; no answer within `airflow.approval_timeout_hours` fails the task, so the champion stays."""
+    if cfg.airflow.approval != "human":
+        return None
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    candidate = "ti.xcom_pull(task_ids='register')"
+    decision = "ti.xcom_pull(task_ids='gate')"
+    return ApprovalOperator(
+        task_id=APPROVAL_TASK,
+        subject=f"Promote {{{{ {candidate}['model_name'] }}}} v{{{{ {candidate}['version'] }}}} to champion?",
+        body=(
+            f"The gate passed: {{{{ {decision}['reason'] }}}}.\n\n"
+            "The canary's serving check passed. Approve to move `champion` (then deploy and smoke test); "
+            "reject to keep the current champion."
+        ),
+        response_timeout=timedelta(hours=cfg.airflow.approval_timeout_hours),
+    )

@@ -387,3 +387,71 @@ def collect_garbage(cfg: Config) -> dict[str, Any]:
     from garmentseg.retention.plan import gc
 
     return {k: v for k, v in gc(cfg, dry_run=False).items() if k != "removed"}
+
+
+# ------------------------------------------------------------------------------------------- review
+# Beside a delivery's cutouts: what was cut out and queued; written last, it marks the delivery done.
+DELIVERY_RECORD = "delivery.json"
+
+
+def new_deliveries(cfg: Config) -> list[str]:
+    """Delivery folders under `paths.deliveries_dir` the weekly job has not finished cutting out."""
+    root, done = cfg.path(cfg.paths.deliveries_dir), cfg.path(cfg.paths.cutouts_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and not (done / p.name / DELIVERY_RECORD).exists()
+    )
+
+
+def cut_out_deliveries(cfg: Config, deliveries: list[str]) -> dict[str, Any]:
+    """Cut out each delivery's shots with the champion, as `garmentseg predict` does, into
+    `paths.cutouts_dir/<delivery>/`, queueing the doubtful cutouts for review."""
+    from garmentseg.predict import load_model
+    from garmentseg.review.store import ReviewQueue
+
+    model, queue = load_model(cfg.serving.model_uri, cfg), ReviewQueue.from_config(cfg)
+    done = {delivery: cut_out_delivery(cfg, model, queue, delivery) for delivery in deliveries}
+    return {"deliveries": done, "queued": sum(d["queued"] for d in done.values())}
+
+
+def cut_out_delivery(cfg: Config, model: Any, queue: Any, delivery: str) -> dict[str, Any]:
+    """One delivery cut out and its doubtful cutouts queued. Its record is written last, so a retry redoes
+    only unfinished deliveries (and the queue keeps one item per shot)."""
+    from garmentseg.predict import cut_out_folder, list_shots
+
+    out = cfg.path(cfg.paths.cutouts_dir) / delivery
+    shots = list_shots(cfg.path(cfg.paths.deliveries_dir) / delivery)
+    result = cut_out_folder(model, shots, out, cfg.serving.max_pixels, queue)
+    record = {
+        "written": result.written,
+        "queued": result.queued,
+        "skipped": [f"{name}: {reason}" for name, reason in result.skipped],
+        "not_queued": [f"{name}: {reason}" for name, reason in result.not_queued],
+        "model_version": model.model_version,
+    }
+    (out / DELIVERY_RECORD).write_text(json.dumps(record, indent=2))
+    log.info("delivery %s: %d cut out, %d queued for review", delivery, result.written, result.queued)
+    return record
+
+
+def import_returned_corrections(cfg: Config, folder: str, by: str) -> dict[str, Any]:
+    """`garmentseg review import` as a task: the retouched folder validated and ingested as a new batch,
+    its queue items closed. `changed` is False when this folder was imported before; a refused folder (`ok`
+    False) is quarantined whole, nothing lost, and `refused` names each file and reason."""
+    from garmentseg.review.roundtrip import import_corrections
+    from garmentseg.review.store import ReviewQueue
+    from garmentseg.validation.ingest import INGESTED
+
+    result = import_corrections(cfg, ReviewQueue.from_config(cfg), Path(folder), by=by)
+    return {
+        "ok": result.ok,
+        "batch_id": result.outcome.batch_id,
+        "message": result.outcome.message,
+        "refused": result.refused,
+        "changed": result.outcome.status == INGESTED,
+        "closed": result.closed,
+        "data_version": result.outcome.data_version,
+    }

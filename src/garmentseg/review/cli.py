@@ -14,6 +14,7 @@ import click
 from garmentseg.cliopts import config_options
 from garmentseg.config import load_config
 from garmentseg.review.store import STATES, ReviewItem, ReviewQueue
+from garmentseg.review.web import serve_cmd
 
 if TYPE_CHECKING:
     from garmentseg.config import Config
@@ -117,3 +118,6 @@ def import_cmd(profile: str | None, params: str | None, folder: Path, by: str | 
             click.echo(f"refused {line}", err=True)
         sys.exit(result.outcome.exit_code or 1)
     click.echo(f"{len(result.closed)} queue items closed; data version {result.outcome.data_version}")
+
+
+review.add_command(serve_cmd)  # `garmentseg review serve`: the review page
