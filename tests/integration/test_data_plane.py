@@ -292,6 +292,20 @@ def _killed(root: Path, env: dict[str, str], marker: str, *args: str) -> int:
     return proc.returncode
 
 
+def _assert_added_once(root: Path, incoming: Path, version: str) -> None:
+    """After a retry: b-0001 in the index once, its bytes and pointer in place, no staging, DVC clean
+    locally and against the remote, and the version's manifest published."""
+    data = root / "data"
+    index = read_index(data / INDEX_FILE)
+    assert (index["batch_id"] == "b-0001").sum() == 6, "the batch is in the index once"
+    assert _tree(data / "batches" / "b-0001") == _tree(incoming)
+    assert (data / "batches" / "b-0001.dvc").is_file()
+    assert not [p for p in (data / "batches").iterdir() if p.name.endswith(".staging")], "no staging left"
+    assert versioning.status(root) == {}, "DVC's records match the tree"
+    assert versioning.status(root, cloud=True) == {}, "every tracked object is on the remote"
+    assert (root / "var" / "dvc-remote" / "garmentseg" / "versions" / f"{version}.json").is_file()
+
+
 @pytest.mark.parametrize("marker", ["copied to", "batch b-0001: indexed", "tracked: ", "pushed to"])
 def test_add_killed_then_retried_ends_consistent(
     seeded: Path, incoming: Path, tmp_path: Path, marker: str
@@ -315,14 +329,7 @@ def test_add_killed_then_retried_ends_consistent(
         assert "b-0001 added" in retry.stdout, "the retry completes the batch, never 'already present'"
     version = re.search(r"data version (\w+)", retry.stdout).group(1)
 
-    index = read_index(data / INDEX_FILE)
-    assert (index["batch_id"] == "b-0001").sum() == 6, "the batch is in the index once"
-    assert _tree(data / "batches" / "b-0001") == _tree(incoming)
-    assert (data / "batches" / "b-0001.dvc").is_file()
-    assert not [p for p in (data / "batches").iterdir() if p.name.endswith(".staging")], "no staging left"
-    assert versioning.status(root) == {}, "DVC's records match the tree"
-    assert versioning.status(root, cloud=True) == {}, "every tracked object is on the remote"
-    assert (root / "var" / "dvc-remote" / "garmentseg" / "versions" / f"{version}.json").is_file()
+    _assert_added_once(root, incoming, version)
     again = _garmentseg(root, env, "data", "add", str(incoming))
     assert again.returncode == 0 and "already present" in again.stdout, again.stdout + again.stderr
 
@@ -368,15 +375,7 @@ def test_ingest_killed_then_retried_ends_consistent(
     if marker != r"batch b-0001 added":
         assert retry.stdout.startswith("ingested: "), "the retry ingests, never 'already ingested'"
     version = re.search(r"data version (\w+)", retry.stdout).group(1)
-    data = root / "data"
-    index = read_index(data / INDEX_FILE)
-    assert (index["batch_id"] == "b-0001").sum() == 6, "the batch is in the index once"
-    assert _tree(data / "batches" / "b-0001") == _tree(incoming)
-    assert (data / "batches" / "b-0001.dvc").is_file()
-    assert not [p for p in (data / "batches").iterdir() if p.name.endswith(".staging")], "no staging left"
-    assert versioning.status(root) == {}, "DVC's records match the tree"
-    assert versioning.status(root, cloud=True) == {}, "every tracked object is on the remote"
-    assert (root / "var" / "dvc-remote" / "garmentseg" / "versions" / f"{version}.json").is_file()
+    _assert_added_once(root, incoming, version)
     _whole_report(report, passed=True)
     assert not (root / "var" / "quarantine").exists()
 
