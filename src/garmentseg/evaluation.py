@@ -94,7 +94,7 @@ def tune_threshold(
         for t in grid:
             dice_at[t].append(M.dice(prob >= t, truth))
             score_at[t].append(manual_cutout_score(prob, t))
-            features_at[t].append(Q.quality_features(prob, t))
+            features_at[t].append(Q.quality_features(prob, t, score_at[t][-1]))
     best = M.best_threshold(dice_at)
     needs_person = [d < cfg.review.target_dice for d in dice_at[best]]
     flag = M.best_flag_threshold(score_at[best], needs_person)
@@ -191,7 +191,7 @@ def evaluate(
         pred = to_mask(prob, model.threshold)
         scores = M.mask_scores(pred, truth, ev.boundary_fraction, ev.boundary_f_tolerance_px)
         score = manual_cutout_score(prob, model.threshold)
-        estimate, needs_review = model.review(prob)
+        estimate, needs_review = model.review(prob, score)
         meta = {c: row[c] for c in META_COLUMNS if c in row.index}
         records.append(
             {

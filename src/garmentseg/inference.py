@@ -184,12 +184,13 @@ class CutoutModel:
         score = manual_cutout_score(prob, self.threshold)
         return score, score >= self.flag_threshold
 
-    def review(self, prob: np.ndarray) -> tuple[float, bool]:
-        """(Dice estimate, needs review) for one full-resolution probability map. A model logged before the
-        estimate existed has none: NaN, and the needs-manual-cutout flag decides."""
+    def review(self, prob: np.ndarray, band_score: float | None = None) -> tuple[float, bool]:
+        """(Dice estimate, needs review) for one full-resolution probability map; `band_score`: its
+        manual_cutout_score when the caller has it already. A model logged before the estimate existed has
+        none: NaN, and the needs-manual-cutout flag decides."""
         if self.quality is None:
             return float("nan"), self.needs_manual_cutout(prob)[1]
-        estimate = self.quality.estimate(prob, self.threshold)
+        estimate = self.quality.estimate(prob, self.threshold, band_score)
         return estimate, self.quality.needs_review(estimate)
 
     def preprocessing_metadata(self) -> dict[str, Any]:

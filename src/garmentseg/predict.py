@@ -66,7 +66,7 @@ def cut_out(model: CutoutModel, image: np.ndarray) -> Cutout:
     prob = model.predict_proba([image])[0]
     mask = to_mask(prob, model.threshold)
     score, flagged = model.needs_manual_cutout(prob)
-    estimate, needs_review = model.review(prob)
+    estimate, needs_review = model.review(prob, score)
     return Cutout(to_cutout(image, mask), mask, score, flagged, estimate, needs_review)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from garmentseg.inference import EMPTY_MASK_SHARE, manual_cutout_score
+from garmentseg.inference import EMPTY_MASK_SHARE, UNCERTAIN_HIGH, UNCERTAIN_LOW, manual_cutout_score
 
 if TYPE_CHECKING:
     from garmentseg.config import ReviewConfig
@@ -37,8 +37,11 @@ EDGE_BAND_SHARE = 0.01
 CV_FOLDS = 5
 
 
-def quality_features(prob: np.ndarray, threshold: float) -> np.ndarray | None:
-    """The FEATURES of one full-resolution probability map; None for a (nearly) empty mask."""
+def quality_features(
+    prob: np.ndarray, threshold: float, band_score: float | None = None
+) -> np.ndarray | None:
+    """The FEATURES of one full-resolution probability map; None for a (nearly) empty mask. `band_score`:
+    the map's manual_cutout_score at `threshold` when the caller has it already (it is computed otherwise)."""
     import cv2
 
     prob = np.asarray(prob, np.float32)
@@ -46,7 +49,7 @@ def quality_features(prob: np.ndarray, threshold: float) -> np.ndarray | None:
     area = int(np.count_nonzero(mask))
     if area < EMPTY_MASK_SHARE * mask.size:
         return None
-    uncertain = np.count_nonzero((prob > 0.1) & (prob < 0.9))
+    uncertain = np.count_nonzero((prob > UNCERTAIN_LOW) & (prob < UNCERTAIN_HIGH))
     binary = mask.astype(np.uint8)
     radius = max(1, round(EDGE_BAND_SHARE * math.hypot(*prob.shape[:2])))
     kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)  # square: separable, fast
@@ -56,7 +59,7 @@ def quality_features(prob: np.ndarray, threshold: float) -> np.ndarray | None:
     count, _ = cv2.connectedComponents(binary, connectivity=8)
     return np.array(
         [
-            math.log1p(manual_cutout_score(prob, threshold)),
+            math.log1p(manual_cutout_score(prob, threshold) if band_score is None else band_score),
             math.log(uncertain / area + 1e-4),
             entropy,
             float(prob[mask].mean()),
@@ -81,9 +84,9 @@ class QualityEstimate:
     fitted_on: int  # validation cutouts the fit saw
     below_target: int  # of which below target_dice
 
-    def estimate(self, prob: np.ndarray, threshold: float) -> float:
+    def estimate(self, prob: np.ndarray, threshold: float, band_score: float | None = None) -> float:
         """The estimated Dice of the mask `prob >= threshold`; 0 for an empty mask (a shot has a garment)."""
-        features = quality_features(prob, threshold)
+        features = quality_features(prob, threshold, band_score)
         return 0.0 if features is None else self.from_features(features)
 
     def from_features(self, features: np.ndarray) -> float:
