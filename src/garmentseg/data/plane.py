@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -193,8 +193,9 @@ def publish(cfg: Config, *, push: bool = True) -> Publication:
 
 # ------------------------------------------------------------------------------------- adding batches
 @contextmanager
-def _exclusive(cfg: Config) -> Iterator[None]:
-    """One dataset writer at a time on this machine."""
+def dataset_lock(cfg: Config) -> Iterator[None]:
+    """One dataset writer at a time on this machine: `add_batch` writes under it, retention holds it while
+    it deletes DVC objects."""
     lock = cfg.path(cfg.paths.state_dir) / "locks" / "dataset.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with lock.open("w") as fh:
@@ -203,11 +204,6 @@ def _exclusive(cfg: Config) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def dataset_lock(cfg: Config) -> AbstractContextManager[None]:
-    """The lock `add_batch` writes under: retention holds it while it deletes DVC objects."""
-    return _exclusive(cfg)
 
 
 def contract_files(batch_dir: Path) -> dict[str, str]:
@@ -277,7 +273,7 @@ def add_batch(
     data = cfg.path(cfg.paths.data_dir)
     batches, index_path = data / BATCHES_DIR, data / INDEX_FILE
     dest = batches / batch_id
-    with _exclusive(cfg):
+    with dataset_lock(cfg):
         batches.mkdir(parents=True, exist_ok=True)
         for stale in batches.glob(f".*{STAGING_SUFFIX}"):  # left by a killed copy: we hold the lock
             log.warning("removing %s, left by an interrupted add", stale)
@@ -339,7 +335,7 @@ def checkout(cfg: Config, version: str) -> CheckoutResult:
     """Make the data dir hold data version VERSION from the remote: every path its manifest lists,
     byte for byte, hashes verified, batch pointers written. Folders outside the version are left alone."""
     started = time.monotonic()
-    with _exclusive(cfg):
+    with dataset_lock(cfg):
         entries = store.manifest(cfg, version)
         if entries is None:
             raise DatasetError(f"data version {version} is not in the DVC remote {store.remote_url(cfg)}")
