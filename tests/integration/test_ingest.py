@@ -8,6 +8,7 @@ import dataclasses
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,30 @@ def test_failing_batch_is_quarantined_whole_with_its_report(tmp_path):
     assert second.destination == quarantine / "b-bad.2"
     assert tree_digest(outcome.destination) == first
     assert without_report(tree_digest(second.destination)) == second_before
+
+
+OTHER_FILE_SYSTEM = Path("/dev/shm")
+
+
+@pytest.mark.skipif(
+    not OTHER_FILE_SYSTEM.is_dir() or OTHER_FILE_SYSTEM.stat().st_dev == Path(__file__).stat().st_dev,
+    reason="needs /dev/shm on a file system other than the checkout's, to make rename(2) fail with EXDEV",
+)
+def test_a_batch_landed_on_another_file_system_is_copied_verified_then_removed(tmp_path):
+    cfg = small_project(tmp_path / "project")
+    landing = Path(tempfile.mkdtemp(dir=OTHER_FILE_SYSTEM, prefix="garmentseg-landing-"))
+    try:
+        batch = landing / "b-bad"
+        write_clean_batch(batch, GARMENTS, width=W, height=H, seed=3)
+        inject_defects(batch)
+        before = tree_digest(batch)
+        outcome = ingest_batch(batch, cfg)
+        quarantine = cfg.path(cfg.paths.quarantine_dir)
+        assert outcome.destination == quarantine / "b-bad" and not batch.exists()
+        assert without_report(tree_digest(outcome.destination)) == before
+        assert [p.name for p in quarantine.iterdir()] == ["b-bad"], "no staging folder is left behind"
+    finally:
+        shutil.rmtree(landing, ignore_errors=True)
 
 
 def unreadable(cfg: Config, name: str) -> Path:

@@ -20,7 +20,6 @@ tracked, tracked but not pushed) and completes it, and removes staging folders a
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import re
@@ -46,6 +45,7 @@ from garmentseg.data.index import (
     read_index,
     reindex,
 )
+from garmentseg.locks import exclusive
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -196,14 +196,8 @@ def publish(cfg: Config, *, push: bool = True) -> Publication:
 def dataset_lock(cfg: Config) -> Iterator[None]:
     """One dataset writer at a time on this machine: `add_batch` writes under it, retention holds it while
     it deletes DVC objects."""
-    lock = cfg.path(cfg.paths.state_dir) / "locks" / "dataset.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with exclusive(cfg.path(cfg.paths.state_dir) / "locks" / "dataset.lock"):
+        yield
 
 
 def contract_files(batch_dir: Path) -> dict[str, str]:

@@ -13,14 +13,16 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+
+from garmentseg.locks import exclusive
 
 if TYPE_CHECKING:
     from garmentseg.config import Config
@@ -99,36 +101,21 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
-@contextmanager
-def _migration_lock(engine: sa.Engine, conn: sa.Connection) -> Iterator[None]:
-    """PostgreSQL: a transaction-scoped advisory lock; SQLite: an OS lock on a file beside the database."""
-    if engine.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-        yield
-        return
-    import fcntl
-
-    database = engine.url.database or ""
-    lock_path = Path(f"{database}.migrate.lock") if database not in ("", ":memory:") else None
-    if lock_path is None:
-        yield
-        return
-    with lock_path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def migrate(engine: sa.Engine) -> None:
-    """Bring the queue's schema to the newest migration (a no-op when it is there already)."""
+    """Bring the queue's schema to the newest migration (a no-op when it is there already). Writers that
+    open the queue together migrate one at a time, each seeing the one before it committed: PostgreSQL
+    under a transaction-scoped advisory lock, SQLite under a file lock beside the database taken before
+    the transaction starts and released after it commits."""
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
     alembic_cfg = AlembicConfig()
     alembic_cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn, _migration_lock(engine, conn):
+    database = engine.url.database or ""
+    on_file = engine.dialect.name == "sqlite" and database not in ("", ":memory:")
+    with exclusive(Path(f"{database}.migrate.lock")) if on_file else nullcontext(), engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
         alembic_cfg.attributes["connection"] = conn
         command.upgrade(alembic_cfg, "head")
 

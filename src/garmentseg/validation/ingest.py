@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -206,8 +207,7 @@ def quarantine_batch(
     if not batch_dir.is_dir():
         raise FileNotFoundError(f"{batch_dir}: batch folder to quarantine does not exist")
     batch_id = batch_id or batch_id_of(batch_dir)
-    destination = _reserve(cfg.path(cfg.paths.quarantine_dir), batch_id)
-    _move_tree(batch_dir, destination)
+    destination = _move_into_quarantine(batch_dir, cfg.path(cfg.paths.quarantine_dir), batch_id)
     log.info("batch %s: moved to %s", batch_id, destination)
     report_copy = _file_report(destination, batch_id, batch_dir, report_dir, data_docs_page)
     log.warning("batch %s quarantined at %s", batch_id, destination)
@@ -249,32 +249,37 @@ def _file_report(
     return report_copy
 
 
-def _reserve(root: Path, batch_id: str) -> Path:
-    """A fresh folder <root>/<id>, or <id>.2, <id>.3... when earlier deliveries are already there."""
+def _move_into_quarantine(source: Path, root: Path, batch_id: str) -> Path:
+    """Rename the batch onto <root>/<id>, or <id>.2, <id>.3... when earlier deliveries are there. No folder is
+    reserved ahead of the move, so a kill leaves the batch either where it landed or whole in quarantine.
+    Across file systems: copy into a hidden staging folder under root, verify every byte, rename it into
+    place, then delete the source."""
     root.mkdir(parents=True, exist_ok=True)
+    try:
+        return _rename_to_free_slot(source, root, batch_id)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{batch_id}.staging-"))
+    shutil.copytree(source, staging, dirs_exist_ok=True, copy_function=shutil.copy2)
+    if tree_digest(source) != tree_digest(staging):
+        raise OSError(f"{staging}: copy of {source} does not match byte for byte; source kept")
+    destination = _rename_to_free_slot(staging, root, batch_id)
+    shutil.rmtree(source)
+    return destination
+
+
+def _rename_to_free_slot(source: Path, root: Path, batch_id: str) -> Path:
+    """rename(2) fails on a non-empty target, so two quarantines of one id can never land in one folder."""
     for n in range(1, 10_000):
         candidate = root / (batch_id if n == 1 else f"{batch_id}.{n}")
         try:
-            candidate.mkdir()  # atomic: two quarantines of one id cannot pick the same folder
+            os.rename(source, candidate)
             return candidate
-        except FileExistsError:
-            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise
     raise RuntimeError(f"{root}: no free quarantine folder for batch {batch_id}")
-
-
-def _move_tree(source: Path, destination: Path) -> None:
-    """Rename source onto the (empty, reserved) destination; across file systems copy, verify, then delete."""
-    try:
-        os.rename(source, destination)
-        return
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            destination.rmdir()
-            raise
-    shutil.copytree(source, destination, dirs_exist_ok=True, copy_function=shutil.copy2)
-    if tree_digest(source) != tree_digest(destination):
-        raise OSError(f"{destination}: copy of {source} does not match byte for byte; source kept")
-    shutil.rmtree(source)
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

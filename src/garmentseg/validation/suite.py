@@ -8,7 +8,6 @@ with the file column as index); the spec words the finding from that file's row.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from garmentseg.config import Config, ConfigError
+from garmentseg.locks import exclusive
 from garmentseg.validation.datadocs import make_self_contained
 
 log = logging.getLogger(__name__)
@@ -336,13 +336,8 @@ def _mask_area_message(fraction: float, lo: float, hi: float) -> str:
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     """One GX writer at a time on the shared project and Data Docs site (two batches may land together)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".gx.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive(folder / ".gx.lock"):
+        yield
 
 
 @dataclass(frozen=True)
