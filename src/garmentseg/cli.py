@@ -32,6 +32,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "garmentseg.retention.cli:gc_cmd",
         "Apply the retention policy (params.yaml); --dry-run lists it.",
     ),
+    "airflow": (
+        "garmentseg.orchestration.run_notes:airflow_cli",
+        "Airflow deployment helpers: the API account tasks write DAG-run notes with.",
+    ),
     "demo": ("garmentseg.demo:demo", "The whole loop end to end on embedded defaults, with a summary."),
     "review": (
         "garmentseg.review.cli:review",

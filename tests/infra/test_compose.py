@@ -89,6 +89,30 @@ def test_compose_mode_switches_and_service_urls() -> None:
     assert urlsplit(mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"]).hostname == "minio"
 
 
+def with_defaults(text: str) -> str:
+    """text with every ${VAR:-default} replaced by its default."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", text)
+
+
+def test_tasks_note_dag_runs_through_the_api_server_as_an_account_that_may(cfg: Config) -> None:
+    """The drift note needs airflow.api_url and an account whose role may edit DAG runs (user, op, admin),
+    registered by airflow-init with the password the tasks hold."""
+    services = compose_services()
+    init_script = " ".join(command(services["airflow-init"]))
+    assert "garmentseg airflow api-account" in init_script
+    for name in ("airflow-worker", "airflow-worker-gpu", "airflow-scheduler"):
+        env = services[name]["environment"]
+        api = urlsplit(env["GARMENTSEG__AIRFLOW__API_URL"])
+        assert api.hostname == "airflow-apiserver"
+        assert f"--port {api.port}" in " ".join(command(services["airflow-apiserver"]))
+        user = with_defaults(env[cfg.airflow.api_user_env])
+        password = env[cfg.airflow.api_password_env]
+        assert re.fullmatch(r"\$\{[A-Z0-9_]+:\?\}", password), "the API password is a required secret"
+        users = with_defaults(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]).split(",")
+        roles = dict(entry.split(":") for entry in users)
+        assert roles.get(user) in ("user", "op", "admin"), f"{user} is not an Airflow user that may edit runs"
+
+
 def test_compose_secrets_come_from_required_variables_documented_in_env_example() -> None:
     required = set(re.findall(r"\$\{([A-Z0-9_]+):\?[^}]*\}", json.dumps(compose())))
     for service, key, value in environment_values():

@@ -195,6 +195,19 @@ def test_cluster_mode_switches_are_valid_and_point_at_real_services() -> None:
     assert urlsplit(env["GARMENTSEG__PATHS__DVC_REMOTE"]).scheme == "s3", "the workers' shared data remote"
 
 
+def test_tasks_note_dag_runs_through_the_charts_api_server_as_an_account_that_may(cfg: Config) -> None:
+    env = objects("ConfigMap")["garmentseg-env"]["data"]
+    api = urlsplit(env["GARMENTSEG__AIRFLOW__API_URL"])
+    execution = urlsplit(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+    assert (api.hostname, api.port) == (execution.hostname, execution.port), "the chart's api-server"
+    values = helm_values()
+    roles = dict(u.split(":") for u in values["config"]["core"]["simple_auth_manager_users"].split(","))
+    assert roles.get(env[cfg.airflow.api_user_env]) in ("user", "op", "admin")
+    assert "airflow-api-pipeline" in re.findall(r"name: ([a-z0-9-]+)", values["extraEnvFrom"])
+    readme = (ROOT / "infra" / "README.md").read_text()
+    assert f"airflow-api-pipeline $ns --from-literal={cfg.airflow.api_password_env}=" in readme
+
+
 def test_mlflow_runs_basic_auth_and_each_client_has_its_own_account() -> None:
     """Who may move `champion`: people and the Bento read, the pipeline manages, the admin only bootstraps."""
     (mlflow,) = objects("Deployment")["mlflow"]["spec"]["template"]["spec"]["containers"]
