@@ -73,21 +73,21 @@ def cut_out(model: CutoutModel, image: np.ndarray) -> Cutout:
 def queue_cutout(
     queue: ReviewQueue, model: CutoutModel, shot: Path, cutout_png: Path, made: Cutout, source: str
 ) -> str | None:
-    """Queue a doubtful cutout for review; None when queued (or not doubtful), else why it could not be."""
-    if not made.needs_review:
-        return None
+    """Log the cutout with its estimate and queue it when doubtful. None when done; for a doubtful cutout that
+    could not be queued, why (a cutout that needs no review and cannot be logged is let go silently)."""
     if math.isnan(made.estimate):
-        return "the model carries no Dice estimate (logged before the review loop): retrain it to queue"
+        reason = "the model carries no Dice estimate (logged before the review loop): retrain it to queue"
+        return reason if made.needs_review else None
     try:
         key = parse_shot_name(f"{shot.stem}.png")
     except ContractError as exc:
-        return str(exc)
-    queue.record(
+        return str(exc) if made.needs_review else None
+    queue.record_cutout(
         file=f"{key.garment_id}_{key.view}",
         shot=shot,
         cutout=cutout_png,
         estimate=made.estimate,
-        needs_review=True,
+        needs_review=made.needs_review,
         model_version=model.model_version or model.model_uri or "unregistered",
         source=source,
     )

@@ -98,3 +98,7 @@ def test_the_doubtful_cutouts_are_queued_once_by_contract_name(tmp_path):
         _reviewing_model(0.5), predict.list_shots(shots), tmp_path / "o2", 10**6, queue
     )
     assert confident.queued == 0 and confident.not_queued == []
+    # Both contract shots logged on each of the three runs (doubtful on the first two); holiday.png, without a
+    # contract name, neither queued nor logged.
+    assert sum(r["cutouts"] for r in queue.cutout_stats()) == 2 * 3
+    assert sum(r["doubtful"] for r in queue.cutout_stats()) == 2 * 2

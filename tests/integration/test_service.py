@@ -276,6 +276,9 @@ def test_cutout_answers_its_review_from_the_same_inference_and_queues_on_request
     (item,) = queue.items()
     assert (item.file, item.state, item.model_version) == (name, "pending", plain.headers["X-Model-Version"])
     assert item.cutout_path.read_bytes() == plain.content and item.shot_path.read_bytes() == _png(rgb)
+    (logged,) = queue.cutout_stats()
+    assert (logged["cutouts"], logged["doubtful"]) == (2, 2), "both calls logged, the shot queued once"
+    assert logged["mean_estimate"] == pytest.approx(estimate, abs=1e-4)
 
     unnamed = server.post("/cutout?queue=true", _png(rgb))
     assert unnamed.status_code == 400 and unnamed.json()["error"] == "bad_filename"

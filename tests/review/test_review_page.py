@@ -60,7 +60,6 @@ def queue(review_env: dict[str, str], tmp_path: Path) -> ReviewQueue:  # noqa: A
             shot=shot,
             cutout=cutout,
             estimate=estimate,
-            needs_review=True,
             model_version="3",
             source="test",
         )

@@ -42,7 +42,7 @@ def project(tmp_path: Path) -> Config:
         true = read_image(batch / "cutouts" / key.filename, max_pixels=10**7, alpha=True)
         true[..., 3] = cv2.erode(true[..., 3], np.ones((5, 5), np.uint8))
         write_png(proposed, true)
-        queue.record(
+        queue.record_cutout(
             file=key.filename[:-4],
             shot=batch / "raw" / key.filename,
             cutout=proposed,
@@ -70,6 +70,10 @@ def test_export_retouch_import_supersedes_the_labels_and_closes_the_items(
     items = json.loads(out)["items"]
     assert code == 0 and [i["estimate"] for i in items] == [0.62, 0.81]
     assert set(items[0]) == {"id", "file", "state", "estimate", "decided_by", "decided_at"}
+    code, out, _ = _cli(project, "review", "stats", "--json")
+    (logged,) = json.loads(out)["cutouts"]
+    assert code == 0 and (logged["model_version"], logged["cutouts"], logged["doubtful"]) == ("1", 2, 2)
+    assert logged["mean_estimate"] == pytest.approx((0.62 + 0.81) / 2)
     assert _cli(project, "review", "decide", str(items[0]["id"]), "--retouch", "--by", "ana")[0] == 0
 
     assert "1 items exported" in _cli(project, "review", "export", str(tmp_path / "only-retouch"))[1]

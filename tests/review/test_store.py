@@ -38,7 +38,7 @@ def _record_many(database: str, storage: str, folder: str, seeds: list[int]) -> 
     queue = ReviewQueue.from_config(_config(database, Path(storage)))
     for seed in seeds:
         name, shot, cutout = _shot(Path(folder) / str(seed), seed)
-        queue.record(
+        queue.record_cutout(
             file=name,
             shot=shot,
             cutout=cutout,
@@ -57,8 +57,8 @@ def queue(tmp_path: Path) -> ReviewQueue:
 def test_a_doubtful_cutout_is_copied_in_and_queued_once(queue: ReviewQueue, tmp_path: Path) -> None:
     name, shot, cutout = _shot(tmp_path / "caller", 1)
     kwargs = {"file": name, "estimate": 0.91, "model_version": "3", "source": "predict"}
-    first = queue.record(shot=shot, cutout=cutout, needs_review=True, **kwargs)
-    again = queue.record(shot=shot, cutout=cutout, needs_review=True, **kwargs)
+    first = queue.record(shot=shot, cutout=cutout, **kwargs)
+    again = queue.record(shot=shot, cutout=cutout, **kwargs)
     assert first is not None and again == first
     assert (first.state, first.file, first.decided_by) == ("pending", name, None)
     assert first.shot_path.is_relative_to(queue.storage_dir)
@@ -69,14 +69,35 @@ def test_a_doubtful_cutout_is_copied_in_and_queued_once(queue: ReviewQueue, tmp_
     assert [item.id for item in queue.items()] == [first.id]
 
 
-def test_a_confident_cutout_is_not_queued(queue: ReviewQueue, tmp_path: Path) -> None:
-    name, shot, cutout = _shot(tmp_path, 2)
-    item = queue.record(
-        file=name, shot=shot, cutout=cutout, estimate=0.99, needs_review=False, model_version="3", source="t"
+def test_every_cutout_is_logged_with_its_estimate_and_only_a_doubtful_one_queued(
+    queue: ReviewQueue, tmp_path: Path
+) -> None:
+    confident, shot, cutout = _shot(tmp_path / "a", 2)
+    kwargs = {"model_version": "3", "source": "predict"}
+    assert (
+        queue.record_cutout(
+            file=confident, shot=shot, cutout=cutout, estimate=0.99, needs_review=False, **kwargs
+        )
+        is None
     )
-    assert item is None
     assert queue.items() == []
     assert not queue.storage_dir.exists()  # nothing copied for a cutout nobody needs to see
+    doubtful, shot, cutout = _shot(tmp_path / "b", 3)
+    for _ in range(2):  # the same shot cut out twice: logged twice, queued once
+        item = queue.record_cutout(
+            file=doubtful, shot=shot, cutout=cutout, estimate=0.7, needs_review=True, **kwargs
+        )
+    assert [i.file for i in queue.items()] == [doubtful] and item.state == "pending"
+    (stats,) = queue.cutout_stats()
+    assert {k: stats[k] for k in ("model_version", "source", "cutouts", "doubtful")} == {
+        "model_version": "3",
+        "source": "predict",
+        "cutouts": 3,
+        "doubtful": 2,
+    }
+    assert stats["doubtful_share"] == pytest.approx(2 / 3)
+    assert stats["mean_estimate"] == pytest.approx((0.99 + 0.7 + 0.7) / 3)
+    assert stats["lowest_estimate"] == pytest.approx(0.7)
 
 
 def test_items_come_worst_first_and_decisions_record_who_and_when(queue: ReviewQueue, tmp_path: Path) -> None:
@@ -88,7 +109,6 @@ def test_items_come_worst_first_and_decisions_record_who_and_when(queue: ReviewQ
             shot=shot,
             cutout=cutout,
             estimate=estimate,
-            needs_review=True,
             model_version="3",
             source="t",
         ).id
@@ -113,14 +133,36 @@ def test_items_come_worst_first_and_decisions_record_who_and_when(queue: ReviewQ
 
 def test_opening_migrates_once_and_keeps_the_data(queue: ReviewQueue, tmp_path: Path) -> None:
     name, shot, cutout = _shot(tmp_path, 6)
-    queue.record(
-        file=name, shot=shot, cutout=cutout, estimate=0.5, needs_review=True, model_version="3", source="t"
-    )
+    queue.record(file=name, shot=shot, cutout=cutout, estimate=0.5, model_version="3", source="t")
     reopened = ReviewQueue.from_config(_config(f"sqlite:///{tmp_path}/queue.db", tmp_path / "items"))
     assert [i.file for i in reopened.items()] == [name]
     with reopened.engine.connect() as conn:
         versions = conn.execute(sa.text("SELECT version_num FROM review_alembic_version")).scalars().all()
-    assert versions == ["queue_table"]
+    assert versions == ["cutout_log"]
+
+
+def test_a_queue_made_by_the_first_schema_is_upgraded_with_its_items(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from garmentseg.review.store import MIGRATIONS, make_engine
+
+    url = f"sqlite:///{tmp_path}/queue.db"
+    alembic_cfg = AlembicConfig()
+    alembic_cfg.set_main_option("script_location", str(MIGRATIONS))
+    with make_engine(url).begin() as conn:
+        alembic_cfg.attributes["connection"] = conn
+        command.upgrade(alembic_cfg, "queue_table")
+        conn.execute(
+            sa.text(
+                "INSERT INTO review_items (shot_sha256, file, state, estimate, needs_review, shot_path, "
+                "cutout_path, model_version, source, created_at) VALUES ('ab', 'g_Front', 'pending', 0.5, 1, "
+                "'s.png', 'c.png', '1', 'predict', '2026-11-30 10:00:00')"
+            )
+        )
+    queue = ReviewQueue.from_config(_config(url, tmp_path / "items"))
+    assert [(i.file, i.estimate) for i in queue.items()] == [("g_Front", 0.5)]
+    assert queue.cutout_stats() == []
 
 
 def _concurrent_writers_lose_nothing(database: str, tmp_path: Path) -> None:
@@ -145,6 +187,8 @@ def _concurrent_writers_lose_nothing(database: str, tmp_path: Path) -> None:
     assert names == expected
     assert len(names) == WORKERS * SHOTS_PER_WORKER + SHARED_SHOTS
     assert all(i.shot_path.is_file() and i.cutout_path.is_file() for i in queue.items())
+    (stats,) = queue.cutout_stats()
+    assert stats["cutouts"] == sum(len(plan) for plan in plans), "every cutout logged"
 
 
 def test_concurrent_writers_on_sqlite_lose_nothing(tmp_path: Path) -> None:

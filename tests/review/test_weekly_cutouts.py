@@ -91,4 +91,7 @@ def test_confident_cutouts_are_written_but_not_queued(cfg: Config) -> None:
     _deliver(cfg, "week-08", 1)
     record = tasks.cut_out_delivery(cfg, _model(0.5), ReviewQueue.from_config(cfg), "week-08")
     assert (record["written"], record["queued"]) == (2, 0)
-    assert ReviewQueue.from_config(cfg).items() == []
+    queue = ReviewQueue.from_config(cfg)
+    assert queue.items() == []
+    (logged,) = queue.cutout_stats()
+    assert (logged["cutouts"], logged["doubtful"], logged["model_version"]) == (2, 0, "4")

@@ -97,7 +97,6 @@ def send_to_retouch(cfg: Config, file: str, shot: Path, label: Path, entry: dict
         shot=shot,
         cutout=label,
         estimate=0.0,
-        needs_review=True,
         model_version="",
         source="label-audit",
     )

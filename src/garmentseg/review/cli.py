@@ -63,6 +63,25 @@ def list_cmd(profile: str | None, params: str | None, states: tuple[str, ...], a
         click.echo(f"{i.id:>6}  {i.state:<8}  {i.estimate:.4f}  {i.file}{decided}")
 
 
+@review.command("stats")
+@config_options
+@click.option("--json", "as_json", is_flag=True, help='Print {"cutouts": [...]}, newest model first.')
+def stats_cmd(profile: str | None, params: str | None, as_json: bool) -> None:
+    """Every cutout made for a new shot, per model version and source: how many, the share doubtful, the
+    mean and lowest estimate (a model that starts flagging more in production shows here first)."""
+    _, queue = _queue(profile, params)
+    rows = queue.cutout_stats()
+    if as_json:
+        click.echo(json.dumps({"cutouts": rows}, indent=2))
+        return
+    for r in rows:
+        click.echo(
+            f"model {r['model_version']:<8} {r['source']:<12} {r['cutouts']:>6} cutouts  "
+            f"{r['doubtful_share']:6.1%} doubtful  mean estimate {r['mean_estimate']:.4f}  "
+            f"lowest {r['lowest_estimate']:.4f}  last {r['last'][:16]}"
+        )
+
+
 @review.command("decide")
 @config_options
 @click.argument("item_id", type=int)

@@ -54,6 +54,18 @@ items_table = sa.Table(
     sa.Column("decided_at", sa.DateTime(timezone=True)),
     sa.Column("closed_at", sa.DateTime(timezone=True)),
 )
+cutouts_table = sa.Table(
+    "cutouts",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("shot_sha256", sa.String(64), nullable=False),
+    sa.Column("file", sa.String(128), nullable=False),
+    sa.Column("estimate", sa.Float, nullable=False),
+    sa.Column("needs_review", sa.Boolean, nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("made_at", sa.DateTime(timezone=True), nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -155,7 +167,7 @@ class ReviewQueue:
         migrate(engine)
         return cls(engine, cfg.path(cfg.review.storage_dir))
 
-    def record(
+    def record_cutout(
         self,
         *,
         file: str,
@@ -166,10 +178,38 @@ class ReviewQueue:
         model_version: str,
         source: str,
     ) -> ReviewItem | None:
-        """Queue a doubtful cutout as `pending`: the queue's item for this shot (the existing one when the
-        same shot was queued before), or None for a cutout that needs no review."""
+        """Log a cutout the platform made, with its estimate, and queue it when it is doubtful: the queue's
+        item for this shot, or None for a cutout that needs no review."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                cutouts_table.insert().values(
+                    shot_sha256=sha256_file(shot),
+                    file=file,
+                    estimate=float(estimate),
+                    needs_review=bool(needs_review),
+                    model_version=str(model_version),
+                    source=source,
+                    made_at=datetime.now(UTC),
+                )
+            )
         if not needs_review:
             return None
+        return self.record(
+            file=file, shot=shot, cutout=cutout, estimate=estimate, model_version=model_version, source=source
+        )
+
+    def record(
+        self,
+        *,
+        file: str,
+        shot: Path,
+        cutout: Path,
+        estimate: float,
+        model_version: str,
+        source: str,
+    ) -> ReviewItem:
+        """Queue a cutout as `pending`, the shot and the cutout copied into the platform's storage: the
+        queue's item for this shot (the existing one when the same shot was queued before)."""
         shot_sha = sha256_file(shot)
         folder = Path(shot_sha[:2]) / shot_sha
         shot_rel = folder / f"shot{shot.suffix.lower()}"
@@ -199,6 +239,41 @@ class ReviewQueue:
         with self.engine.connect() as conn:
             found = conn.execute(items_table.select().where(items_table.c.shot_sha256 == shot_sha)).one()
         return self._item(found)
+
+    def cutout_stats(self) -> list[dict[str, Any]]:
+        """Per model version and source: how many cutouts were made, how many were doubtful, the mean and
+        lowest estimate, and when the first and last were made; newest first."""
+        c = cutouts_table.c
+        query = (
+            sa.select(
+                c.model_version,
+                c.source,
+                sa.func.count().label("cutouts"),
+                sa.func.sum(sa.case((c.needs_review, 1), else_=0)).label("doubtful"),
+                sa.func.avg(c.estimate).label("mean_estimate"),
+                sa.func.min(c.estimate).label("lowest_estimate"),
+                sa.func.min(c.made_at).label("first"),
+                sa.func.max(c.made_at).label("last"),
+            )
+            .group_by(c.model_version, c.source)
+            .order_by(sa.func.max(c.made_at).desc())
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {
+                "model_version": row.model_version,
+                "source": row.source,
+                "cutouts": row.cutouts,
+                "doubtful": int(row.doubtful),
+                "doubtful_share": int(row.doubtful) / row.cutouts,
+                "mean_estimate": float(row.mean_estimate),
+                "lowest_estimate": float(row.lowest_estimate),
+                "first": _aware(row.first).isoformat(),
+                "last": _aware(row.last).isoformat(),
+            }
+            for row in rows
+        ]
 
     def _cutout_in_use(self, cutout_rel: Path) -> bool:
         with self.engine.connect() as conn:

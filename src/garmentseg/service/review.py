@@ -72,23 +72,24 @@ def review_headers(estimate: float, needs_review: bool) -> dict[str, str]:
 
 
 def cutout_answer(p: Prediction, *, shot: bytes, queue: QueueRequest | None = None) -> Rendered:
-    """The RGBA cutout PNG with its review headers; queued when asked and doubtful."""
+    """The RGBA cutout PNG with its review headers; logged with its estimate and, when doubtful, queued, when
+    the caller asks for the queue."""
     from garmentseg.service.responses import cutout_png
 
     png = cutout_png(p)
     estimate, needs_review = p.model.review(p.prob)
-    if queue is not None and needs_review:
-        with tempfile.TemporaryDirectory() as tmp:  # record() copies both into the platform's storage
+    if queue is not None:
+        with tempfile.TemporaryDirectory() as tmp:  # record_cutout() copies both into the platform's storage
             suffix = ".png" if shot.startswith(PNG_SIGNATURE) else ".jpg"
             shot_path, cutout_path = Path(tmp) / f"shot{suffix}", Path(tmp) / "cutout.png"
             shot_path.write_bytes(shot)
             cutout_path.write_bytes(png)
-            queue.queue.record(
+            queue.queue.record_cutout(
                 file=queue.file,
                 shot=shot_path,
                 cutout=cutout_path,
                 estimate=estimate,
-                needs_review=True,
+                needs_review=needs_review,
                 model_version=p.model.model_version or "unregistered",
                 source=QUEUE_SOURCE,
             )
