@@ -1,12 +1,12 @@
 """Edge refinement at full resolution: refine none vs guided (a few radius / eps / guide values) on one
 trained model, in one run: quality of the edges and what the refinement costs per shot.
 
-    uv run python benchmarks/bench_edges.py --model-uri URI [--profile demo] [--dataset DIR]
+    uv run python benchmarks/bench_edges.py --model-uri URI [--profile demo] [--dataset DIR] [--holdout DIR]
         [--config guided:colour:8:0.001:4 ...] [--timing-shots 12] [--json OUT]
 
 Each configuration is applied to the same logged model as training would apply it: the mask threshold is
 re-tuned on the validation split with the refined probability (evaluation.tune_threshold), then the test
-split is scored at full resolution (evaluation.evaluate: Dice, boundary F at 2 px, boundary IoU, halo).
+split (or every pair of --holdout, a contract folder the model never saw) is scored at full resolution (evaluation.evaluate: Dice, boundary F at 2 px, boundary IoU, halo).
 Cost, per shot at the test shots' size, median of --timing-shots: the refinement alone (edges.refine_proba),
 the soft alpha alone (inference.cutout_alpha), and the bare /cutout pipeline (predict_proba -> alpha ->
 PNG encode; the endpoint measured 1.04-1.07x of it, README). Ratios are against the first configuration
@@ -81,13 +81,14 @@ def costs(model, shots: list[np.ndarray]) -> dict[str, float]:
     }
 
 
-def score(model, frame, root, cfg) -> tuple[Any, dict[str, Any]]:
-    """Threshold re-tuned on valid with this refinement, then the test split's edge figures."""
+def score(model, frame, root, cfg, scored: tuple) -> tuple[Any, dict[str, Any]]:
+    """Threshold re-tuned on valid with this refinement, then the edge figures of `scored`: (frame, root,
+    split)."""
     from garmentseg import evaluation
 
     choice = evaluation.tune_threshold(model, frame, root, cfg)
     tuned = dataclasses.replace(model, threshold=choice.threshold, flag_threshold=choice.flag_threshold)
-    summary = evaluation.evaluate(tuned, frame, root, cfg, split="test").summary
+    summary = evaluation.evaluate(tuned, scored[0], scored[1], cfg, split=scored[2]).summary
     return tuned, {"threshold": choice.threshold, "n": summary["n"], **{k: summary[k] for k in QUALITY}}
 
 
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--model-uri", required=True)
     parser.add_argument("--dataset", type=Path, default=None)
+    parser.add_argument("--holdout", type=Path, default=None, help="score this folder whole, not test")
     parser.add_argument("--config", action="append", default=None, help="none | guided:guide:r:eps:s")
     parser.add_argument("--timing-shots", type=int, default=12)
     parser.add_argument("--json", type=Path, default=None)
@@ -121,16 +123,17 @@ def main() -> None:
     cfg = load_config(args.profile, overrides={"evaluation": {"gallery_size": 0}})
     base_model = load_cutout_model(args.model_uri, cfg.tracking_uri)
     frame, root = load_dataset(cfg, args.dataset)
-    test = frame[frame["split"] == "test"]
+    scored = (*load_dataset(cfg, args.holdout), "all") if args.holdout else (frame, root, "test")
+    test = scored[0] if args.holdout else frame[frame["split"] == "test"]
     shots = [
-        prep.read_pair(root, row, cfg.validation.max_pixels)[0]
+        prep.read_pair(scored[1], row, cfg.validation.max_pixels)[0]
         for _, row in test.head(args.timing_shots).iterrows()
     ]
     rows = []
     for text in args.config or DEFAULT_CONFIGS:
         model = dataclasses.replace(base_model, refinement=parse_refinement(text))
         started = time.perf_counter()
-        tuned, quality = score(model, frame, root, cfg)
+        tuned, quality = score(model, frame, root, cfg, scored)
         rows.append(
             {
                 "config": text,
@@ -146,6 +149,7 @@ def main() -> None:
         {
             "model_uri": args.model_uri,
             "profile": args.profile,
+            "scored": str(args.holdout) if args.holdout else "test split",
             "shot_size": f"{shots[0].shape[1]}x{shots[0].shape[0]}",
             "cpus": os.cpu_count(),
             "load_1min": os.getloadavg()[0],

@@ -71,45 +71,61 @@ def _coefficients(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
         var = _box(guide * guide, radius) - mean_i * mean_i
         a = (_box(guide * src, radius) - mean_i * mean_p) / (var + eps)
         return [_box(a, radius), _box(mean_p - a * mean_i, radius)]
-    channels = guide.shape[2]
-    means = [_box(guide[..., c], radius) for c in range(channels)]
-    cov_ip = np.stack([_box(guide[..., c] * src, radius) - means[c] * mean_p for c in range(channels)], -1)
-    sigma = np.empty((*src.shape, channels, channels), np.float32)
-    for i in range(channels):
-        for j in range(i, channels):
-            v = _box(guide[..., i] * guide[..., j], radius) - means[i] * means[j]
-            sigma[..., i, j] = sigma[..., j, i] = v
-    sigma += eps * np.eye(channels, dtype=np.float32)
-    a = np.linalg.solve(sigma, cov_ip[..., None])[..., 0]
-    b = mean_p - np.einsum("...c,...c->...", a, np.stack(means, -1))
-    return [_box(np.ascontiguousarray(a[..., c]), radius) for c in range(channels)] + [_box(b, radius)]
+    if guide.shape[2] != 3:
+        raise ValueError(f"a colour guide has 3 channels, got {guide.shape[2]}")
+    g = [guide[..., c] for c in range(3)]
+    mean = [_box(c, radius) for c in g]
+    cov = [_box(c * src, radius) - m * mean_p for c, m in zip(g, mean, strict=True)]
+
+    def var(i: int, j: int) -> np.ndarray:
+        return _box(g[i] * g[j], radius) - mean[i] * mean[j] + (eps if i == j else 0.0)
+
+    # Sigma + eps I is symmetric 3x3: solve it per pixel with its adjugate (np.linalg.solve is ~10x slower)
+    s00, s01, s02, s11, s12, s22 = var(0, 0), var(0, 1), var(0, 2), var(1, 1), var(1, 2), var(2, 2)
+    adj = [
+        [s11 * s22 - s12 * s12, s02 * s12 - s01 * s22, s01 * s12 - s02 * s11],
+        [None, s00 * s22 - s02 * s02, s01 * s02 - s00 * s12],
+        [None, None, s00 * s11 - s01 * s01],
+    ]
+    det = s00 * adj[0][0] + s01 * adj[0][1] + s02 * adj[0][2]
+
+    def inv(i: int, j: int) -> np.ndarray:
+        return adj[min(i, j)][max(i, j)]
+
+    a = [sum(inv(i, j) * cov[j] for j in range(3)) / det for i in range(3)]
+    b = mean_p - sum(a_c * m for a_c, m in zip(a, mean, strict=True))
+    return [_box(a_c, radius) for a_c in a] + [_box(b, radius)]
 
 
 def guided_filter(
-    guide: np.ndarray, src: np.ndarray, radius: int, eps: float, subsample: int = 1
+    guide: np.ndarray, src: np.ndarray, radius: int, eps: float, subsample: int = 1, scale: float = 1.0
 ) -> np.ndarray:
-    """He et al.'s guided filter of `src` (HxW float) by `guide` (HxW or HxWxC float, 0..1), float32 HxW;
-    with subsample > 1 the coefficients are computed on a grid that much coarser (He and Sun 2015)."""
+    """He et al.'s guided filter of `src` (HxW float) by `guide` (HxW or HxWx3, values x `scale` in 0..1),
+    float32 HxW; with subsample > 1 the coefficients are computed on a grid that much coarser (He and Sun
+    2015) and only their product with the guide is done at full resolution, on the guide as given (uint8
+    is fine: `scale` is folded into the coefficients)."""
     import cv2
 
-    guide = np.asarray(guide, np.float32)
     src = np.asarray(src, np.float32)
     h, w = src.shape
     if subsample > 1:
         small = (max(1, round(w / subsample)), max(1, round(h / subsample)))
         coarse = _coefficients(
-            cv2.resize(guide, small, interpolation=cv2.INTER_AREA),
+            cv2.resize(guide, small, interpolation=cv2.INTER_AREA).astype(np.float32) * np.float32(scale),
             cv2.resize(src, small, interpolation=cv2.INTER_AREA),
             max(1, round(radius / subsample)),
             eps,
         )
+        coarse = [a * np.float32(scale) for a in coarse[:-1]] + coarse[-1:]
         coeffs = [cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in coarse]
     else:
-        coeffs = _coefficients(guide, src, radius, eps)
-    out = coeffs[-1].copy()
+        coeffs = _coefficients(guide.astype(np.float32) * np.float32(scale), src, radius, eps)
+        coeffs = [a * np.float32(scale) for a in coeffs[:-1]] + coeffs[-1:]
+    out = coeffs[-1]
     channels = [guide] if guide.ndim == 2 else [guide[..., c] for c in range(guide.shape[2])]
     for a, g in zip(coeffs[:-1], channels, strict=True):
-        out += a * g
+        a *= g
+        out += a
     return out
 
 
@@ -121,9 +137,9 @@ def refine_proba(prob: np.ndarray, image_rgb: np.ndarray, refinement: Refinement
 
     if image_rgb.shape[:2] != prob.shape:
         raise ValueError(f"shot {image_rgb.shape[:2]} and probability {prob.shape} differ in size")
-    guide = image_rgb[..., :3]
+    guide = np.ascontiguousarray(image_rgb[..., :3])
     if refinement.guide == "grey":
-        guide = cv2.cvtColor(np.ascontiguousarray(guide), cv2.COLOR_RGB2GRAY)
-    scaled = guide.astype(np.float32) / 255.0
-    out = guided_filter(scaled, prob, refinement.radius, refinement.eps, refinement.subsample)
+        guide = cv2.cvtColor(guide, cv2.COLOR_RGB2GRAY)
+    r = refinement
+    out = guided_filter(guide, prob, r.radius, r.eps, r.subsample, scale=1 / 255)
     return np.clip(out, 0.0, 1.0, out=out)

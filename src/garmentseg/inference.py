@@ -105,7 +105,10 @@ def cutout_alpha(prob: np.ndarray, threshold: float, mode: str) -> np.ndarray:
         raise ValueError(f"serving.alpha={mode!r} is not one of {', '.join(ALPHA_MODES)}")
     prob = np.asarray(prob, np.float32)
     h, w = prob.shape
-    ys, xs = np.nonzero(cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)))
+    beside = cv2.findNonZero(cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)))
+    if beside is None:  # no outline: nothing to anti-alias
+        return mask
+    xs, ys = beside.reshape(-1, 2).T
     gx = prob[ys, np.minimum(xs + 1, w - 1)] - prob[ys, np.maximum(xs - 1, 0)]
     gy = prob[np.minimum(ys + 1, h - 1), xs] - prob[np.maximum(ys - 1, 0), xs]
     slope = np.maximum(0.5 * np.hypot(gx, gy), 1e-6)
