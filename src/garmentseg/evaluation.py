@@ -404,5 +404,7 @@ def evaluate_cmd(
         click.echo(
             f"{split}: n={s['n']} Dice median {s['dice_median']:.4f} mean {s['dice_mean']:.4f} "
             f"p10 {s['dice_p10']:.4f} IoU median {s['iou_median']:.4f} "
-            f"outlier-corrected mean {s['outlier_corrected_mean']:.4f} ({s['outlier_rule']})"
+            f"outlier-corrected mean {s['outlier_corrected_mean']:.4f} ({s['outlier_rule']}); "
+            f"BF ({s['bf_tolerance_px']} px) median {s['bf_score_median']:.3f}, "
+            f"halo ({s['halo_band_px']:g} px) median {s['halo_median']:.3f}, refine {s['refine']}"
         )
