@@ -69,7 +69,8 @@ class GarmentCutout:
 
     @bentoml.api(route="/cutout")
     async def cutout(self, image: Upload, ctx: bentoml.Context) -> PngOut:
-        """RGBA PNG of the shot's size; alpha is the predicted garment mask (0 or 255). Headers X-Dice-Estimate
+        """RGBA PNG of the shot's size; alpha is the predicted garment mask (0/255, or with serving.alpha soft
+        its outline anti-aliased over one pixel). Headers X-Dice-Estimate
         and X-Needs-Review judge it; `?queue=true` also queues a doubtful one for review (the upload's
         filename must be `<garment_uuid>_<View>.png`)."""
         try:
@@ -77,7 +78,7 @@ class GarmentCutout:
         except RequestError as err:
             response = self.refusal("/cutout", err)
         else:
-            render = functools.partial(review.cutout_answer, shot=image, queue=queue)
+            render = functools.partial(review.cutout_answer, shot=image, queue=queue, alpha=SERVING.alpha)
             response = await self.answer("/cutout", image, render)
         ctx.response.status_code = response.status_code  # BentoML sets ctx's status on an API taking ctx
         return response

@@ -211,6 +211,18 @@ class EvaluationConfig(_Section):
     boundary_f_tolerance_px: int = Field(ge=0)
     flip_tta: bool
     gallery_size: int = Field(ge=0)
+    halo_band_px: float = Field(gt=0)  # the cutout's inner edge band the halo metric scores (docs/method.md)
+
+
+class InferenceConfig(_Section):
+    """How a newly trained model refines its full-resolution probability (edges.Refinement): tuned and
+    evaluated with it, and logged with it, so predict and the service refine the same way."""
+
+    refine: Literal["none", "guided"]
+    guide: Literal["grey", "colour"]
+    radius: int = Field(ge=1)  # full-resolution pixels
+    eps: float = Field(gt=0)
+    subsample: int = Field(ge=1)
 
 
 class RegistryConfig(_Section):
@@ -241,6 +253,8 @@ class ServingConfig(_Section):
     timeout_s: int = Field(gt=0)
     max_concurrency: int = Field(ge=1)
     precision: Literal["float32", "bfloat16"]
+    # The cutout's alpha: the mask (0/255), or its outline anti-aliased over one pixel (inference.cutout_alpha)
+    alpha: Literal["binary", "soft"]
 
 
 class KubernetesConfig(_Section):
@@ -330,6 +344,7 @@ class Config(_Section):
     model: ModelConfig
     training: TrainingConfig
     evaluation: EvaluationConfig
+    inference: InferenceConfig
     registry: RegistryConfig
     serving: ServingConfig
     airflow: AirflowConfig

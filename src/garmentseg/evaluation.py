@@ -1,5 +1,5 @@
-"""Full-resolution evaluation through the inference code path: threshold tuning on validation, per-image
-Dice / IoU / boundary scores on test, the seed's summaries (median headline, outlier-corrected mean and
+"""Full-resolution evaluation through the inference code path (the model's edge refinement included):
+threshold tuning on validation, per-image Dice / IoU / boundary scores / halo on test, the seed's summaries (median headline, outlier-corrected mean and
 median), slices by view and difficulty tag (the registry gate reads its view slices from here), the
 needs-manual-cutout flag, and a gallery; `garmentseg evaluate` at the bottom.
 
@@ -128,11 +128,14 @@ def _slices(per_image: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def _slice_stats(group: pd.DataFrame) -> dict[str, float]:
+    """A slice's Dice and IoU, and its edge metrics (boundary F, boundary IoU, halo) as medians."""
+    edges = ["bf_score", "halo", *(c for c in group.columns if c.startswith("boundary_iou_"))]
     return {
         "n": len(group),
         "dice_median": float(group["dice"].median()),
         "dice_mean": float(group["dice"].mean()),
         "iou_median": float(group["iou"].median()),
+        **{f"{column}_median": float(group[column].median()) for column in edges},
     }
 
 
@@ -147,6 +150,9 @@ def summarise(per_image: pd.DataFrame, model: CutoutModel, cfg: Config) -> dict[
         "outlier_rule": f"Dice < Q1 - {ev.outlier_iqr_k:g} * IQR",
         "bf_score_median": float(per_image["bf_score"].median()),
         "bf_tolerance_px": ev.boundary_f_tolerance_px,
+        "halo_median": float(per_image["halo"].median()),
+        "halo_band_px": ev.halo_band_px,
+        "refine": model.refinement.method,
         "threshold": float(model.threshold),
         "flag_threshold": float(model.flag_threshold),
         "manual_cutout_target_dice": cfg.review.target_dice,
@@ -189,7 +195,7 @@ def evaluate(
     records = []
     for row, _, truth, prob in stream_predictions(model, part, root, cfg, flip=flip):
         pred = to_mask(prob, model.threshold)
-        scores = M.mask_scores(pred, truth, ev.boundary_fraction, ev.boundary_f_tolerance_px)
+        scores = M.mask_scores(pred, truth, ev.boundary_fraction, ev.boundary_f_tolerance_px, ev.halo_band_px)
         score = manual_cutout_score(prob, model.threshold)
         estimate, needs_review = model.review(prob, score)
         meta = {c: row[c] for c in META_COLUMNS if c in row.index}
@@ -398,5 +404,7 @@ def evaluate_cmd(
         click.echo(
             f"{split}: n={s['n']} Dice median {s['dice_median']:.4f} mean {s['dice_mean']:.4f} "
             f"p10 {s['dice_p10']:.4f} IoU median {s['iou_median']:.4f} "
-            f"outlier-corrected mean {s['outlier_corrected_mean']:.4f} ({s['outlier_rule']})"
+            f"outlier-corrected mean {s['outlier_corrected_mean']:.4f} ({s['outlier_rule']}); "
+            f"BF ({s['bf_tolerance_px']} px) median {s['bf_score_median']:.3f}, "
+            f"halo ({s['halo_band_px']:g} px) median {s['halo_median']:.3f}, refine {s['refine']}"
         )

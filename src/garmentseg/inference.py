@@ -3,7 +3,8 @@ the Bento service, plus the packaging of a trained U-Net as an MLflow model that
 
 The seed's two rules live here so nobody can drift from them: shrink with INTER_AREA, grow the probability
 map back with INTER_CUBIC (the seed's largest single gain), and normalise with the training split's
-per-channel mean/std. TensorFlow and MLflow are imported only when a model is built or loaded.
+per-channel mean/std. A model may also refine the grown probability on the full-resolution shot
+(`edges.Refinement`, stored with it because its thresholds were tuned on the refined probability). TensorFlow and MLflow are imported only when a model is built or loaded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from garmentseg.edges import Refinement, refine_proba
+
 if TYPE_CHECKING:
     from garmentseg.review.estimate import QualityEstimate
 
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 PREPROCESSING_FILE = "preprocessing.json"
 METADATA_KEY = "garmentseg"
 QUALITY_KEY = "quality_estimate"  # the calibrated Dice estimate inside the same metadata (review/estimate.py)
+REFINE_KEY = "refine"  # the edge refinement its thresholds were tuned with (edges.Refinement)
 # A probability strictly between these counts as "the model is unsure about this pixel".
 UNCERTAIN_LOW, UNCERTAIN_HIGH = 0.1, 0.9
 # manual_cutout_score of a shot whose predicted mask is (nearly) empty: a studio shot always has a garment.
@@ -34,6 +38,7 @@ EMPTY_MASK_SCORE = 1000.0
 EMPTY_MASK_SHARE = 0.002
 # A garment's outline is at most a few times a disc's of the same area (sleeves, legs, hems); more is noise.
 OUTLINE_CAP = 4.0
+ALPHA_MODES = ("binary", "soft")  # serving.alpha: the cutout's alpha
 # Input examples are stored as JSON; skip them above this many pixels (the 1024x1024 model's is ~60 MB).
 MAX_EXAMPLE_PIXELS = 256 * 384
 
@@ -84,6 +89,34 @@ def to_cutout(image_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if image_rgb.shape[:2] != mask.shape[:2]:
         raise ValueError(f"image {image_rgb.shape[:2]} and mask {mask.shape[:2]} differ in size")
     return np.dstack([image_rgb[..., :3], mask.astype(np.uint8)])
+
+
+def cutout_alpha(prob: np.ndarray, threshold: float, mode: str) -> np.ndarray:
+    """The cutout's uint8 alpha: the mask (255 where prob >= threshold), or with mode soft the same outline
+    anti-aliased. Soft: on the pixels beside the outline (a 3x3 neighbour across the threshold) alpha is
+    0.5 + (prob - threshold) / |grad prob|, a one-pixel ramp centred on the threshold's sub-pixel contour,
+    kept on the mask's side of 128 so alpha >= 128 is exactly the mask; everywhere else it is the mask."""
+    import cv2
+
+    mask = to_mask(prob, threshold)
+    if mode == "binary":
+        return mask
+    if mode != "soft":
+        raise ValueError(f"serving.alpha={mode!r} is not one of {', '.join(ALPHA_MODES)}")
+    prob = np.asarray(prob, np.float32)
+    h, w = prob.shape
+    beside = cv2.findNonZero(cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)))
+    if beside is None:  # no outline: nothing to anti-alias
+        return mask
+    xs, ys = beside.reshape(-1, 2).T
+    gx = prob[ys, np.minimum(xs + 1, w - 1)] - prob[ys, np.maximum(xs - 1, 0)]
+    gy = prob[np.minimum(ys + 1, h - 1), xs] - prob[np.maximum(ys - 1, 0), xs]
+    slope = np.maximum(0.5 * np.hypot(gx, gy), 1e-6)
+    ramp = np.rint(255.0 * np.clip(0.5 + (prob[ys, xs] - threshold) / slope, 0.0, 1.0))
+    on = mask[ys, xs] > 0
+    alpha = mask.copy()
+    alpha[ys, xs] = np.where(on, np.maximum(ramp, 128), np.minimum(ramp, 127)).astype(np.uint8)
+    return alpha
 
 
 def edge_length(mask: np.ndarray) -> int:
@@ -141,6 +174,7 @@ class CutoutModel:
     batch_size: int = 4
     extra: dict[str, Any] = field(default_factory=dict)
     quality: QualityEstimate | None = None
+    refinement: Refinement = field(default_factory=Refinement)
 
     def preprocess(self, image_rgb: np.ndarray) -> np.ndarray:
         return preprocess(image_rgb, self.input_height, self.input_width, self.mean, self.std)
@@ -171,10 +205,13 @@ class CutoutModel:
             chunk = images[start : start + self.batch_size]
             batch = np.stack([self.preprocess(img) for img in chunk])
             small = self.predict_small_tta(batch, flip)
-            out.extend(
-                upsample_proba(p, img.shape[0], img.shape[1]) for p, img in zip(small, chunk, strict=True)
-            )
+            out.extend(self.full_resolution(p, img) for p, img in zip(small, chunk, strict=True))
         return out
+
+    def full_resolution(self, prob_small: np.ndarray, image_rgb: np.ndarray) -> np.ndarray:
+        """A probability map at input size -> the shot's size (INTER_CUBIC), refined on the shot."""
+        prob = upsample_proba(prob_small, image_rgb.shape[0], image_rgb.shape[1])
+        return refine_proba(prob, image_rgb, self.refinement)
 
     def predict_masks(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [to_mask(p, self.threshold) for p in self.predict_proba(images)]
@@ -205,6 +242,7 @@ class CutoutModel:
             "resize_up": "INTER_CUBIC",
             "scale": "x / 255 then (x - mean) / std, RGB order",
             **self.extra,
+            REFINE_KEY: self.refinement.to_dict(),
             **({QUALITY_KEY: self.quality.to_dict()} if self.quality else {}),
         }
 
@@ -252,11 +290,12 @@ def log_cutout_model(
     name: str = "model",
     extra: dict[str, Any] | None = None,
     quality: QualityEstimate | None = None,
+    refinement: Refinement | None = None,
 ) -> str:
     """Log the U-Net (mlflow.tensorflow flavor, loads as Keras and as pyfunc) into the active run.
 
-    The preprocessing contract (mean, std, threshold, flag threshold, input size, the calibrated quality
-    estimate when given) is stored twice inside the logged model: as MLmodel `metadata["garmentseg"]` and as `extra_files/preprocessing.json`.
+    The preprocessing contract (mean, std, threshold, flag threshold, input size, the edge refinement, the
+    calibrated quality estimate when given) is stored twice inside the logged model: as MLmodel `metadata["garmentseg"]` and as `extra_files/preprocessing.json`.
     Returns the logged model's URI (models:/m-<id>), which mlflow.register_model accepts.
     """
     import tempfile
@@ -276,6 +315,7 @@ def log_cutout_model(
         flag_threshold,
         extra=dict(extra or {}),
         quality=quality,
+        refinement=refinement or Refinement(),
     ).preprocessing_metadata()
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, input_height, input_width, 3), "image")]),
@@ -359,7 +399,16 @@ def load_cutout_model(model_uri: str, tracking_uri: str | None = None) -> Cutout
     keras_model = mlflow.tensorflow.load_model(uri)
     from garmentseg.review.estimate import QualityEstimate
 
-    known = {"mean", "std", "threshold", "flag_threshold", "input_height", "input_width", QUALITY_KEY}
+    known = {
+        "mean",
+        "std",
+        "threshold",
+        "flag_threshold",
+        "input_height",
+        "input_width",
+        QUALITY_KEY,
+        REFINE_KEY,
+    }
     extra = {k: v for k, v in meta.items() if k not in known | {"resize_down", "resize_up", "scale"}}
     model = CutoutModel(
         keras_model=keras_model,
@@ -374,14 +423,16 @@ def load_cutout_model(model_uri: str, tracking_uri: str | None = None) -> Cutout
         model_uri=model_uri,
         extra=extra,
         quality=QualityEstimate.from_dict(meta[QUALITY_KEY]) if QUALITY_KEY in meta else None,
+        refinement=Refinement.from_dict(meta.get(REFINE_KEY)),
     )
     log.info(
-        "loaded %s (%s v%s): input %dx%d, threshold %.2f",
+        "loaded %s (%s v%s): input %dx%d, threshold %.2f, refine %s",
         model_uri,
         name or "unregistered",
         version or "-",
         model.input_height,
         model.input_width,
         model.threshold,
+        model.refinement.method,
     )
     return model

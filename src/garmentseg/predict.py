@@ -18,7 +18,14 @@ from garmentseg.cliopts import config_options
 from garmentseg.config import load_config
 from garmentseg.data.contract import ContractError, parse_shot_name
 from garmentseg.imageio import ImageError, read_image, write_png
-from garmentseg.inference import CutoutModel, in_precision, load_cutout_model, to_cutout, to_mask
+from garmentseg.inference import (
+    CutoutModel,
+    cutout_alpha,
+    in_precision,
+    load_cutout_model,
+    to_cutout,
+    to_mask,
+)
 
 if TYPE_CHECKING:
     from garmentseg.config import Config
@@ -51,7 +58,8 @@ def load_model(model_uri: str, cfg: Config) -> CutoutModel:
 
 @dataclass(frozen=True)
 class Cutout:
-    """One shot cut out: the RGBA cutout, its mask, and what the model thinks of it."""
+    """One shot cut out: the RGBA cutout (its alpha as serving.alpha says), its binary mask, and what the
+    model thinks of it."""
 
     rgba: np.ndarray
     mask: np.ndarray
@@ -61,13 +69,14 @@ class Cutout:
     needs_review: bool
 
 
-def cut_out(model: CutoutModel, image: np.ndarray) -> Cutout:
-    """One RGB shot at its own resolution, through one inference."""
+def cut_out(model: CutoutModel, image: np.ndarray, alpha: str = "binary") -> Cutout:
+    """One RGB shot at its own resolution, through one inference; `alpha`: serving.alpha."""
     prob = model.predict_proba([image])[0]
     mask = to_mask(prob, model.threshold)
     score, flagged = model.needs_manual_cutout(prob)
     estimate, needs_review = model.review(prob, score)
-    return Cutout(to_cutout(image, mask), mask, score, flagged, estimate, needs_review)
+    rgba = to_cutout(image, cutout_alpha(prob, model.threshold, alpha))
+    return Cutout(rgba, mask, score, flagged, estimate, needs_review)
 
 
 def queue_cutout(
@@ -100,8 +109,10 @@ def cut_out_folder(
     out_dir: Path,
     max_pixels: int,
     queue: ReviewQueue | None = None,
+    alpha: str = "binary",
 ) -> FolderResult:
-    """out_dir/cutouts/<stem>.png (RGBA), out_dir/masks/<stem>.png and out_dir/scores.csv for every shot,
+    """out_dir/cutouts/<stem>.png (RGBA, alpha as `alpha` says), out_dir/masks/<stem>.png (0/255) and
+    out_dir/scores.csv for every shot,
     and the doubtful ones into `queue` when given; a shot that cannot be read is skipped and named, the
     others still cut out."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +128,7 @@ def cut_out_folder(
             except (ImageError, OSError) as exc:
                 result.skipped.append((path.name, str(exc)))
                 continue
-            made = cut_out(model, image)
+            made = cut_out(model, image, alpha)
             cutout_png = out_dir / "cutouts" / f"{path.stem}.png"
             write_png(cutout_png, made.rgba)
             write_png(out_dir / "masks" / f"{path.stem}.png", made.mask)
@@ -159,7 +170,9 @@ def predict_cmd(
     model = load_model(model_uri, cfg)
     review_queue = ReviewQueue.from_config(cfg) if queue else None
     shots = tqdm(list_shots(in_dir), desc="predict", unit="img", disable=None)
-    result = cut_out_folder(model, shots, out_dir, cfg.serving.max_pixels, review_queue)
+    result = cut_out_folder(
+        model, shots, out_dir, cfg.serving.max_pixels, review_queue, alpha=cfg.serving.alpha
+    )
     click.echo(f"{result.written} cutouts written to {out_dir}")
     if review_queue is not None:
         click.echo(f"{result.queued} doubtful cutouts in the review queue ({review_queue.location})")

@@ -28,6 +28,7 @@ from garmentseg.cliopts import config_options, dataset_option
 from garmentseg.config import load_config
 from garmentseg.data import plane
 from garmentseg.data.index import load_dataset
+from garmentseg.edges import Refinement
 from garmentseg.inference import CutoutModel, log_cutout_model
 from garmentseg.input_pipeline import make_dataset
 from garmentseg.labels.screen import drop_excluded, log_screening
@@ -173,8 +174,16 @@ def _plot_curves(history: dict[str, list[float]], path: Path) -> None:
 
 
 def _headline(summary: dict[str, Any], prefix: str) -> dict[str, float]:
-    """Flat numeric metrics of an evaluation summary, slices as <prefix>dice_median_view_Front etc."""
-    echoes = {"threshold", "flag_threshold", "bf_tolerance_px", "manual_cutout_target_dice", "flip_tta"}
+    """Flat numeric metrics of an evaluation summary, slices' medians as <prefix>dice_median_view_Front,
+    <prefix>halo_median_view_Front etc."""
+    echoes = {
+        "threshold",
+        "flag_threshold",
+        "bf_tolerance_px",
+        "halo_band_px",
+        "manual_cutout_target_dice",
+        "flip_tta",
+    }
     out = {
         f"{prefix}{k}": float(v)
         for k, v in summary.items()
@@ -182,7 +191,9 @@ def _headline(summary: dict[str, Any], prefix: str) -> dict[str, float]:
     }
     for kind, groups in summary.get("slices", {}).items():
         for name, stats in groups.items():
-            out[f"{prefix}dice_median_{kind}_{name}"] = float(stats["dice_median"])
+            for stat, value in stats.items():
+                if stat.endswith("_median"):
+                    out[f"{prefix}{stat}_{kind}_{name}"] = float(value)
     return {k: v for k, v in out.items() if np.isfinite(v)}
 
 
@@ -247,6 +258,7 @@ def train_on_frame(
             prepared.input_width,
             flip_tta=cfg.evaluation.flip_tta,
             batch_size=cfg.training.batch_size,
+            refinement=Refinement.from_config(cfg.inference),
         )
         choice = evaluation.tune_threshold(cutout, frame, root, cfg)
         cutout.threshold, cutout.flag_threshold = choice.threshold, choice.flag_threshold
@@ -285,6 +297,7 @@ def train_on_frame(
             threshold=choice.threshold,
             flag_threshold=choice.flag_threshold,
             quality=choice.quality,
+            refinement=cutout.refinement,
             input_height=prepared.input_height,
             input_width=prepared.input_width,
             extra={

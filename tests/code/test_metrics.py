@@ -101,3 +101,25 @@ def test_flag_threshold_catches_bad_cutouts_and_reports_precision_recall():
     # nothing bad on validation: flag only what is more doubtful than every validation image
     assert M.best_flag_threshold([1.0, 2.0], [False, False]) > 2.0
     assert math.isnan(M.flag_precision_recall([1.0], [False], 5.0)["flag_precision"])
+
+
+def test_halo_is_the_share_of_backdrop_in_the_cutouts_inner_edge_band():
+    truth = square(size=100, top=30, left=30, side=40)
+    assert M.halo(truth, truth, 4) == 0.0
+    # one pixel too wide on every side: the band (4 px inside the predicted outline) holds a 1-px rim of
+    # backdrop; band area = 42^2 - 34^2, backdrop in it = 42^2 - 40^2
+    dilated = square(size=100, top=29, left=29, side=42)
+    assert M.halo(dilated, truth, 4) == pytest.approx((42**2 - 40**2) / (42**2 - 34**2))
+    assert M.halo(dilated, truth, 2) > M.halo(dilated, truth, 4)  # a narrower band: the rim weighs more
+    assert M.halo(square(size=100, top=32, left=32, side=36), truth, 4) == 0.0  # too tight: no backdrop
+    assert math.isnan(M.halo(np.zeros((100, 100), bool), truth))
+
+
+def test_halo_does_not_count_the_frame_as_the_cutouts_edge():
+    truth = np.zeros((60, 60), bool)
+    truth[20:, 10:50] = True  # a hem that runs off the bottom of the frame
+    wide = np.zeros((60, 60), bool)
+    wide[19:, 9:51] = True  # 1 px of backdrop on the top and the sides
+    # band = rows 19..59 x cols 9..50 less rows 23..59 x cols 13..46: the bottom is no edge
+    assert M.halo(wide, truth, 4) == pytest.approx((41 * 42 - 40 * 40) / (41 * 42 - 37 * 34))
+    assert M.mask_scores(wide, truth, (0.02,), 2, 4)["halo"] == M.halo(wide, truth, 4)

@@ -32,6 +32,7 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "model": {"base_filters": 4, "depth": 2, "input_height": 48, "input_width": 32},
         "training": {"epochs": 2, "batch_size": 4},
         "evaluation": {"gallery_size": 1},
+        "inference": {"refine": "guided"},  # dvc.yaml's train stage reads profiles.demo.inference
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copyfile(ROOT / "dvc.yaml", root / "dvc.yaml")

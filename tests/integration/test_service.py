@@ -68,7 +68,7 @@ def _bomb_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
 
 
-def _log_version(seed: int, threshold: float) -> str:
+def _log_version(seed: int, threshold: float, refinement: Any = None) -> str:
     """Log a tiny U-Net with log_cutout_model and a fixed Dice estimate, register it; returns the version."""
     import keras
     import mlflow
@@ -88,6 +88,7 @@ def _log_version(seed: int, threshold: float) -> str:
             input_height=64,
             input_width=48,
             quality=fixed_quality(review_below=0.99),
+            refinement=refinement,
         )
     return str(mlflow.register_model(uri, MODEL_NAME).version)
 
@@ -134,7 +135,9 @@ class Server:
         )
 
 
-def _start(cfg: Config, tmp: Path, **env: str) -> tuple[Any, str, list[tuple[int, int]]]:
+def _start(
+    cfg: Config, tmp: Path, model_uri: str = f"models:/{MODEL_NAME}@champion", **env: str
+) -> tuple[Any, str, list[tuple[int, int]]]:
     """Start `bentoml serve`; record (/livez, /readyz) statuses until ready."""
     port = deploy.free_port()
     settings = {
@@ -145,7 +148,7 @@ def _start(cfg: Config, tmp: Path, **env: str) -> tuple[Any, str, list[tuple[int
         WARMUP_DELAY_ENV: "4",
         **env,
     }
-    env = deploy.service_env(cfg, f"models:/{MODEL_NAME}@champion", **settings)
+    env = deploy.service_env(cfg, model_uri, **settings)
     log = open(tmp / f"serve-{port}.log", "wb")  # noqa: SIM115 (lives as long as the server)
     proc = deploy.start_service(cfg, None, "127.0.0.1", port, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
@@ -536,6 +539,55 @@ def test_adaptive_batching_path_serves_the_same_cutouts(scfg: Config, tmp_path: 
         assert sum(sizes) >= 1
     finally:
         deploy.stop_service(proc)
+
+
+def test_soft_alpha_of_a_guided_model_matches_garmentseg_predict(
+    scfg: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serving.alpha soft and a model that refines its edges (guided filter): the served cutout is still
+    exactly what `garmentseg predict` writes with the same setting, and its alpha is anti-aliased."""
+    from click.testing import CliRunner
+
+    from garmentseg.cli import main
+    from garmentseg.edges import Refinement
+
+    version = _log_version(seed=3, threshold=0.5, refinement=Refinement("guided", "colour", 8, 1e-3, 4))
+    model_uri = f"models:/{MODEL_NAME}/{version}"
+    proc, url, _ = _start(
+        scfg, tmp_path, model_uri, GARMENTSEG__SERVING__ALPHA="soft", **{WARMUP_DELAY_ENV: "0"}
+    )
+    try:
+        shots = tmp_path / "shots"
+        shots.mkdir()
+        uploads = {
+            "studio.png": _png(_shot(1728, 1152, seed=21)),
+            "camera.jpg": _jpeg(_shot(600, 400, seed=22)),
+        }
+        for name, data in uploads.items():
+            (shots / name).write_bytes(data)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        served = {
+            name: httpx.post(f"{url}/cutout", files={"image": (name, data)}, headers=auth, timeout=60)
+            for name, data in uploads.items()
+        }
+    finally:
+        deploy.stop_service(proc)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", scfg.tracking_uri)
+    monkeypatch.setenv("GARMENTSEG__SERVING__ALPHA", "soft")
+    result = CliRunner().invoke(
+        main, ["predict", "--model-uri", model_uri, "--no-queue", str(shots), str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0, result.output
+    for name, resp in served.items():
+        assert resp.status_code == 200 and resp.headers[HEADER_VERSION] == version, resp.text
+        got = decode(resp.content, max_pixels=10**8, alpha=True)
+        out = tmp_path / "out"
+        written = decode(
+            (out / "cutouts" / f"{Path(name).stem}.png").read_bytes(), max_pixels=10**8, alpha=True
+        )
+        assert np.array_equal(got, written), name
+        mask = decode((out / "masks" / f"{Path(name).stem}.png").read_bytes(), max_pixels=10**8)[..., 0]
+        assert np.array_equal(got[..., 3] >= 128, mask > 0) and ((got[..., 3] % 255) > 0).any(), name
 
 
 def test_serving_check_reports_sizes_versions_and_budget(

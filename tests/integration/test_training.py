@@ -1,5 +1,6 @@
 """Training end to end on real engines: a tiny drawn studio, a real SQLite MLflow, the logged model loaded
-back through inference, evaluation and the CLI."""
+back through inference, evaluation and the CLI. It trains with the guided edge refinement on, so tuning,
+evaluation, the logged model and predict all go through the refined probability."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 from garmentseg import evaluation
 from garmentseg.cli import main
 from garmentseg.config import load_config
+from garmentseg.edges import Refinement
 from garmentseg.imageio import read_image, write_png
 from garmentseg.inference import CutoutModel, load_cutout_model
 from garmentseg.model.unet import build_unet
@@ -27,6 +29,7 @@ def trained_run(tmp_path_factory, project_root):
     frame = make_studio(tmp / "studio", garments=18, height=96, width=64, seed=3)
     overrides = tiny_overrides(tmp, epochs=15)
     overrides["training"].update({"batch_size": 4, "optimizer": "adam", "learning_rate": 1e-3})
+    overrides["inference"] = {"refine": "guided", "radius": 4, "subsample": 1}
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         cfg = load_config("demo", project_root / "params.yaml", overrides=overrides)
@@ -59,6 +62,9 @@ def test_the_run_carries_params_metrics_artifacts_and_lineage(trained_run):
         assert key in run.data.metrics
     assert "test_dice_median_view_Front" in run.data.metrics
     assert "test_boundary_iou_2pct_median" in run.data.metrics
+    assert {"test_halo_median", "test_bf_score_median_view_Front", "test_halo_median_view_Back"} <= set(
+        run.data.metrics
+    )
     assert len(client.get_metric_history(result.run_id, "val_loss")) == result.metrics["epochs_trained"]
     assert run.data.tags["data_version"].startswith("index:") and run.data.tags["git_commit"]
     assert len(run.inputs.dataset_inputs) == 1 and run.inputs.dataset_inputs[0].dataset.digest
@@ -87,6 +93,9 @@ def test_the_logged_model_loads_by_run_alias_and_version_with_its_preprocessing(
     assert by_uri.flag_threshold == pytest.approx(result.metrics["flag_threshold"])
     assert (by_uri.input_height, by_uri.input_width) == (cfg.model.input_height, cfg.model.input_width)
     assert by_run.mean == by_uri.mean and by_alias.std == by_uri.std
+    assert (
+        by_alias.refinement == Refinement.from_config(cfg.inference) and by_uri.refinement.method == "guided"
+    )
     shot, _ = draw_shot(np.random.default_rng(0), 96, 64)
     assert np.allclose(by_uri.predict_proba([shot])[0], by_alias.predict_proba([shot])[0], atol=1e-6)
     pyfunc = mlflow.pyfunc.load_model(result.model_uri)
@@ -122,6 +131,10 @@ def test_evaluating_the_logged_model_reproduces_the_training_metrics(trained_run
     assert len(report.per_image) == (frame["split"] == "test").sum()
     assert set(report.summary["slices"]["view"]) == {"Front", "FrontRight", "Back"}
     assert "complex_pattern" in report.summary["slices"]["difficulty"]
+    assert report.summary["refine"] == "guided"
+    assert report.summary["halo_median"] == pytest.approx(result.metrics["test_halo_median"], abs=1e-6)
+    for stats in report.summary["slices"]["view"].values():
+        assert {"bf_score_median", "boundary_iou_0p5pct_median", "halo_median"} <= set(stats)
     paths = evaluation.write_report(report, tmp_path / "report")
     assert all(p.exists() for p in paths.values())
     assert "<img" in paths["gallery"].read_text()
@@ -153,6 +166,19 @@ def test_predict_cli_writes_cutouts_and_masks_and_names_bad_files(trained_run, t
     assert set(np.unique(cutout[..., 3])) <= {0, 255} and cutout[..., 3].any()
     assert (out / "scores.csv").read_text().count("\n") == 3
 
+    soft = tmp_path / "soft"
+    res = runner.invoke(
+        main,
+        ["predict", "--model-uri", result.model_uri, "--no-queue", str(shots), str(soft)],
+        env={"MLFLOW_TRACKING_URI": cfg.tracking_uri, "GARMENTSEG__SERVING__ALPHA": "soft"},
+    )
+    assert res.exit_code == 1, res.output
+    alpha = read_image(soft / "cutouts" / "shot0.png", max_pixels=10**6, alpha=True)[..., 3]
+    binary = read_image(soft / "masks" / "shot0.png", max_pixels=10**6)[..., 0]
+    first = read_image(out / "masks" / "shot0.png", max_pixels=10**6)[..., 0]
+    assert np.array_equal(binary, first)  # the mask stays 0/255, whatever the alpha
+    assert np.array_equal(alpha >= 128, binary > 0) and ((alpha > 0) & (alpha < 255)).any()
+
 
 def test_evaluate_cli_on_a_contract_folder_prints_json(trained_run):
     cfg, frame, tmp, result = trained_run
@@ -173,6 +199,7 @@ def test_evaluate_cli_on_a_contract_folder_prints_json(trained_run):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["n"] == len(frame) and summary["dice_median"] > 0.8
+    assert 0.0 <= summary["halo_median"] <= 1.0 and summary["bf_score_median"] > 0
 
 
 def test_the_gpu_profiles_mixed_precision_under_mirrored_strategy_trains_here_too(tmp_path, project_root):

@@ -69,3 +69,46 @@ def test_importing_serving_does_not_import_tensorflow_or_mlflow():
 def test_models_uri_parsing_leaves_run_and_logged_model_uris_alone():
     assert inference.resolve_registered("runs:/abc/model") == (None, None)
     assert inference.resolve_registered("models:/m-0123") == (None, None)
+
+
+def test_soft_alpha_is_the_pixel_coverage_of_a_straight_edge_and_never_contradicts_the_mask():
+    # prob rises 0.1 per column and crosses 0.5 at x = 10.3: pixel 10 (spanning 9.5..10.5) is 20 % garment
+    x = np.arange(24, dtype=np.float32)
+    prob = np.tile(np.clip(0.5 + 0.1 * (x - 10.3), 0, 1), (6, 1)).astype(np.float32)
+    binary = inference.cutout_alpha(prob, 0.5, "binary")
+    assert np.array_equal(binary, inference.to_mask(prob, 0.5))
+    soft = inference.cutout_alpha(prob, 0.5, "soft")
+    assert soft.dtype == np.uint8 and soft[0, 9] == 0 and soft[0, 11] == 255
+    assert soft[0, 10] == round(0.2 * 255)
+    assert np.array_equal(soft >= 128, binary > 0)
+    with pytest.raises(ValueError, match=r"serving\.alpha='feather'"):
+        inference.cutout_alpha(prob, 0.5, "feather")
+
+
+def test_soft_alpha_is_fractional_only_beside_the_outline():
+    prob = _disc(6.0)
+    soft = inference.cutout_alpha(prob, 0.5, "soft")
+    mask = inference.to_mask(prob, 0.5)
+    assert np.array_equal(soft >= 128, mask > 0)
+    partial = (soft > 0) & (soft < 255)
+    assert partial.any() and inference.edge_length(mask) >= 0.5 * partial.sum()
+    far = np.abs(np.hypot(*np.mgrid[:200, :150] - np.array([100, 75])[:, None, None]) - 50) > 2
+    assert not partial[far].any()
+
+
+def test_a_model_refines_its_full_resolution_probability_as_its_refinement_says():
+    from garmentseg.edges import Refinement, refine_proba
+
+    class Ramp:
+        def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
+            n, h, w, _ = batch.shape
+            return np.broadcast_to(np.linspace(0, 1, w, dtype=np.float32)[None, None, :, None], (n, h, w, 1))
+
+    guided = Refinement("guided", "colour", 4, 1e-3, 2)
+    plain = inference.CutoutModel(Ramp(), (0.5,) * 3, (0.25,) * 3, 0.5, 16, 16)
+    refined = inference.CutoutModel(Ramp(), (0.5,) * 3, (0.25,) * 3, 0.5, 16, 16, refinement=guided)
+    shot = np.zeros((64, 64, 3), np.uint8)
+    shot[:, 20:] = 200
+    base = plain.predict_proba([shot])[0]
+    assert np.array_equal(refined.predict_proba([shot])[0], refine_proba(base, shot, guided))
+    assert refined.preprocessing_metadata()[inference.REFINE_KEY] == guided.to_dict()

@@ -1,4 +1,4 @@
-"""Mask metrics at full resolution, in numpy: Dice, IoU, boundary IoU, boundary F-score, summaries.
+"""Mask metrics at full resolution, in numpy: Dice, IoU, boundary IoU, boundary F-score, halo, summaries.
 
 Masks are boolean (or anything where > 0 means garment). Two empty masks agree perfectly (score 1.0).
 """
@@ -53,6 +53,23 @@ def boundary_f_score(pred: np.ndarray, truth: np.ndarray, tolerance_px: float = 
     """Boundary F-measure (Perazzi et al., DAVIS 2016): precision = share of predicted contour pixels within
     tolerance_px of the true contour, recall = the converse; F = 2PR / (P + R)."""
     return mask_scores(pred, truth, (), tolerance_px)["bf_score"]
+
+
+def halo(pred: np.ndarray, truth: np.ndarray, band_px: float = 4.0) -> float:
+    """Share of the cutout's inner edge band that is backdrop in the truth (docs/method.md); NaN for an
+    empty prediction. The band: predicted pixels within band_px (Euclidean) of a pixel outside the
+    prediction, inside the frame (the frame's edge is not the cutout's edge)."""
+    import cv2
+
+    p, t = _bool(pred), _bool(truth)
+    if not p.any():
+        return float("nan")
+    size = 2 * int(np.floor(band_px)) + 1
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    # erode's default border is +inf: pixels beyond the frame never erode the mask
+    band = p & (cv2.erode(p.astype(np.uint8), disc) == 0)
+    n = int(np.count_nonzero(band))
+    return 0.0 if n == 0 else int(np.count_nonzero(band & ~t)) / n
 
 
 def summarise(values: Iterable[float], prefix: str = "") -> dict[str, float]:
@@ -147,9 +164,14 @@ def flag_precision_recall(scores: Sequence[float], needs_person: Sequence[bool],
 
 
 def mask_scores(
-    pred: np.ndarray, truth: np.ndarray, fractions: Sequence[float] = (0.02, 0.005), tolerance_px: float = 2.0
+    pred: np.ndarray,
+    truth: np.ndarray,
+    fractions: Sequence[float] = (0.02, 0.005),
+    tolerance_px: float = 2.0,
+    halo_band_px: float = 4.0,
 ) -> dict[str, float]:
-    """Dice, IoU, boundary IoU at each diagonal fraction and boundary F-score, sharing distance transforms."""
+    """Dice, IoU, boundary IoU at each diagonal fraction, boundary F-score (sharing distance transforms)
+    and halo."""
     import cv2
 
     p, t = _bool(pred), _bool(truth)
@@ -171,6 +193,7 @@ def mask_scores(
         precision = float((to_t[cp] <= tolerance_px).mean())
         recall = float((to_p[ct] <= tolerance_px).mean())
         out["bf_score"] = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    out["halo"] = halo(p, t, halo_band_px)
     return out
 
 

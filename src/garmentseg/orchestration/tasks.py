@@ -424,7 +424,7 @@ def cut_out_delivery(cfg: Config, model: Any, queue: Any, delivery: str) -> dict
 
     out = cfg.path(cfg.paths.cutouts_dir) / delivery
     shots = list_shots(cfg.path(cfg.paths.deliveries_dir) / delivery)
-    result = cut_out_folder(model, shots, out, cfg.serving.max_pixels, queue)
+    result = cut_out_folder(model, shots, out, cfg.serving.max_pixels, queue, alpha=cfg.serving.alpha)
     record = {
         "written": result.written,
         "queued": result.queued,

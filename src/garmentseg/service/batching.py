@@ -67,12 +67,10 @@ def shrink(model: CutoutModel, data: bytes, serving: ServingConfig) -> tuple[np.
     return image, item
 
 
-def expand(out: Any, height: int, width: int) -> np.ndarray:
-    """A /predict_batch answer -> probabilities at the shot's size."""
-    from garmentseg.inference import upsample_proba
-
+def expand(out: Any, model: CutoutModel, image: np.ndarray) -> np.ndarray:
+    """A /predict_batch answer -> probabilities at the shot's size, refined as the model's are."""
     proba = SmallProba.model_validate(out)
-    return upsample_proba(unpack(proba.data, (proba.height, proba.width), np.float32), height, width)
+    return model.full_resolution(unpack(proba.data, (proba.height, proba.width), np.float32), image)
 
 
 def forward_small(runtime: ModelRuntime, items: Sequence[SmallImage]) -> list[SmallProba]:
@@ -121,7 +119,7 @@ async def respond_batched(
         raise RequestError(
             503, "overloaded", f"the batch queue is past {serving.max_latency_ms} ms; retry shortly"
         ) from None
-    prob = await on_cpu(expand, out, image.shape[0], image.shape[1])
+    prob = await on_cpu(expand, out, model, image)
     return await on_cpu(render, Prediction(model, image, prob))
 
 

@@ -42,11 +42,12 @@ def respond(
     return render(Prediction(model, image, runtime.predict_proba(model, image)))
 
 
-def cutout_png(p: Prediction) -> bytes:
-    """RGBA PNG whose alpha is the thresholded mask: what `garmentseg predict` writes."""
-    from garmentseg.inference import to_cutout, to_mask
+def cutout_png(p: Prediction, alpha: str = "binary") -> bytes:
+    """RGBA PNG whose alpha is the mask, or with `alpha` soft its anti-aliased outline (serving.alpha):
+    what `garmentseg predict` writes."""
+    from garmentseg.inference import cutout_alpha, to_cutout
 
-    return encode_png(to_cutout(p.image, to_mask(p.prob, p.model.threshold)))
+    return encode_png(to_cutout(p.image, cutout_alpha(p.prob, p.model.threshold, alpha)))
 
 
 def mask_png(p: Prediction, probability: bool = False) -> bytes:

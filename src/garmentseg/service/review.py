@@ -71,12 +71,14 @@ def review_headers(estimate: float, needs_review: bool) -> dict[str, str]:
     return headers
 
 
-def cutout_answer(p: Prediction, *, shot: bytes, queue: QueueRequest | None = None) -> Rendered:
-    """The RGBA cutout PNG with its review headers; logged with its estimate and, when doubtful, queued, when
-    the caller asks for the queue."""
+def cutout_answer(
+    p: Prediction, *, shot: bytes, queue: QueueRequest | None = None, alpha: str = "binary"
+) -> Rendered:
+    """The RGBA cutout PNG (alpha: serving.alpha) with its review headers; logged with its estimate and,
+    when doubtful, queued, when the caller asks for the queue."""
     from garmentseg.service.responses import cutout_png
 
-    png = cutout_png(p)
+    png = cutout_png(p, alpha)
     estimate, needs_review = p.model.review(p.prob)
     if queue is not None:
         with tempfile.TemporaryDirectory() as tmp:  # record_cutout() copies both into the platform's storage
