@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from garmentseg.model.encoders import VGG16_POOLINGS
+
 VIEWS = ("Front", "FrontRight", "Back")
 PARAMS_ENV = "GARMENTSEG_PARAMS"
 PROFILE_ENV = "GARMENTSEG_PROFILE"
@@ -169,10 +171,11 @@ class ModelConfig(_Section):
             raise ValueError("encoder_trainable applies to a pretrained encoder, and encoder is none")
         if self.encoder != "none":
             # VGG16 pools 4 times (blocks 1-4 are the skips); depth describes the from-scratch U-Net only.
+            step = 2**VGG16_POOLINGS
             for key in ("input_height", "input_width"):
-                if getattr(self, key) % 16:
+                if getattr(self, key) % step:
                     raise ValueError(
-                        f"{key}={getattr(self, key)} must be divisible by 16 for encoder {self.encoder}"
+                        f"{key}={getattr(self, key)} must be divisible by {step} for encoder {self.encoder}"
                     )
             if self.arch != "carvana":
                 raise ValueError(f"encoder {self.encoder} takes the carvana decoder; arch is {self.arch}")
