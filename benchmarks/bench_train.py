@@ -26,11 +26,12 @@ def _arrays(cfg, dataset: Path | None, images: int):
 
     from garmentseg import prepare as prep
     from garmentseg.data.index import load_dataset
+    from garmentseg.training import input_normalisation
 
     if dataset is not None:
         frame, root = load_dataset(cfg, dataset)
         prepared = prep.prepare_for(cfg, frame, root)
-        return prepared.splits["train"], prepared.mean, prepared.std
+        return prepared.splits["train"], *input_normalisation(cfg, prepared)
     rng = np.random.default_rng(0)
     h, w = cfg.model.input_height, cfg.model.input_width
     x = rng.integers(0, 256, (images, h, w, 3), dtype=np.uint8)

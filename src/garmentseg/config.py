@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from garmentseg.model.encoders import VGG16_POOLINGS
+
 VIEWS = ("Front", "FrontRight", "Back")
 PARAMS_ENV = "GARMENTSEG_PARAMS"
 PROFILE_ENV = "GARMENTSEG_PROFILE"
@@ -150,6 +152,10 @@ class ModelConfig(_Section):
     input_width: int = Field(gt=0)
     block: Literal["plain", "residual"]
     attention: bool
+    # A pretrained encoder from an installed wheel (model/encoders.py) under the Carvana decoder, or none.
+    encoder: Literal["none", "vgg16_hed"]
+    # Which encoder blocks train: all | none (frozen) | blockN (blocks N..5; the lower ones frozen).
+    encoder_trainable: Literal["all", "none", "block2", "block3", "block4", "block5"]
 
     @model_validator(mode="after")
     def _divisible_by_pooling(self) -> ModelConfig:
@@ -157,6 +163,22 @@ class ModelConfig(_Section):
         for key in ("input_height", "input_width"):
             if getattr(self, key) % step:
                 raise ValueError(f"{key}={getattr(self, key)} must be divisible by 2**depth={step}")
+        return self
+
+    @model_validator(mode="after")
+    def _encoder_options(self) -> ModelConfig:
+        if self.encoder == "none" and self.encoder_trainable != "all":
+            raise ValueError("encoder_trainable applies to a pretrained encoder, and encoder is none")
+        if self.encoder != "none":
+            # VGG16 pools 4 times (blocks 1-4 are the skips); depth describes the from-scratch U-Net only.
+            step = 2**VGG16_POOLINGS
+            for key in ("input_height", "input_width"):
+                if getattr(self, key) % step:
+                    raise ValueError(
+                        f"{key}={getattr(self, key)} must be divisible by {step} for encoder {self.encoder}"
+                    )
+            if self.arch != "carvana":
+                raise ValueError(f"encoder {self.encoder} takes the carvana decoder; arch is {self.arch}")
         return self
 
 

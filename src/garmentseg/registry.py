@@ -100,6 +100,8 @@ def register(run_id: str, cfg: Config, *, artifact_path: str = "model") -> Model
             "dataset_digest": _dataset_digest(run),
             "data_state": run.data.tags.get("data_state", "unknown"),
             **{k: v for k, v in run.data.tags.items() if k.startswith("data_md5.")},  # DVC hash of each path
+            # a pretrained encoder's weights: package, licence, sha256 (training.encoder_tags)
+            **{k: v for k, v in run.data.tags.items() if k == "encoder" or k.startswith("encoder.")},
             "profile": run.data.tags.get("profile", run.data.params.get("profile", cfg.profile)),
             "threshold": str(run.data.metrics.get("threshold", run.data.params.get("threshold", "unknown"))),
         }

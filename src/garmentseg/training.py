@@ -84,6 +84,22 @@ def build_and_compile(cfg: Config) -> Any:
     return model
 
 
+def input_normalisation(cfg: Config, prepared: Prepared) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) the model trains and serves with: a pretrained encoder's own input statistics, else
+    the training split's (the seed's rule)."""
+    from garmentseg.model.encoders import encoder_normalisation
+
+    return encoder_normalisation(cfg.model.encoder) or (prepared.mean, prepared.std)
+
+
+def encoder_tags(cfg: Config) -> dict[str, str]:
+    """The encoder and, when pretrained, its weights' package, licence and sha256, for the MLflow run."""
+    from garmentseg.model.encoders import encoder_source
+
+    source = encoder_source(cfg.model.encoder)
+    return source.tags() if source else {"encoder": "none"}
+
+
 def _strategy(cfg: Config) -> Any:
     import tensorflow as tf
 
@@ -104,20 +120,17 @@ def fit(cfg: Config, prepared: Prepared, *, log_to_mlflow: bool = True) -> tuple
     monitor = "val_loss" if has_valid else "loss"
     with _strategy(cfg).scope():
         model = build_and_compile(cfg)
+    mean, std = input_normalisation(cfg, prepared)
     train_ds = make_dataset(
         prepared.splits["train"],
-        prepared.mean,
-        prepared.std,
+        mean,
+        std,
         tc.batch_size,
         augment=tc.augment,
         shuffle=True,
         seed=tc.seed,
     )
-    valid_ds = (
-        make_dataset(prepared.splits["valid"], prepared.mean, prepared.std, tc.batch_size)
-        if has_valid
-        else None
-    )
+    valid_ds = make_dataset(prepared.splits["valid"], mean, std, tc.batch_size) if has_valid else None
     with tempfile.TemporaryDirectory() as tmp:
         best = Path(tmp) / "best.weights.h5"
         callbacks = fit_callbacks(tc, best, monitor, log_to_mlflow=log_to_mlflow)
@@ -225,12 +238,14 @@ def train_on_frame(
         mlflow.log_params(cfg.flat())
         lineage = plane.lineage(cfg, None if dvc_dataset else frame)  # commit, data version, state, DVC md5s
         version = lineage["data_version"]
+        encoder = encoder_tags(cfg)  # also inside the logged model: where its weights came from
         mlflow.set_tags(
             {
                 **lineage,
                 "index_hash": prepared.index_hash,
                 "profile": cfg.profile,
                 "input_size": f"{prepared.input_height}x{prepared.input_width}",
+                **encoder,
                 **(extra_tags or {}),
             }
         )
@@ -249,10 +264,11 @@ def train_on_frame(
         model, history = fit(cfg, prepared)
         fit_seconds = time.monotonic() - fit_started
 
+        mean, std = input_normalisation(cfg, prepared)
         cutout = CutoutModel(
             model,
-            prepared.mean,
-            prepared.std,
+            mean,
+            std,
             0.5,
             prepared.input_height,
             prepared.input_width,
@@ -292,8 +308,8 @@ def train_on_frame(
 
         model_uri = log_cutout_model(
             model,
-            mean=prepared.mean,
-            std=prepared.std,
+            mean=mean,
+            std=std,
             threshold=choice.threshold,
             flag_threshold=choice.flag_threshold,
             quality=choice.quality,
@@ -306,6 +322,8 @@ def train_on_frame(
                 "depth": cfg.model.depth,
                 "block": cfg.model.block,
                 "attention": cfg.model.attention,
+                **encoder,
+                "encoder_trainable": cfg.model.encoder_trainable,
                 "index_hash": prepared.index_hash,
                 "data_version": version,
             },

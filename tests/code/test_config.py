@@ -62,6 +62,20 @@ def test_input_size_must_survive_pooling(tmp_path: Path) -> None:
         load_config("demo", _write(tmp_path, tree))
 
 
+@pytest.mark.parametrize(
+    ("model", "rule"),
+    [
+        ({"encoder_trainable": "none"}, "encoder is none"),
+        ({"encoder": "vgg16_hed", "depth": 1, "input_height": 40, "input_width": 32}, "divisible by 16"),
+        ({"encoder": "vgg16_hed", "arch": "basic"}, "carvana decoder"),
+        ({"encoder": "resnet50"}, r"model\.encoder"),
+    ],
+)
+def test_encoder_options_are_checked(model: dict, rule: str) -> None:
+    with pytest.raises(ConfigError, match=rule):
+        load_config("demo", ROOT / "params.yaml", overrides={"model": model})
+
+
 def test_unknown_profile_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError, match=r"'nope'.*demo"):
         load_config("nope", ROOT / "params.yaml")

