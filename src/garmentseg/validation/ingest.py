@@ -287,9 +287,6 @@ def tree_digest(folder: Path) -> dict[str, str]:
     out = {}
     for path in sorted(Path(folder).rglob("*")):
         if path.is_file():
-            digest = hashlib.sha256()
             with path.open("rb") as handle:
-                for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                    digest.update(block)
-            out[path.relative_to(folder).as_posix()] = digest.hexdigest()
+                out[path.relative_to(folder).as_posix()] = hashlib.file_digest(handle, "sha256").hexdigest()
     return out
