@@ -91,14 +91,15 @@ def to_cutout(image_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.dstack([image_rgb[..., :3], mask.astype(np.uint8)])
 
 
-def cutout_alpha(prob: np.ndarray, threshold: float, mode: str) -> np.ndarray:
+def cutout_alpha(prob: np.ndarray, threshold: float, mode: str, mask: np.ndarray | None = None) -> np.ndarray:
     """The cutout's uint8 alpha: the mask (255 where prob >= threshold), or with mode soft the same outline
     anti-aliased. Soft: on the pixels beside the outline (a 3x3 neighbour across the threshold) alpha is
     0.5 + (prob - threshold) / |grad prob|, a one-pixel ramp centred on the threshold's sub-pixel contour,
-    kept on the mask's side of 128 so alpha >= 128 is exactly the mask; everywhere else it is the mask."""
+    kept on the mask's side of 128 so alpha >= 128 is exactly the mask; everywhere else it is the mask.
+    `mask`: to_mask(prob, threshold) when the caller has it already."""
     import cv2
 
-    mask = to_mask(prob, threshold)
+    mask = to_mask(prob, threshold) if mask is None else mask
     if mode == "binary":
         return mask
     if mode != "soft":

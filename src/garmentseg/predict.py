@@ -75,7 +75,7 @@ def cut_out(model: CutoutModel, image: np.ndarray, alpha: str = "binary") -> Cut
     mask = to_mask(prob, model.threshold)
     score, flagged = model.needs_manual_cutout(prob)
     estimate, needs_review = model.review(prob, score)
-    rgba = to_cutout(image, cutout_alpha(prob, model.threshold, alpha))
+    rgba = to_cutout(image, cutout_alpha(prob, model.threshold, alpha, mask))
     return Cutout(rgba, mask, score, flagged, estimate, needs_review)
 
 
@@ -112,9 +112,8 @@ def cut_out_folder(
     alpha: str = "binary",
 ) -> FolderResult:
     """out_dir/cutouts/<stem>.png (RGBA, alpha as `alpha` says), out_dir/masks/<stem>.png (0/255) and
-    out_dir/scores.csv for every shot,
-    and the doubtful ones into `queue` when given; a shot that cannot be read is skipped and named, the
-    others still cut out."""
+    out_dir/scores.csv for every shot, and the doubtful ones into `queue` when given; a shot that cannot be
+    read is skipped and named, the others still cut out."""
     out_dir.mkdir(parents=True, exist_ok=True)
     result = FolderResult()
     with (out_dir / SCORES_FILE).open("w", newline="") as fh:

@@ -177,10 +177,11 @@ class ReviewQueue:
     ) -> ReviewItem | None:
         """Log a cutout the platform made, with its estimate, and queue it when it is doubtful: the queue's
         item for this shot, or None for a cutout that needs no review."""
+        shot_sha = sha256_file(shot)
         with self.engine.begin() as conn:
             conn.execute(
                 cutouts_table.insert().values(
-                    shot_sha256=sha256_file(shot),
+                    shot_sha256=shot_sha,
                     file=file,
                     estimate=float(estimate),
                     needs_review=bool(needs_review),
@@ -191,9 +192,7 @@ class ReviewQueue:
             )
         if not needs_review:
             return None
-        return self.record(
-            file=file, shot=shot, cutout=cutout, estimate=estimate, model_version=model_version, source=source
-        )
+        return self._queue(shot_sha, file, shot, cutout, estimate, model_version, source)
 
     def record(
         self,
@@ -207,7 +206,19 @@ class ReviewQueue:
     ) -> ReviewItem:
         """Queue a cutout as `pending`, the shot and the cutout copied into the platform's storage: the
         queue's item for this shot (the existing one when the same shot was queued before)."""
-        shot_sha = sha256_file(shot)
+        return self._queue(sha256_file(shot), file, shot, cutout, estimate, model_version, source)
+
+    def _queue(
+        self,
+        shot_sha: str,
+        file: str,
+        shot: Path,
+        cutout: Path,
+        estimate: float,
+        model_version: str,
+        source: str,
+    ) -> ReviewItem:
+        """`record` for a shot whose sha256 the caller has already read."""
         folder = Path(shot_sha[:2]) / shot_sha
         shot_rel = folder / f"shot{shot.suffix.lower()}"
         # Named by its own hash: a second model's cutout of the same shot never overwrites the queued one.
