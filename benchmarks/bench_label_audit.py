@@ -11,8 +11,9 @@ way each in turn (a region removed, edges eroded or dilated by 9 px, a hole, a s
 The audit (`garmentseg.labels.audit.audit_labels`) ranks every pair; k = number of bad labels. Reported:
 precision@k (= recall@k), recall@2k, average precision, the rank of each bad label with its kind and the
 audit's reason. `edge_weight_sweep` ranks the same run's pairs again with the label's edge evidence
-(`labels.evidence`) weighted 0 (cleanlab alone) to 1 (`labels.audit.combined_score`), and `scored` lists each
-pair's cleanlab score and edge support, so a weight is chosen from one run's figures. `--ceiling` adds the same figures for the audit's score against the best mask a model of
+(`labels.evidence`) weighted 0 (cleanlab alone) to 1 (`labels.audit.combined_score`), `outline_weight_sweep`
+with the outline's evidence weighted 0 (left out) to 3 (`labels.audit.audit_score`), and `scored` lists each
+pair's cleanlab score, edge support and off-outline share, so a weight is chosen from one run's figures. `--ceiling` adds the same figures for the audit's score against the best mask a model of
 the configured input size could make (the exact truth through the resize round trip): what the score does
 when the model's own mistakes are out of the way. `--split` keeps only some splits of the batch's index (e.g. the pairs a model did not
 train on).
@@ -33,6 +34,7 @@ from _report import emit
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 CORRUPTIONS = ("removed", "eroded", "dilated", "hole", "spill")
 EDGE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
+OUTLINE_WEIGHTS = (0.0, 1.0, 1.5, 2.0, 3.0)
 
 
 def _corrupt(kind: str, alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -153,7 +155,7 @@ def main() -> int:
     from garmentseg.config import load_config
     from garmentseg.data.index import load_dataset
     from garmentseg.inference import load_cutout_model
-    from garmentseg.labels.audit import audit_labels, combined_score
+    from garmentseg.labels.audit import audit_labels, audit_score
 
     cfg = load_config("demo")
     share = cfg.synth.hard_cases.noisy_truth if args.noisy_share is None else args.noisy_share
@@ -171,10 +173,11 @@ def main() -> int:
         ranked = audit_labels(frame, root, model, cfg, out_dir=Path(tmp) / "audit")
         best = ceiling_ranking(batch, args.garments, args.seed, share, cfg) if args.ceiling else None
     position = {s.file: i + 1 for i, s in enumerate(ranked)}
-    evidence = {s.file: (s.quality_score, s.edge_support) for s in ranked}
+    evidence = {s.file: (s.quality_score, s.edge_support, s.off_outline) for s in ranked}
 
-    def reranked(weight: float) -> list[str]:
-        return sorted(evidence, key=lambda f: (-combined_score(*evidence[f], weight), f))
+    def reranked(**weights: float) -> list[str]:
+        labels = cfg.labels.model_copy(update=weights)
+        return sorted(evidence, key=lambda f: (-audit_score(*evidence[f], labels), f))
 
     result = {
         "batch": str(args.batch),
@@ -183,7 +186,10 @@ def main() -> int:
         "splits": args.split or "all",
         "audit": figures([s.file for s in ranked], set(bad)),
         "ceiling": figures(best, set(bad)) if best else None,
-        "edge_weight_sweep": {f"{w:g}": figures(reranked(w), set(bad)) for w in EDGE_WEIGHTS},
+        "edge_weight_sweep": {f"{w:g}": figures(reranked(edge_weight=w), set(bad)) for w in EDGE_WEIGHTS},
+        "outline_weight_sweep": {
+            f"{w:g}": figures(reranked(outline_weight=w), set(bad)) for w in OUTLINE_WEIGHTS
+        },
         "bad": sorted(
             (
                 {"file": f, "damage": why, "rank": position[f], "reason": ranked[position[f] - 1].reason}
@@ -199,6 +205,7 @@ def main() -> int:
                 "file": s.file,
                 "quality_score": round(s.quality_score, 5),
                 "edge_support": round(s.edge_support, 4),
+                "off_outline": round(s.off_outline, 4),
                 "bad": bad.get(s.file),
             }
             for s in ranked

@@ -142,6 +142,9 @@ class LabelsConfig(_Section):
     band_px: float = Field(gt=0)
     exclude_score: float = Field(ge=0, le=1)
     edge_weight: float = Field(ge=0, le=1)
+    outline_scale: int = Field(ge=1)
+    outline_ridge_px: int = Field(ge=1)
+    outline_weight: float = Field(ge=0)
 
 
 class ModelConfig(_Section):

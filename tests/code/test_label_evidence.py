@@ -1,5 +1,6 @@
 """The label's own evidence: a disputed label edge drawn through plain fabric or backdrop has no image edge
-under it; a label whose edge is the garment's real outline keeps its support when the model is the one wrong."""
+under it; a label whose edge is the garment's real outline keeps its support when the model is the one wrong;
+an outline cut a few pixels too tight or too loose runs beside the image's edge, with no model to ask."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from garmentseg.labels.audit import combined_score
-from garmentseg.labels.evidence import edge_support
+from garmentseg.config import LabelsConfig
+from garmentseg.labels.audit import audit_score, combined_score
+from garmentseg.labels.evidence import edge_support, off_outline_share
 
 H, W = 216, 144
 SHARE = 0.004  # labels.min_region_share
@@ -56,3 +58,48 @@ def test_agreement_is_full_support_and_the_weight_discounts_only_supported_label
     assert combined_score(0.99, 1.0, 0.0) == 0.99  # weight 0: cleanlab's score alone
     assert combined_score(0.99, 1.0, 0.5) == pytest.approx(0.495)
     assert combined_score(0.99, 0.1, 0.5) == pytest.approx(0.99 * 0.95)
+
+
+def _cut(mask: np.ndarray, px: int, rows: slice = slice(None)) -> np.ndarray:
+    """The label cut px too tight (px < 0) or too loose (px > 0) within `rows` only."""
+    m = mask.astype(np.uint8)
+    op = cv2.dilate if px > 0 else cv2.erode
+    changed = op(m, np.ones((2 * abs(px) + 1,) * 2, np.uint8)) > 0
+    out = mask.copy()
+    out[rows] = changed[rows]
+    return out
+
+
+@pytest.mark.parametrize("px", [-3, -2, 3])  # a 2 px dilation is half in the blur: 0.26
+def test_an_outline_cut_a_few_pixels_off_runs_beside_the_image_edge(px: int) -> None:
+    shot, exact = _shot()
+    right = off_outline_share(shot, exact, ridge_px=4)
+    assert right < 0.1
+    assert off_outline_share(shot, _cut(exact, px), ridge_px=4) > 0.6
+    # only under the arms, as a retoucher's thin cut: a part of the outline, still far above the right label
+    assert off_outline_share(shot, _cut(exact, px, slice(60, 120)), ridge_px=4) > right + 0.25
+
+
+def test_the_audit_score_takes_the_stronger_evidence() -> None:
+    labels = LabelsConfig(
+        audit_height=8, audit_width=8, temperature=0.1, min_region_share=0.0, band_px=1.0,
+        exclude_score=0.7, edge_weight=0.5, outline_scale=2, outline_ridge_px=4, outline_weight=2.0,
+    )  # fmt: skip
+    assert audit_score(0.99, 0.1, 0.0, labels) == pytest.approx(0.99 * 0.95)  # a disputed region alone
+    assert audit_score(0.2, 1.0, 0.3, labels) == pytest.approx(0.6)  # the model agrees; the outline is off
+    assert audit_score(0.2, 1.0, 0.7, labels) == 1.0
+    assert audit_score(0.2, 1.0, 0.3, labels.model_copy(update={"outline_weight": 0.0})) == 0.1
+
+
+def test_a_cut_the_model_agrees_with_is_named_by_its_outline() -> None:
+    from garmentseg.config import load_config
+    from garmentseg.labels.audit import judge
+
+    cfg = load_config("demo", overrides={"labels": {"audit_height": H // 2, "audit_width": W // 2}})
+    shot, exact = _shot()
+    tight = _cut(exact, -3, slice(30, 140))
+    # the model agrees with each label up to the blur: only the outline can tell the tight cut
+    found = judge("g_Front", shot, tight, tight.astype(np.float32), 0.5, cfg)
+    right = judge("g_Front", shot, exact, exact.astype(np.float32), 0.5, cfg)
+    assert found.kind == "outline" and found.reason.startswith("outline: ") and found.score >= 0.5
+    assert right.kind == "none" and right.score < 0.25

@@ -4,7 +4,9 @@ The score is cleanlab's segmentation label-quality score (`cleanlab.segmentation
 get_label_quality_scores`, method "softmin"): for each pixel, the model's probability of the class the label
 gives it; for the image, a soft minimum over the pixels, so a patch the model confidently disputes weighs
 far more than the blur along every edge. `quality_score` = 1 - that quality: 0 agrees, 1 disputed; the audit
-score discounts it by the label's own edge evidence (`labels.evidence`, `combined_score`). Both maps are
+score discounts it by the label's own edge evidence (`labels.evidence`, `combined_score`), and takes the
+outline's own evidence when that is stronger (`audit_score`: a label cut a few pixels off the garment's
+outline, which the model agrees with at its input size). Both maps are
 shrunk to `labels.audit_height` x `labels.audit_width` first (INTER_AREA, as the model sees its input): a
 1152x1728 pair's (2, H, W) float64 array is 32 MB, at 432x288 it is 2 MB. Softmin needs no other image, so
 pairs are scored one at a time and memory does not grow with the batch.
@@ -28,17 +30,18 @@ import numpy as np
 from garmentseg.imageio import write_png
 from garmentseg.inference import resize_down
 from garmentseg.labels import disagreement
-from garmentseg.labels.evidence import edge_support
+from garmentseg.labels.evidence import edge_support, off_outline_share
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from garmentseg.config import Config
+    from garmentseg.config import Config, LabelsConfig
     from garmentseg.inference import CutoutModel
 
 log = logging.getLogger(__name__)
 
 LABELS_DIR = "labels"  # under paths.reports_dir: overlays and the stewards' decisions
+OUTLINE_FINDING = 0.5  # an outline score from here up is named as the finding (a right label's is ~0.05)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Suspect:
 
     file: str  # <garment>_<View>
     score: float  # 1 - cleanlab label quality: higher = more likely wrong
-    kind: str  # disagreement.KINDS: the largest disagreement's kind
+    kind: str  # disagreement.KINDS (the largest disagreement's kind), or "outline" (audit_score)
     reason: str
     overlay: str  # path of the overlay PNG ("" when none was written)
     garment_id: str
@@ -57,6 +60,7 @@ class Suspect:
     in_sample: bool  # the scoring model was trained on this label
     quality_score: float = 0.0  # 1 - cleanlab's label quality alone
     edge_support: float = 1.0  # labels.evidence: ~1 the disputed label edge is on an image edge, ~0 it is not
+    off_outline: float = 0.0  # labels.evidence.off_outline_share: the outline's share beside the image's edge
 
     def public(self) -> dict[str, object]:
         """What `garmentseg labels audit --json` prints per pair."""
@@ -96,11 +100,29 @@ def combined_score(quality_score: float, edge_support: float, edge_weight: float
     return quality_score * (1.0 - edge_weight * min(1.0, edge_support))
 
 
+def audit_score(quality_score: float, support: float, off_outline: float, labels: LabelsConfig) -> float:
+    """The stronger of two kinds of evidence: where the model disputes the label and the label's edge there
+    runs through nothing (`combined_score`), and an outline drawn beside the image's edge, which counts fully
+    once 1 / labels.outline_weight of the outline is off it."""
+    region = combined_score(quality_score, support, labels.edge_weight)
+    return max(region, min(1.0, labels.outline_weight * off_outline))
+
+
+def outline_evidence(shot: np.ndarray, label: np.ndarray, labels: LabelsConfig) -> float:
+    """`off_outline_share` at labels.outline_scale x the audit size (never above the shot's own size): a cut
+    4 px too tight at 1152x1728 is one pixel at the audit size, two at twice it."""
+    h = min(shot.shape[0], labels.audit_height * labels.outline_scale)
+    w = min(shot.shape[1], labels.audit_width * labels.outline_scale)
+    fine_label = resize_down(label.astype(np.float32), h, w) >= 0.5
+    return off_outline_share(resize_down(shot, h, w), fine_label, labels.outline_ridge_px)
+
+
 @dataclass(frozen=True)
 class Judgement:
     score: float
     quality_score: float
     edge_support: float
+    off_outline: float
     kind: str
     reason: str
     overlay: np.ndarray
@@ -115,14 +137,27 @@ def judge(
     pred = small_prob >= threshold
     share = cfg.labels.min_region_share
     support = edge_support(small_shot, small_label, pred, share)
-    score = combined_score(quality_score, support, cfg.labels.edge_weight)
+    off = outline_evidence(shot, label, cfg.labels)
+    score = audit_score(quality_score, support, off, cfg.labels)
     found, scattered = disagreement.regions(small_label, pred, min_share=share, band_px=cfg.labels.band_px)
     kind, reason = disagreement.describe(found, scattered, int(small_label.sum()), share)
+    region_score = combined_score(quality_score, support, cfg.labels.edge_weight)
+    if kind in ("none", "scattered") and score > region_score and score >= OUTLINE_FINDING:
+        kind = "outline"
+        reason = (
+            f"outline: {off:.0%} of the label's edge runs a few px beside the image's edge, a cut too "
+            f"tight or too loose that the model cannot see at its size; model: {reason}"
+        )
     log.debug(
-        "%s: score %.4f (cleanlab %.4f, edge support %.2f), %s", file, score, quality_score, support, reason
+        "%s: score %.4f (cleanlab %.4f, support %.2f, off outline %.2f)",
+        file,
+        score,
+        quality_score,
+        support,
+        off,
     )
     overlay = disagreement.overlay(small_shot, small_label, pred)
-    return Judgement(score, quality_score, support, kind, reason, overlay)
+    return Judgement(score, quality_score, support, off, kind, reason, overlay)
 
 
 def audit_labels(
@@ -167,6 +202,7 @@ def audit_labels(
                 in_sample=(str(row["garment_id"]), str(row["view"]), sha) in seen,
                 quality_score=found.quality_score,
                 edge_support=found.edge_support,
+                off_outline=found.off_outline,
             )
         )
     return rank(suspects)
