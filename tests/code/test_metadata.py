@@ -183,9 +183,16 @@ def test_build_metadata_reads_each_pair_once(tmp_path, cfg, monkeypatch):
     write_clean_batch(tmp_path / "b", 2, width=96, height=144, seed=5)
     reads: list[str] = []
     real = Path.read_bytes
-    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or real(self))
+    batch = tmp_path / "b"
+
+    def counted(self: Path) -> bytes:
+        if self.is_relative_to(batch):  # only the batch: the process may read other files meanwhile
+            reads.append(self.name)
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
     frame = md.build_metadata(
-        tmp_path / "b",
+        batch,
         cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"workers": 1})}),
     )
     assert len(frame) == 12 and len(reads) == 12 and len(set(reads)) == 6  # 6 names, raw + cutout each
