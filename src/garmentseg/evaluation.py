@@ -24,7 +24,7 @@ import pandas as pd
 from garmentseg.cliopts import config_options, dataset_option
 from garmentseg.config import load_config
 from garmentseg.data.index import load_dataset
-from garmentseg.inference import CutoutModel, Maps, load_cutout_model, manual_cutout_score, to_mask
+from garmentseg.inference import CutoutModel, load_cutout_model, manual_cutout_score, to_mask
 from garmentseg.model import metrics as M
 from garmentseg.prepare import read_pair
 from garmentseg.review import estimate as Q
@@ -63,15 +63,15 @@ def _rows(frame: pd.DataFrame, split: str | None) -> pd.DataFrame:
 
 def stream_predictions(
     model: CutoutModel, frame: pd.DataFrame, root: Path, cfg: Config, *, flip: bool | None = None
-) -> Iterator[tuple[pd.Series, np.ndarray, np.ndarray, Maps]]:
-    """(row, shot RGB, truth mask, the shot's Maps) per index row, one model batch at a time."""
+) -> Iterator[tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]]:
+    """(row, shot RGB, truth mask, full-resolution probability) per index row, one model batch at a time."""
     flip = cfg.evaluation.flip_tta if flip is None else flip
     for start in range(0, len(frame), model.batch_size):
         rows = [row for _, row in frame.iloc[start : start + model.batch_size].iterrows()]
         pairs = [read_pair(root, row, cfg.validation.max_pixels) for row in rows]
-        maps = model.predict_maps([image for image, _ in pairs], flip=flip)
-        for row, (image, truth), shot_maps in zip(rows, pairs, maps, strict=True):
-            yield row, image, truth, shot_maps
+        probs = model.predict_proba([image for image, _ in pairs], flip=flip)
+        for row, (image, truth), prob in zip(rows, pairs, probs, strict=True):
+            yield row, image, truth, prob
 
 
 def tune_threshold(
@@ -90,11 +90,11 @@ def tune_threshold(
     dice_at: dict[float, list[float]] = {t: [] for t in grid}
     score_at: dict[float, list[float]] = {t: [] for t in grid}
     features_at: dict[float, list[np.ndarray | None]] = {t: [] for t in grid}
-    for _, _, truth, maps in stream_predictions(model, part, root, cfg):
+    for _, _, truth, prob in stream_predictions(model, part, root, cfg):
         for t in grid:
-            dice_at[t].append(M.dice(maps.prob >= t, truth))
-            score_at[t].append(manual_cutout_score(maps.prob, t))
-            features_at[t].append(Q.quality_features(maps.small, t))
+            dice_at[t].append(M.dice(prob >= t, truth))
+            score_at[t].append(manual_cutout_score(prob, t))
+            features_at[t].append(Q.quality_features(prob, t, score_at[t][-1]))
     best = M.best_threshold(dice_at)
     needs_person = [d < cfg.review.target_dice for d in dice_at[best]]
     flag = M.best_flag_threshold(score_at[best], needs_person)
@@ -193,11 +193,11 @@ def evaluate(
         raise ValueError(f"the index has no rows in split {split!r}; nothing to evaluate")
     ev = cfg.evaluation
     records = []
-    for row, _, truth, maps in stream_predictions(model, part, root, cfg, flip=flip):
-        pred = to_mask(maps.prob, model.threshold)
+    for row, _, truth, prob in stream_predictions(model, part, root, cfg, flip=flip):
+        pred = to_mask(prob, model.threshold)
         scores = M.mask_scores(pred, truth, ev.boundary_fraction, ev.boundary_f_tolerance_px, ev.halo_band_px)
-        score = manual_cutout_score(maps.prob, model.threshold)
-        estimate, needs_review = model.review(maps)
+        score = manual_cutout_score(prob, model.threshold)
+        estimate, needs_review = model.review(prob, score)
         meta = {c: row[c] for c in META_COLUMNS if c in row.index}
         records.append(
             {
@@ -270,7 +270,7 @@ def build_gallery(
     chosen = [(kind, i) for kind, i in picks if not (i in seen or seen.add(i))]
     rows = part.loc[[i for _, i in chosen]]
     gallery = []
-    for (kind, i), (row, image, truth, maps) in zip(
+    for (kind, i), (row, image, truth, prob) in zip(
         chosen, stream_predictions(model, rows, root, cfg, flip=flip), strict=True
     ):
         info = {
@@ -279,7 +279,7 @@ def build_gallery(
             "dice": float(per_image.loc[i, "dice"]),
             "difficulty": str(row.get("difficulty", "unknown")),
         }
-        gallery.append((kind, info, _panel(image, truth, to_mask(maps.prob, model.threshold))))
+        gallery.append((kind, info, _panel(image, truth, to_mask(prob, model.threshold))))
     return gallery
 
 

@@ -157,17 +157,6 @@ def manual_cutout_score(prob: np.ndarray, threshold: float = 0.5) -> float:
     return float(min(1000.0 * band_px / diagonal, EMPTY_MASK_SCORE))
 
 
-@dataclass(frozen=True)
-class Maps:
-    """One shot's probabilities. `small` is the model's own map at its input size: the Dice estimate reads it,
-    because its doubt along the edge is the evidence, and the edge refinement sharpens that doubt away
-    (docs/real-photos.md: holdout AUROC 0.785 read here, 0.726 on the refined map). `prob` is grown to the
-    shot's size and refined: what the mask and the cutout are made of."""
-
-    small: np.ndarray
-    prob: np.ndarray
-
-
 @dataclass
 class CutoutModel:
     """A trained U-Net with everything needed to use it exactly as it was trained and tuned."""
@@ -210,23 +199,15 @@ class CutoutModel:
             prob = 0.5 * (prob + mirrored[:, :, ::-1])
         return prob
 
-    def predict_maps(self, images: Sequence[np.ndarray], flip: bool | None = None) -> list[Maps]:
-        """RGB uint8 shots of any size -> each shot's Maps: the model's own and the full-resolution one."""
-        out: list[Maps] = []
+    def predict_proba(self, images: Sequence[np.ndarray], flip: bool | None = None) -> list[np.ndarray]:
+        """RGB uint8 shots of any size -> float32 probability maps at each shot's original size."""
+        out: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             batch = np.stack([self.preprocess(img) for img in chunk])
             small = self.predict_small_tta(batch, flip)
-            out.extend(self.maps(p, img) for p, img in zip(small, chunk, strict=True))
+            out.extend(self.full_resolution(p, img) for p, img in zip(small, chunk, strict=True))
         return out
-
-    def predict_proba(self, images: Sequence[np.ndarray], flip: bool | None = None) -> list[np.ndarray]:
-        """RGB uint8 shots of any size -> float32 probability maps at each shot's original size."""
-        return [m.prob for m in self.predict_maps(images, flip)]
-
-    def maps(self, prob_small: np.ndarray, image_rgb: np.ndarray) -> Maps:
-        """The shot's Maps from the model's map at input size (the batched service path's forward pass)."""
-        return Maps(small=prob_small, prob=self.full_resolution(prob_small, image_rgb))
 
     def full_resolution(self, prob_small: np.ndarray, image_rgb: np.ndarray) -> np.ndarray:
         """A probability map at input size -> the shot's size (INTER_CUBIC), refined on the shot."""
@@ -241,12 +222,13 @@ class CutoutModel:
         score = manual_cutout_score(prob, self.threshold)
         return score, score >= self.flag_threshold
 
-    def review(self, maps: Maps) -> tuple[float, bool]:
-        """(Dice estimate, needs review) of one shot's cutout, estimated from the model's own map (Maps). A
-        model logged without a usable estimate has none: NaN, and the needs-manual-cutout flag decides."""
+    def review(self, prob: np.ndarray, band_score: float | None = None) -> tuple[float, bool]:
+        """(Dice estimate, needs review) for one full-resolution probability map; `band_score`: its
+        manual_cutout_score when the caller has it already. A model logged before the estimate existed has
+        none: NaN, and the needs-manual-cutout flag decides."""
         if self.quality is None:
-            return float("nan"), self.needs_manual_cutout(maps.prob)[1]
-        estimate = self.quality.estimate(maps.small, self.threshold)
+            return float("nan"), self.needs_manual_cutout(prob)[1]
+        estimate = self.quality.estimate(prob, self.threshold, band_score)
         return estimate, self.quality.needs_review(estimate)
 
     def preprocessing_metadata(self) -> dict[str, Any]:
@@ -416,6 +398,8 @@ def load_cutout_model(model_uri: str, tracking_uri: str | None = None) -> Cutout
     name, version = resolve_registered(uri, tracking_uri)
     meta = _read_metadata(uri)
     keras_model = mlflow.tensorflow.load_model(uri)
+    from garmentseg.review.estimate import QualityEstimate
+
     known = {
         "mean",
         "std",
@@ -439,7 +423,7 @@ def load_cutout_model(model_uri: str, tracking_uri: str | None = None) -> Cutout
         model_version=version,
         model_uri=model_uri,
         extra=extra,
-        quality=_quality(meta, model_uri),
+        quality=QualityEstimate.from_dict(meta[QUALITY_KEY]) if QUALITY_KEY in meta else None,
         refinement=Refinement.from_dict(meta.get(REFINE_KEY)),
     )
     log.info(
@@ -453,17 +437,3 @@ def load_cutout_model(model_uri: str, tracking_uri: str | None = None) -> Cutout
         model.refinement.method,
     )
     return model
-
-
-def _quality(meta: dict[str, Any], model_uri: str) -> QualityEstimate | None:
-    """The model's Dice estimate; None (the needs-manual-cutout flag decides) when it has none or one fitted
-    on other features or maps than this code computes: a stale estimate would queue the wrong cutouts."""
-    from garmentseg.review.estimate import QualityEstimate
-
-    if QUALITY_KEY not in meta:
-        return None
-    try:
-        return QualityEstimate.from_dict(meta[QUALITY_KEY])
-    except ValueError as exc:
-        log.warning("%s: Dice estimate not used (%s); retrain to estimate again", model_uri, exc)
-        return None

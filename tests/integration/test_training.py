@@ -118,7 +118,7 @@ def test_the_quality_estimate_is_calibrated_on_valid_and_travels_with_the_model(
     artifacts = {a.path for a in MlflowClient(cfg.tracking_uri).list_artifacts(result.run_id)}
     assert "quality_estimate.json" in artifacts
     image = read_image(tmp / "studio" / frame.iloc[0]["raw_path"], max_pixels=cfg.validation.max_pixels)
-    estimate, needs_review = model.review(model.predict_maps([image])[0])
+    estimate, needs_review = model.review(model.predict_proba([image])[0])
     assert 0.0 <= estimate <= 1.0 and needs_review == (estimate <= quality.review_below)
     assert 0.0 <= result.metrics["test_review_share"] <= 1.0
 

@@ -80,22 +80,6 @@ def test_the_estimate_round_trips_through_json_and_refuses_other_features() -> N
     assert again == quality
     with pytest.raises(ValueError, match="fitted on features"):
         Q.QualityEstimate.from_dict({**quality.to_dict(), "features": ["area_share"]})
-    stored_before = {k: v for k, v in quality.to_dict().items() if k != "map"}  # read the refined map
-    with pytest.raises(ValueError, match="full-resolution map"):
-        Q.QualityEstimate.from_dict(stored_before)
-
-
-def test_a_model_whose_estimate_is_stale_loads_without_one(caplog: pytest.LogCaptureFixture) -> None:
-    """The service keeps serving an older champion; the needs-manual-cutout flag decides until a retrain."""
-    from garmentseg.inference import QUALITY_KEY, _quality
-
-    probs, truth_dice = _cases(7, 30)
-    quality = Q.calibrate([Q.quality_features(p, 0.5) for p in probs], truth_dice, _review(target_recall=0.9))
-    assert _quality({QUALITY_KEY: quality.to_dict()}, "models:/m-1") == quality
-    stale = {k: v for k, v in quality.to_dict().items() if k != "map"}
-    assert _quality({QUALITY_KEY: stale}, "models:/m-1") is None
-    assert "models:/m-1: Dice estimate not used" in caplog.text
-    assert _quality({}, "models:/m-1") is None
 
 
 def test_too_few_validation_cutouts_is_a_clear_error() -> None:

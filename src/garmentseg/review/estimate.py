@@ -30,9 +30,6 @@ FEATURES = (
     "area_share",  # the mask's share of the frame
     "log_fragments",  # log(1 + connected components beyond the largest)
 )
-# The map the features are computed on: the model's own, at its input size (inference.Maps.small). An
-# estimate stored before this key existed was fitted on the full-resolution map and is not used.
-MAP = "model_input"
 # 1 - Dice is regressed in log space; this floor keeps a perfect cutout finite.
 ERROR_FLOOR = 0.005
 RIDGE_ALPHA = 1.0
@@ -40,8 +37,11 @@ EDGE_BAND_SHARE = 0.01
 CV_FOLDS = 5
 
 
-def quality_features(prob: np.ndarray, threshold: float) -> np.ndarray | None:
-    """The FEATURES of one probability map (the model's own, MAP); None for a (nearly) empty mask."""
+def quality_features(
+    prob: np.ndarray, threshold: float, band_score: float | None = None
+) -> np.ndarray | None:
+    """The FEATURES of one full-resolution probability map; None for a (nearly) empty mask. `band_score`:
+    the map's manual_cutout_score at `threshold` when the caller has it already (it is computed otherwise)."""
     import cv2
 
     prob = np.asarray(prob, np.float32)
@@ -59,7 +59,7 @@ def quality_features(prob: np.ndarray, threshold: float) -> np.ndarray | None:
     count, _ = cv2.connectedComponents(binary, connectivity=8)
     return np.array(
         [
-            math.log1p(manual_cutout_score(prob, threshold)),
+            math.log1p(manual_cutout_score(prob, threshold) if band_score is None else band_score),
             math.log(uncertain / area + 1e-4),
             entropy,
             float(prob[mask].mean()),
@@ -84,10 +84,9 @@ class QualityEstimate:
     fitted_on: int  # validation cutouts the fit saw
     below_target: int  # of which below target_dice
 
-    def estimate(self, prob: np.ndarray, threshold: float) -> float:
-        """The estimated Dice of the mask `prob >= threshold` (prob: the model's map, MAP); 0 for an empty
-        mask (a shot has a garment)."""
-        features = quality_features(prob, threshold)
+    def estimate(self, prob: np.ndarray, threshold: float, band_score: float | None = None) -> float:
+        """The estimated Dice of the mask `prob >= threshold`; 0 for an empty mask (a shot has a garment)."""
+        features = quality_features(prob, threshold, band_score)
         return 0.0 if features is None else self.from_features(features)
 
     def from_features(self, features: np.ndarray) -> float:
@@ -99,7 +98,7 @@ class QualityEstimate:
         return estimate <= self.review_below
 
     def to_dict(self) -> dict[str, Any]:
-        return {"features": list(FEATURES), "map": MAP, **asdict(self)}
+        return {"features": list(FEATURES), **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QualityEstimate:
@@ -108,11 +107,7 @@ class QualityEstimate:
             raise ValueError(
                 f"quality estimate fitted on features {data.get('features')}, this code has {FEATURES}"
             )
-        if data.get("map") != MAP:
-            raise ValueError(
-                f"quality estimate fitted on the {data.get('map', 'full-resolution')} map, not {MAP}"
-            )
-        fields = {k: v for k, v in data.items() if k not in ("features", "map")}
+        fields = {k: v for k, v in data.items() if k != "features"}
         for key in ("mean", "scale", "coef"):
             fields[key] = tuple(float(v) for v in fields[key])
         return cls(**fields)
