@@ -192,7 +192,15 @@ class ReviewQueue:
             )
         if not needs_review:
             return None
-        return self._queue(shot_sha, file, shot, cutout, estimate, model_version, source)
+        return self.record(
+            file=file,
+            shot=shot,
+            cutout=cutout,
+            estimate=estimate,
+            model_version=model_version,
+            source=source,
+            shot_sha256=shot_sha,
+        )
 
     def record(
         self,
@@ -203,22 +211,12 @@ class ReviewQueue:
         estimate: float,
         model_version: str,
         source: str,
+        shot_sha256: str | None = None,
     ) -> ReviewItem:
         """Queue a cutout as `pending`, the shot and the cutout copied into the platform's storage: the
-        queue's item for this shot (the existing one when the same shot was queued before)."""
-        return self._queue(sha256_file(shot), file, shot, cutout, estimate, model_version, source)
-
-    def _queue(
-        self,
-        shot_sha: str,
-        file: str,
-        shot: Path,
-        cutout: Path,
-        estimate: float,
-        model_version: str,
-        source: str,
-    ) -> ReviewItem:
-        """`record` for a shot whose sha256 the caller has already read."""
+        queue's item for this shot (the existing one when the same shot was queued before). `shot_sha256`:
+        the shot's hash when the caller has read it already."""
+        shot_sha = shot_sha256 or sha256_file(shot)
         folder = Path(shot_sha[:2]) / shot_sha
         shot_rel = folder / f"shot{shot.suffix.lower()}"
         # Named by its own hash: a second model's cutout of the same shot never overwrites the queued one.
