@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from garmentseg.model.encoders import VGG16_POOLINGS
+from garmentseg.model.encoders import ENCODER_STRIDE
 
 VIEWS = ("Front", "FrontRight", "Back")
 PARAMS_ENV = "GARMENTSEG_PARAMS"
@@ -156,7 +156,7 @@ class ModelConfig(_Section):
     block: Literal["plain", "residual"]
     attention: bool
     # A pretrained encoder from an installed wheel (model/encoders.py) under the Carvana decoder, or none.
-    encoder: Literal["none", "vgg16_hed"]
+    encoder: Literal["none", "vgg16_hed", "efficientnet_lite0"]
     # Which encoder blocks train: all | none (frozen) | blockN (blocks N..5; the lower ones frozen).
     encoder_trainable: Literal["all", "none", "block2", "block3", "block4", "block5"]
 
@@ -173,8 +173,8 @@ class ModelConfig(_Section):
         if self.encoder == "none" and self.encoder_trainable != "all":
             raise ValueError("encoder_trainable applies to a pretrained encoder, and encoder is none")
         if self.encoder != "none":
-            # VGG16 pools 4 times (blocks 1-4 are the skips); depth describes the from-scratch U-Net only.
-            step = 2**VGG16_POOLINGS
+            # The coarsest tap's stride (VGG16 16, EfficientNet 32); depth describes the from-scratch U-Net only.
+            step = ENCODER_STRIDE[self.encoder]
             for key in ("input_height", "input_width"):
                 if getattr(self, key) % step:
                     raise ValueError(

