@@ -1,14 +1,14 @@
-"""What the pretrained VGG16 (HED) encoder costs against the from-scratch U-Net, in one run.
+"""What the pretrained encoders (VGG16 HED, EfficientNet-Lite0) cost against the from-scratch U-Net, in one run.
 
     uv run python benchmarks/bench_encoder_cost.py [--profiles demo cpu] [--steps 4] [--rounds 3] [--json OUT]
 
-For each profile's model (demo: 192x128, cpu: 288x192) three variants are built as training builds them
-(`training.build_and_compile`): encoder none (the profile's own U-Net), vgg16_hed fine-tuned
-(encoder_trainable all) and vgg16_hed frozen. Timed on random tensors, so only the model counts:
+For each profile's model (demo: 192x128, cpu: 288x192) five variants are built as training builds them
+(`training.build_and_compile`): encoder none (the profile's own U-Net), and each pretrained encoder
+fine-tuned (encoder_trainable all) and frozen (none). Timed on random tensors, so only the model counts:
 - train step per image: `train_on_batch` at the profile's batch size, after two untimed steps;
 - predict per image: `predict_on_batch` of one image, as the `/cutout` endpoint calls the model.
 The variants are timed in turn within each round and the median over rounds is kept, so a machine shared
-with other jobs slows them alike; ratios are vgg16_hed over none.
+with other jobs slows them alike; ratios are each variant over none.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ VARIANTS = {
     "none": {},
     "vgg16_hed": {"encoder": "vgg16_hed"},
     "vgg16_hed_frozen": {"encoder": "vgg16_hed", "encoder_trainable": "none"},
+    "efficientnet_lite0": {"encoder": "efficientnet_lite0"},
+    "efficientnet_lite0_frozen": {"encoder": "efficientnet_lite0", "encoder_trainable": "none"},
 }
 
 

@@ -110,12 +110,28 @@ def main() -> None:
         "valid_dice_median": trained["metrics"].get("valid_dice_median"),
         "holdout": {
             k: holdout[k]
-            for k in ("n", "dice_median", "dice_mean", "dice_p10", "iou_median", "flagged_share")
+            for k in (
+                "n",
+                "dice_median",
+                "dice_mean",
+                "dice_p10",
+                "iou_median",
+                "bf_score_median",
+                "boundary_iou_0p5pct_median",
+                "halo_median",
+                "below_target_share",
+                "review_auroc",
+                "review_share",
+                "review_recall",
+                "flagged_share",
+            )
         },
     }
     if args.flip_tta:
         tta = run_json([*evaluate, "--dataset", str(holdout_dir), "--flip-tta", "--json"], env)
-        row["holdout_flip_tta"] = {k: tta[k] for k in ("dice_median", "dice_mean", "dice_p10", "iou_median")}
+        row["holdout_flip_tta"] = {
+            k: tta[k] for k in ("dice_median", "dice_mean", "dice_p10", "iou_median", "bf_score_median")
+        }
     emit(row, args.json)
 
 
