@@ -157,7 +157,7 @@ class ModelConfig(_Section):
     attention: bool
     # A pretrained encoder from an installed wheel (model/encoders.py) under the Carvana decoder, or none.
     encoder: Literal["none", "vgg16_hed", "efficientnet_lite0"]
-    # Which encoder blocks train: all | none (frozen) | blockN (blocks N..5; the lower ones frozen).
+    # Which encoder tap groups train: all | none (frozen) | blockN (groups N..5; the lower ones frozen).
     encoder_trainable: Literal["all", "none", "block2", "block3", "block4", "block5"]
 
     @model_validator(mode="after")

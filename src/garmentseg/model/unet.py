@@ -188,7 +188,8 @@ def build_encoder_unet(
     source = encoders.encoder_source(encoder)
     inputs = keras.Input(shape=(input_height, input_width, 3), name="image")
     *skips, centre = encoders.encoder_taps(encoder, inputs)
-    if step // 2 ** len(skips) > 1:
+    finest_stride = step // 2 ** len(skips)  # VGG16's block 1 is at full resolution, EfficientNet's at 1/2
+    if finest_stride > 1:
         skips.insert(0, _conv_block(inputs, base_filters, 2, "fullres", block == "residual"))
     filters = [base_filters * 2**level for level in range(len(skips))]
     outputs = _decoder(centre, skips, filters, 3, block == "residual", attention)
