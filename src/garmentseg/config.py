@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from garmentseg.model.encoders import ENCODER_STRIDE
+from garmentseg.model.encoders import PRETRAINED
 
 VIEWS = ("Front", "FrontRight", "Back")
 PARAMS_ENV = "GARMENTSEG_PARAMS"
@@ -174,7 +174,7 @@ class ModelConfig(_Section):
             raise ValueError("encoder_trainable applies to a pretrained encoder, and encoder is none")
         if self.encoder != "none":
             # The coarsest tap's stride (VGG16 16, EfficientNet 32); depth describes the from-scratch U-Net only.
-            step = ENCODER_STRIDE[self.encoder]
+            step = PRETRAINED[self.encoder].stride
             for key in ("input_height", "input_width"):
                 if getattr(self, key) % step:
                     raise ValueError(

