@@ -1,6 +1,10 @@
 """The tf.data pipeline `fit` reads: the prepared uint8 tensors cached, shuffled, augmented in parallel,
 normalised with the training split's mean/std, batched and prefetched.
 
+Augmentation draws from stateless random ops keyed by a per-element seed (`Dataset.random`, zipped in order
+after the seeded shuffle), so an element's flip and jitter do not depend on which parallel map thread
+reaches the shared random state first: the same training seed gives the same augmented batches.
+
 The augmentations are the seed's: horizontal flip and mild colour jitter, which helped; shift / scale / rotate
 cost the seed 0.7-1.2 Dice points, so they exist but are off in params.yaml.
 """
@@ -19,16 +23,16 @@ if TYPE_CHECKING:
 MAX_EMBEDDED_BYTES = 1 << 30
 
 
-def _augment_fn(aug: AugmentConfig) -> Callable[[Any, Any], tuple[Any, Any]]:
+def _augment_fn(aug: AugmentConfig) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
     import tensorflow as tf
     from keras import ops
 
-    def shift_scale_rotate(x: Any, y: Any) -> tuple[Any, Any]:
+    def shift_scale_rotate(x: Any, y: Any, seed: Any) -> tuple[Any, Any]:
         h, w = tf.cast(tf.shape(x)[0], tf.float32), tf.cast(tf.shape(x)[1], tf.float32)
-        angle = tf.random.uniform([], -aug.rotate_limit_deg, aug.rotate_limit_deg) * math.pi / 180
-        scale = 1.0 + tf.random.uniform([], -aug.scale_limit, aug.scale_limit)
-        dx = tf.random.uniform([], -aug.shift_limit, aug.shift_limit) * w
-        dy = tf.random.uniform([], -aug.shift_limit, aug.shift_limit) * h
+        unit = tf.random.stateless_uniform([4], seed, -1.0, 1.0)  # angle, scale, dx, dy in [-1, 1)
+        angle = unit[0] * aug.rotate_limit_deg * math.pi / 180
+        scale = 1.0 + unit[1] * aug.scale_limit
+        dx, dy = unit[2] * aug.shift_limit * w, unit[3] * aug.shift_limit * h
         cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
         cx, cy = (w - 1) / 2, (h - 1) / 2
         # output pixel -> input pixel: rotate/scale about the centre, then shift
@@ -39,17 +43,22 @@ def _augment_fn(aug: AugmentConfig) -> Callable[[Any, Any], tuple[Any, Any]]:
         moved = ops.image.affine_transform(both, transform[None], fill_mode="nearest")[0]
         return moved[..., :3], moved[..., 3:]
 
-    def augment(x: Any, y: Any) -> tuple[Any, Any]:
+    def augment(x: Any, y: Any, element_seed: Any) -> tuple[Any, Any]:
+        def seed(op: int) -> Any:  # one independent stream per augmentation of this element
+            return tf.stack([element_seed, tf.constant(op, tf.int64)])
+
         if aug.hflip:
-            flip = tf.random.uniform([]) < 0.5
+            flip = tf.random.stateless_uniform([], seed(0)) < 0.5
             x = tf.cond(flip, lambda: tf.image.flip_left_right(x), lambda: x)
             y = tf.cond(flip, lambda: tf.image.flip_left_right(y), lambda: y)
         if aug.hsv:
-            x = tf.image.random_hue(x, aug.hue_delta)
-            x = tf.image.random_saturation(x, 1 - aug.saturation_delta, 1 + aug.saturation_delta)
-            x = tf.clip_by_value(tf.image.random_brightness(x, aug.value_delta), 0.0, 1.0)
+            x = tf.image.stateless_random_hue(x, aug.hue_delta, seed(1))
+            x = tf.image.stateless_random_saturation(
+                x, 1 - aug.saturation_delta, 1 + aug.saturation_delta, seed(2)
+            )
+            x = tf.clip_by_value(tf.image.stateless_random_brightness(x, aug.value_delta, seed(3)), 0.0, 1.0)
         if aug.shift_scale_rotate:
-            x, y = shift_scale_rotate(x, y)
+            x, y = shift_scale_rotate(x, y, seed(4))
         return x, y
 
     return augment
@@ -87,7 +96,11 @@ def make_dataset(
 
     ds = ds.map(to_float, num_parallel_calls=autotune)
     if augment is not None and (augment.hflip or augment.hsv or augment.shift_scale_rotate):
-        ds = ds.map(_augment_fn(augment), num_parallel_calls=autotune)
+        augment_one = _augment_fn(augment)
+        element_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, element_seeds).map(
+            lambda xy, element_seed: augment_one(*xy, element_seed), num_parallel_calls=autotune
+        )
     m, s = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
     ds = ds.batch(batch_size).map(lambda xb, yb: ((xb - m) / s, yb), num_parallel_calls=autotune)
     return ds.prefetch(autotune)
