@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import types
 
 import pytest
 
@@ -26,9 +27,15 @@ def test_cosine_lr_falls_from_the_base_rate_to_zero_as_training_progresses():
     assert rates[10] == rates[11] == pytest.approx(0.0, abs=1e-12)
 
 
+def _fake_clock(monkeypatch, monotonic) -> None:
+    """The callbacks module's clock only: patching time.monotonic itself would also feed other threads
+    (fsspec's event loop reads it) and exhaust a scripted clock."""
+    monkeypatch.setattr(callbacks, "time", types.SimpleNamespace(monotonic=monotonic))
+
+
 def test_progress_follows_the_time_budget_when_it_runs_out_before_the_epochs(monkeypatch):
     now = [0.0]
-    monkeypatch.setattr(callbacks.time, "monotonic", lambda: now[0])
+    _fake_clock(monkeypatch, lambda: now[0])
     by_epochs, by_time = training_progress(40, 0), training_progress(40, 10.0)
     now[0] = 300.0  # 5 of 10 minutes gone at epoch 4 of 40
     assert by_epochs(4) == pytest.approx(0.1)
@@ -39,7 +46,7 @@ def test_progress_follows_the_time_budget_when_it_runs_out_before_the_epochs(mon
 
 def test_time_budget_stops_before_an_epoch_would_overrun(monkeypatch):
     clock = iter([0.0, 0.0, 40.0, 40.0, 80.0, 80.0, 120.0])  # train begin, then epoch begin / end pairs
-    monkeypatch.setattr(callbacks.time, "monotonic", lambda: next(clock))
+    _fake_clock(monkeypatch, lambda: next(clock))
 
     class Model:
         stop_training = False
