@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export GX_ANALYTICS_ENABLED := False
 export PYTHONUNBUFFERED := 1
-PYTEST_ARGS ?= -n 2 --dist loadfile
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: demo test lint env
 

@@ -21,6 +21,19 @@ CHROMIUM_INSTALL = "apt-get install chromium chromium-driver"
 OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first, by their `slow(minutes=N)` mark (measured on the full suite): under
+    `--dist loadfile --no-loadscope-reorder` (the Makefile's) both workers start on the multi-minute files
+    and the short ones fill the end, instead of one worker running the multi-node test alone at the tail.
+    The sort is stable, so each file's tests keep their order."""
+
+    def minutes(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("slow")
+        return 0.0 if mark is None else float(mark.kwargs.get("minutes", 1))
+
+    items.sort(key=minutes, reverse=True)
+
+
 @pytest.fixture(autouse=True)
 def _mlflow_env_is_per_test(monkeypatch: pytest.MonkeyPatch) -> None:
     """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which Config.tracking_uri honours; undo it after

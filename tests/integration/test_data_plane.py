@@ -31,7 +31,8 @@ from garmentseg.data.index import INDEX_FILE, read_index
 from garmentseg.data.synth import synthesize
 from garmentseg.deploy import free_port
 
-pytestmark = pytest.mark.slow  # real DVC and S3 over HTTP: a few seconds a command on a small machine
+# real DVC and S3 over HTTP: a few seconds a command on a small machine
+pytestmark = pytest.mark.slow(minutes=7)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -16,7 +16,7 @@ import yaml
 
 from garmentseg.data import versioning
 
-pytestmark = pytest.mark.slow  # a real `dvc repro` of five stages: about a minute on 2 cores
+pytestmark = pytest.mark.slow(minutes=2)  # a real `dvc repro` of five stages: about a minute on 2 cores
 
 ROOT = Path(__file__).resolve().parents[2]
 

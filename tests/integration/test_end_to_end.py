@@ -19,7 +19,7 @@ from garmentseg.config import load_config
 from garmentseg.orchestration.embedded import EmbeddedAirflow
 from tests.integration.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=8)
 
 # Small shots and a small model keep the real loop to minutes; the code path is the production one.
 TINY = {

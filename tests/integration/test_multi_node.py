@@ -42,7 +42,7 @@ from tests.integration import production as prod
 from tests.integration.conftest import RETRAIN_PROMOTE_PATH
 from tests.integration.pg import postgres_database
 
-pytestmark = [pytest.mark.production, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.production, pytest.mark.slow(minutes=11), pytest.mark.timeout(900)]
 
 MODEL_NAME = "garmentseg-unet"
 BATCH_ID = "studio-2026-w49"

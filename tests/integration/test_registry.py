@@ -21,6 +21,7 @@ from garmentseg.imageio import write_png
 from garmentseg.inference import load_cutout_model
 from tests.integration.pg import postgres_database
 
+pytestmark = pytest.mark.slow(minutes=6)  # every gate path, on SQLite and on PostgreSQL
 ROOT = Path(__file__).resolve().parents[2]
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 H, W = 48, 32

@@ -18,6 +18,7 @@ from garmentseg import access, registry
 from garmentseg.config import Config, load_config
 from garmentseg.deploy import free_port, stop_service
 
+pytestmark = pytest.mark.slow(minutes=3)  # a basic-auth MLflow server of its own
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = "garmentseg-unet-auth-test"
 # throwaway credentials of a server that lives for this module only

@@ -29,7 +29,7 @@ from garmentseg.service import HEADER_VERSION
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = "garmentseg-unet-rollout-test"
 CANDIDATE_URI = "models:/{model_name}/{version}"
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=3)
 
 
 def _shot_png(height: int = 96, width: int = 64) -> bytes:

@@ -32,7 +32,7 @@ from tests.review.fixed import fixed_quality
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-3f9a"
 MODEL_NAME = "garmentseg-unet-service-test"
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=6)
 
 
 def _shot(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -20,7 +20,7 @@ from garmentseg.model.unet import build_unet
 from garmentseg.training import train_on_frame
 from tests.model.studio import draw_shot, make_studio, tiny_overrides
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=2)
 
 
 @pytest.fixture(scope="module")
