@@ -1,4 +1,4 @@
-"""Benchmark the Bento service against the bare library pipeline, with a demo-profile-sized U-Net.
+"""Benchmark the Bento service against the bare library pipeline, with the U-Net a profile serves.
 
 One command, several figures (JSON on stdout and in --out):
   1. latency of POST /cutout for a 1152x1728 shot vs the bare pipeline (the same library function,
@@ -8,10 +8,13 @@ One command, several figures (JSON on stdout and in --out):
   3. a load test of --seconds with concurrent clients and one champion switch in the middle: zero errors.
 
     uv run python benchmarks/bench_service.py --seconds 120 --out var/bench/service.json
+    uv run python benchmarks/bench_service.py --profile real --skip throughput loadtest
 
-The model is untrained (build_unet of the demo profile: carvana, 8 filters, depth 4, 192x128): speed does
-not depend on the weights. Everything runs on loopback in a temporary SQLite registry. bf16 inference
-is measured on a trained model, where Dice can move: benchmarks/bench_bf16.py.
+The model is untrained: build_unet of the profile's `model` section (demo: carvana, 8 filters, depth 4,
+192x128; real: EfficientNet-Lite0 at 288x192, its ImageNet weights), with the profile's edge refinement
+and a quality estimate, so each request pays what a served champion of that profile pays: speed does not
+depend on the weights nor on the estimate's coefficients. Everything runs on loopback in a temporary SQLite
+registry. bf16 inference is measured on a trained model, where Dice can move: benchmarks/bench_bf16.py.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from garmentseg import deploy
 from garmentseg.client import cut_out
 from garmentseg.config import Config, load_config
+from garmentseg.review.estimate import FEATURES, QualityEstimate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,16 +68,34 @@ def studio_shot(height: int = 1728, width: int = 1152, seed: int = 0) -> np.ndar
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def setup_registry(tmp: Path) -> Config:
-    """Two versions of a demo-size U-Net in a temporary SQLite registry; champion -> v1."""
+def timing_quality_estimate(cfg: Config) -> QualityEstimate:
+    """A quality estimate with neutral coefficients: each request computes its features like a calibrated
+    one (the cost measured here); the estimate's value itself is not looked at."""
+    zeros = tuple(0.0 for _ in FEATURES)
+    return QualityEstimate(
+        mean=zeros,
+        scale=tuple(1.0 for _ in FEATURES),
+        coef=zeros,
+        intercept=-4.0,
+        review_below=cfg.review.target_dice,
+        target_dice=cfg.review.target_dice,
+        policy="timing only",
+        fitted_on=0,
+        below_target=0,
+    )
+
+
+def setup_registry(tmp: Path, profile: str) -> Config:
+    """Two versions of the profile's U-Net in a temporary SQLite registry; champion -> v1."""
     import keras
     import mlflow
 
+    from garmentseg.edges import Refinement
     from garmentseg.inference import log_cutout_model
     from garmentseg.model.unet import build_unet
 
     uri = f"sqlite:///{tmp}/mlflow.db"
-    cfg = load_config("demo", ROOT / "params.yaml", overrides={"registry": {"tracking_uri": uri}})
+    cfg = load_config(profile, ROOT / "params.yaml", overrides={"registry": {"tracking_uri": uri}})
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench", artifact_location=str(tmp / "art")))
@@ -89,6 +111,8 @@ def setup_registry(tmp: Path) -> Config:
                 flag_threshold=30.0,
                 input_height=cfg.model.input_height,
                 input_width=cfg.model.input_width,
+                quality=timing_quality_estimate(cfg),
+                refinement=Refinement.from_config(cfg.inference),
             )
         mlflow.register_model(model_uri, cfg.registry.model_name)
     client.set_registered_model_alias(cfg.registry.model_name, "champion", "1")
@@ -189,6 +213,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--profile", default="demo", help="whose model, refinement and estimate to serve")
     parser.add_argument(
         "--seconds", type=float, default=120, help="load test duration (champion switch midway)"
     )
@@ -210,8 +235,10 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         with contextlib.redirect_stdout(sys.stderr):  # Keras progress bars while models are logged
-            cfg = setup_registry(Path(tmp))
+            cfg = setup_registry(Path(tmp), args.profile)
+        report["profile"] = args.profile
         report["model"] = cfg.model.model_dump()
+        report["refine"] = cfg.inference.refine
         uri = f"models:/{cfg.registry.model_name}@champion"
         env = {"GARMENTSEG__SERVING__RELOAD_INTERVAL_S": "2"}
         with deploy.running_service(
@@ -225,7 +252,7 @@ def main() -> None:
                 log_step("throughput off", report["throughput_batching_off"])
             if "loadtest" not in args.skip:
                 report["load_test"] = load(
-                    url, png, args.load_clients, args.seconds, during=switcher(cfg, url)
+                    cfg, url, png, args.load_clients, args.seconds, during=switcher(cfg, url)
                 )
                 log_step("load test", report["load_test"])
         if "throughput" not in args.skip:
