@@ -34,6 +34,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=minutes, reverse=True)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _mlflow_env_is_per_module() -> Iterator[None]:
+    """Module-scoped fixtures call the library, whose mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI
+    too: each test file starts without one and leaves none to the next file on its worker (a later file's
+    `dvc repro` once inherited a stopped server's URL and retried it for minutes)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _mlflow_env_is_per_test(monkeypatch: pytest.MonkeyPatch) -> None:
     """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which Config.tracking_uri honours; undo it after
