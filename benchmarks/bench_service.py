@@ -11,7 +11,7 @@ One command, several figures (JSON on stdout and in --out):
     uv run python benchmarks/bench_service.py --profile real --skip throughput loadtest
 
 The model is untrained: build_unet of the profile's `model` section (demo: carvana, 8 filters, depth 4,
-192x128; real: EfficientNet-Lite0 at 288x192, its ImageNet weights), with the profile's edge refinement
+192x128; cpu and real: EfficientNet-Lite0 at 288x192, its ImageNet weights), with the profile's edge refinement
 and a quality estimate, so each request pays what a served champion of that profile pays: speed does not
 depend on the weights nor on the estimate's coefficients. Everything runs on loopback in a temporary SQLite
 registry. bf16 inference is measured on a trained model, where Dice can move: benchmarks/bench_bf16.py.
