@@ -1,0 +1,240 @@
+"""Which features make the review estimate catch cutouts below target: AUROC of each candidate feature set,
+fitted on the training dataset's valid split exactly as `review.estimate.calibrate` fits, and scored on
+cutouts the model never saw; one run, one model, one feature extraction.
+
+    uv run python benchmarks/bench_review_features.py --profile real --model-uri URI \
+        --dataset var/real/train --scored var/real/holdout [--scored-split all] [--json OUT]
+
+The candidates beside today's FEATURES: the same features read on the probability before the guided
+refinement (which sharpens the map toward the shot's edges and so hides the model's doubt), the
+disagreement with the mirrored shot's prediction, how well the predicted edge sits on an image edge, and
+how separable the colours either side of the edge are. Features are cached per model and folder
+(--cache), so feature sets can be compared again without predicting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from _report import emit  # noqa: E402
+
+
+def image_side(image: np.ndarray, mask: np.ndarray, height: int, width: int) -> dict[str, float]:
+    """Edge alignment and colour separation of a predicted mask, read on the shot shrunk to height x width."""
+    import cv2
+
+    from garmentseg.validation.content import edge_alignment
+
+    small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    m = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) >= 0.5
+    aligned = edge_alignment(small[..., ::-1], m, 2)
+    radius = max(2, round(0.02 * math.hypot(height, width)))
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    m8 = m.astype(np.uint8)
+    band = (cv2.dilate(m8, kernel) - cv2.erode(m8, kernel)).astype(bool)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float64)
+    inside, outside = lab[band & m], lab[band & ~m]
+    if len(inside) < 10 or len(outside) < 10:
+        return {"edge_alignment": aligned or 0.0, "colour_separation": 0.0, "colour_agreement": 0.5}
+    pooled = np.cov(np.vstack([inside - inside.mean(0), outside - outside.mean(0)]).T) + 1e-3 * np.eye(3)
+    direction = np.linalg.solve(pooled, inside.mean(0) - outside.mean(0))
+    separation = float((inside.mean(0) - outside.mean(0)) @ direction)
+    cut = 0.5 * (inside.mean(0) + outside.mean(0)) @ direction
+    agreement = 0.5 * (np.mean(inside @ direction > cut) + np.mean(outside @ direction <= cut))
+    return {
+        "edge_alignment": aligned if aligned is not None else 0.0,
+        "colour_separation": math.log1p(separation),
+        "colour_agreement": float(agreement),
+    }
+
+
+def extract(model, frame, root: Path, cfg, split: str) -> dict[str, np.ndarray]:
+    """Per cutout: its Dice, today's features on the refined and the unrefined map (at the shot's size and at
+    the model's), and the candidates."""
+    import cv2
+
+    from garmentseg.edges import refine_proba
+    from garmentseg.evaluation import _rows
+    from garmentseg.inference import upsample_proba
+    from garmentseg.model import metrics as M
+    from garmentseg.prepare import read_pair
+    from garmentseg.review import estimate as Q
+
+    part = _rows(frame, split)
+    rows: dict[str, list] = {
+        "dice": [],
+        "refined": [],
+        "unrefined": [],
+        "small": [],
+        "refined_small": [],
+        "candidates": [],
+    }
+    t = model.threshold
+    for i, (_, row) in enumerate(part.iterrows()):
+        image, truth = read_pair(root, row, cfg.validation.max_pixels)
+        batch = model.preprocess(image)[None]
+        small = model.predict_small(batch)[0]
+        mirrored = model.predict_small(np.ascontiguousarray(batch[:, :, ::-1, :]))[0, :, ::-1]
+        served = 0.5 * (small + mirrored) if cfg.evaluation.flip_tta else small
+        unrefined = upsample_proba(served, *image.shape[:2])
+        refined = refine_proba(unrefined.copy(), image, model.refinement)
+        mask = refined >= t
+        rows["dice"].append(M.dice(mask, truth))
+        rows["refined"].append(Q.quality_features(refined, t))
+        rows["unrefined"].append(Q.quality_features(unrefined, t))
+        rows["small"].append(Q.quality_features(served, t))
+        shrunk = cv2.resize(refined, served.shape[::-1], interpolation=cv2.INTER_AREA)
+        rows["refined_small"].append(Q.quality_features(shrunk, t))
+        sides = image_side(image, mask, 2 * model.input_height, 2 * model.input_width)
+        rows["candidates"].append(
+            [
+                1.0 - M.dice(small >= t, mirrored >= t),
+                float(np.count_nonzero(mask != (unrefined >= t)) / max(1, np.count_nonzero(mask))),
+                sides["edge_alignment"],
+                sides["colour_separation"],
+                sides["colour_agreement"],
+            ]
+        )
+        print(f"{split}: {i + 1}/{len(part)}", file=sys.stderr, flush=True)
+    usable = [
+        i
+        for i, a in enumerate(
+            zip(rows["refined"], rows["unrefined"], rows["small"], rows["refined_small"], strict=True)
+        )
+        if all(f is not None for f in a)
+    ]
+    return {
+        "dice": np.asarray(rows["dice"])[usable],
+        "refined": np.stack([rows["refined"][i] for i in usable]),
+        "unrefined": np.stack([rows["unrefined"][i] for i in usable]),
+        "small": np.stack([rows["small"][i] for i in usable]),
+        "refined_small": np.stack([rows["refined_small"][i] for i in usable]),
+        "candidates": np.asarray(rows["candidates"])[usable],
+    }
+
+
+CANDIDATES = ("flip_disagreement", "refine_shift", "edge_alignment", "colour_separation", "colour_agreement")
+
+
+def columns(data: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    from garmentseg.review.estimate import FEATURES
+
+    picked = []
+    for name in names:
+        source, _, feature = name.partition(":")
+        if source == "candidate":
+            picked.append(data["candidates"][:, CANDIDATES.index(feature)])
+        else:
+            picked.append(data[source][:, FEATURES.index(feature)])
+    return np.stack(picked, axis=1)
+
+
+def fit_and_score(valid, scored, names, target: float) -> dict[str, float]:
+    """calibrate()'s ridge on log(1 - Dice), fitted on valid; AUROC on scored, and pooled 5-fold CV AUROC."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from garmentseg.review.estimate import ERROR_FLOOR, RIDGE_ALPHA, auroc
+
+    x_valid, x_scored = columns(valid, names), columns(scored, names)
+    mean, scale = x_valid.mean(0), x_valid.std(0)
+    scale[scale == 0] = 1
+    y = np.log(1 - valid["dice"] + ERROR_FLOOR)
+    ridge = Ridge(alpha=RIDGE_ALPHA).fit((x_valid - mean) / scale, y)
+    predicted = ridge.predict((x_scored - mean) / scale)
+    pooled_x = np.vstack([x_valid, x_scored])
+    pooled_d = np.concatenate([valid["dice"], scored["dice"]])
+    z = (pooled_x - pooled_x.mean(0)) / np.where(pooled_x.std(0) == 0, 1, pooled_x.std(0))
+    below = pooled_d < target
+    cv = cross_val_predict(
+        Ridge(alpha=RIDGE_ALPHA),
+        z,
+        np.log(1 - pooled_d + ERROR_FLOOR),
+        cv=StratifiedKFold(5, shuffle=True, random_state=0).split(z, below),
+    )
+    return {
+        "scored_auroc": round(auroc(predicted, scored["dice"] < target), 4),
+        "pooled_cv_auroc": round(auroc(cv, below), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="real")
+    parser.add_argument("--model-uri", required=True)
+    parser.add_argument("--dataset", type=Path, required=True, help="the training dataset (its valid split)")
+    parser.add_argument("--scored", type=Path, required=True, help="cutouts the model never saw")
+    parser.add_argument("--scored-split", default="all")
+    parser.add_argument("--cache", type=Path, default=ROOT / "var" / "review-features")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    from garmentseg.config import load_config
+    from garmentseg.data.index import load_dataset
+    from garmentseg.inference import load_cutout_model
+    from garmentseg.review.estimate import FEATURES, auroc
+
+    cfg = load_config(args.profile, None)
+    key = args.model_uri.replace(":", "_").replace("/", "_")
+    data = {}
+    for name, folder, split in (("valid", args.dataset, "valid"), ("scored", args.scored, args.scored_split)):
+        cached = args.cache / f"{key}-{folder.name}-{split}.npz"
+        if not cached.is_file():
+            model = load_cutout_model(args.model_uri, cfg.tracking_uri)
+            frame, root = load_dataset(cfg, folder)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cached, **extract(model, frame, root, cfg, split))
+        data[name] = dict(np.load(cached))
+    target = cfg.review.target_dice
+    today = [f"refined:{f}" for f in FEATURES]
+    unrefined = [f"unrefined:{f}" for f in FEATURES]
+    sets = {
+        "today (refined map)": today,
+        "unrefined map": unrefined,
+        "model-size map": [f"small:{f}" for f in FEATURES],
+        "refined map shrunk to model size": [f"refined_small:{f}" for f in FEATURES],
+        "model-size map + flip": [*(f"small:{f}" for f in FEATURES), "candidate:flip_disagreement"],
+        "unrefined + flip": [*unrefined, "candidate:flip_disagreement"],
+        "unrefined + image side": [*unrefined, *(f"candidate:{c}" for c in CANDIDATES[1:])],
+        "unrefined + all candidates": [*unrefined, *(f"candidate:{c}" for c in CANDIDATES)],
+        "today + all candidates": [*today, *(f"candidate:{c}" for c in CANDIDATES)],
+    }
+    singles = {}
+    for name in [
+        *today,
+        *unrefined,
+        *(f"small:{f}" for f in FEATURES),
+        *(f"refined_small:{f}" for f in FEATURES),
+        *(f"candidate:{c}" for c in CANDIDATES),
+    ]:
+        below = data["scored"]["dice"] < target
+        value = columns(data["scored"], [name])[:, 0]
+        singles[name] = round(max(auroc(value, below), auroc(-value, below)), 4)
+    emit(
+        {
+            "model_uri": args.model_uri,
+            "target_dice": target,
+            "valid": {"n": len(data["valid"]["dice"]), "below": int((data["valid"]["dice"] < target).sum())},
+            "scored": {
+                "n": len(data["scored"]["dice"]),
+                "below": int((data["scored"]["dice"] < target).sum()),
+            },
+            "feature_sets": {
+                k: fit_and_score(data["valid"], data["scored"], v, target) for k, v in sets.items()
+            },
+            "single_feature_auroc_either_sign": singles,
+        },
+        args.json,
+    )
+
+
+if __name__ == "__main__":
+    main()
