@@ -82,6 +82,7 @@ def timing_quality_estimate(cfg: Config) -> QualityEstimate:
         policy="timing only",
         fitted_on=0,
         below_target=0,
+        map_size=(cfg.model.input_height, cfg.model.input_width),
     )
 
 

@@ -90,17 +90,19 @@ def tune_threshold(
     dice_at: dict[float, list[float]] = {t: [] for t in grid}
     score_at: dict[float, list[float]] = {t: [] for t in grid}
     features_at: dict[float, list[np.ndarray | None]] = {t: [] for t in grid}
+    map_size = (model.input_height, model.input_width)
     for _, _, truth, prob in stream_predictions(model, part, root, cfg):
+        at_map_size = Q.at_size(prob, map_size)
         for t in grid:
             dice_at[t].append(M.dice(prob >= t, truth))
             score_at[t].append(manual_cutout_score(prob, t))
-            features_at[t].append(Q.quality_features(prob, t, score_at[t][-1]))
+            features_at[t].append(Q.quality_features(at_map_size, t, map_size))
     best = M.best_threshold(dice_at)
     needs_person = [d < cfg.review.target_dice for d in dice_at[best]]
     flag = M.best_flag_threshold(score_at[best], needs_person)
     summary = M.summarise(dice_at[best], "dice_")
     try:
-        quality = Q.calibrate(features_at[best], dice_at[best], cfg.review)
+        quality = Q.calibrate(features_at[best], dice_at[best], cfg.review, map_size)
     except ValueError as exc:
         log.warning("%s: no quality estimate: %s", split, exc)
         quality = None
@@ -197,7 +199,7 @@ def evaluate(
         pred = to_mask(prob, model.threshold)
         scores = M.mask_scores(pred, truth, ev.boundary_fraction, ev.boundary_f_tolerance_px, ev.halo_band_px)
         score = manual_cutout_score(prob, model.threshold)
-        estimate, needs_review = model.review(prob, score)
+        estimate, needs_review = model.review(prob)
         meta = {c: row[c] for c in META_COLUMNS if c in row.index}
         records.append(
             {

@@ -222,13 +222,12 @@ class CutoutModel:
         score = manual_cutout_score(prob, self.threshold)
         return score, score >= self.flag_threshold
 
-    def review(self, prob: np.ndarray, band_score: float | None = None) -> tuple[float, bool]:
-        """(Dice estimate, needs review) for one full-resolution probability map; `band_score`: its
-        manual_cutout_score when the caller has it already. A model logged before the estimate existed has
-        none: NaN, and the needs-manual-cutout flag decides."""
+    def review(self, prob: np.ndarray) -> tuple[float, bool]:
+        """(Dice estimate, needs review) for one full-resolution probability map. A model logged without a
+        usable estimate has none: NaN, and the needs-manual-cutout flag decides."""
         if self.quality is None:
             return float("nan"), self.needs_manual_cutout(prob)[1]
-        estimate = self.quality.estimate(prob, self.threshold, band_score)
+        estimate = self.quality.estimate(prob, self.threshold)
         return estimate, self.quality.needs_review(estimate)
 
     def preprocessing_metadata(self) -> dict[str, Any]:
@@ -380,6 +379,20 @@ def _read_metadata(model_uri: str) -> dict[str, Any]:
     return meta
 
 
+def read_quality_estimate(meta: dict[str, Any], model_uri: str) -> QualityEstimate | None:
+    """The model's Dice estimate; None (with a warning) when it has none or one this code cannot read, so an
+    older champion still serves, its review decided by the needs-manual-cutout flag."""
+    from garmentseg.review.estimate import QualityEstimate
+
+    if QUALITY_KEY not in meta:
+        return None
+    try:
+        return QualityEstimate.from_dict(meta[QUALITY_KEY])
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("%s: its quality estimate is not used (%s); re-train to calibrate one", model_uri, exc)
+        return None
+
+
 def load_cutout_model(model_uri: str, tracking_uri: str | None = None) -> CutoutModel:
     """Load a logged U-Net and its preprocessing from runs:/, models:/name@alias, models:/name/version,
     models:/m-<id> or a local MLflow model folder."""
@@ -398,8 +411,6 @@ def load_cutout_model(model_uri: str, tracking_uri: str | None = None) -> Cutout
     name, version = resolve_registered(uri, tracking_uri)
     meta = _read_metadata(uri)
     keras_model = mlflow.tensorflow.load_model(uri)
-    from garmentseg.review.estimate import QualityEstimate
-
     known = {
         "mean",
         "std",
@@ -423,7 +434,7 @@ def load_cutout_model(model_uri: str, tracking_uri: str | None = None) -> Cutout
         model_version=version,
         model_uri=model_uri,
         extra=extra,
-        quality=QualityEstimate.from_dict(meta[QUALITY_KEY]) if QUALITY_KEY in meta else None,
+        quality=read_quality_estimate(meta, model_uri),
         refinement=Refinement.from_dict(meta.get(REFINE_KEY)),
     )
     log.info(

@@ -74,7 +74,7 @@ def cut_out(model: CutoutModel, image: np.ndarray, alpha: str = "binary") -> Cut
     prob = model.predict_proba([image])[0]
     mask = to_mask(prob, model.threshold)
     score, flagged = model.needs_manual_cutout(prob)
-    estimate, needs_review = model.review(prob, score)
+    estimate, needs_review = model.review(prob)
     rgba = to_cutout(image, cutout_alpha(prob, model.threshold, alpha, mask))
     return Cutout(rgba, mask, score, flagged, estimate, needs_review)
 

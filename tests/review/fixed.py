@@ -8,7 +8,9 @@ from garmentseg.review.estimate import FEATURES, QualityEstimate
 LOG_ERROR = -3.0
 
 
-def fixed_quality(review_below: float, target_dice: float = 0.97) -> QualityEstimate:
+def fixed_quality(
+    review_below: float, target_dice: float = 0.97, map_size: tuple[int, int] = (192, 128)
+) -> QualityEstimate:
     """Estimates ~0.955 for every non-empty mask (0 for an empty one); review at or below `review_below`."""
     n = len(FEATURES)
     return QualityEstimate(
@@ -21,4 +23,5 @@ def fixed_quality(review_below: float, target_dice: float = 0.97) -> QualityEsti
         policy="target_recall=0.9",
         fitted_on=10,
         below_target=3,
+        map_size=map_size,
     )

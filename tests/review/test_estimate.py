@@ -12,6 +12,8 @@ from garmentseg.config import load_config
 from garmentseg.model.metrics import dice
 from garmentseg.review import estimate as Q
 
+SIZE = (96, 64)  # the maps' own size: read as they are
+
 
 def _case(rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """A garment-like blob and a probability map with a random amount of doubt and damage: (prob, Dice)."""
@@ -42,7 +44,7 @@ def _review(**policy: float):
 def test_the_estimate_ranks_unseen_cutouts_and_keeps_its_recall() -> None:
     review = _review(target_recall=0.9, budget_share=None)
     probs, truth_dice = _cases(0, 80)
-    quality = Q.calibrate([Q.quality_features(p, 0.5) for p in probs], truth_dice, review)
+    quality = Q.calibrate([Q.quality_features(p, 0.5, SIZE) for p in probs], truth_dice, review, SIZE)
     fresh, fresh_dice = _cases(1, 80)
     estimates = [quality.estimate(p, 0.5) for p in fresh]
     assert all(0.0 <= e <= 1.0 for e in estimates)
@@ -57,9 +59,10 @@ def test_the_estimate_ranks_unseen_cutouts_and_keeps_its_recall() -> None:
 def test_a_budget_policy_reviews_about_its_share() -> None:
     probs, truth_dice = _cases(2, 60)
     quality = Q.calibrate(
-        [Q.quality_features(p, 0.5) for p in probs],
+        [Q.quality_features(p, 0.5, SIZE) for p in probs],
         truth_dice,
         _review(budget_share=0.25, target_recall=None),
+        SIZE,
     )
     estimates = [quality.estimate(p, 0.5) for p in _cases(3, 200)[0]]
     assert quality.policy == "budget_share=0.25"
@@ -68,21 +71,57 @@ def test_a_budget_policy_reviews_about_its_share() -> None:
 
 def test_an_empty_mask_is_estimated_zero_and_always_reviewed() -> None:
     probs, truth_dice = _cases(4, 30)
-    quality = Q.calibrate([Q.quality_features(p, 0.5) for p in probs], truth_dice, _review(target_recall=0.9))
+    quality = Q.calibrate(
+        [Q.quality_features(p, 0.5, SIZE) for p in probs], truth_dice, _review(target_recall=0.9), SIZE
+    )
     empty = np.zeros((96, 64), np.float32)
     assert quality.estimate(empty, 0.5) == 0.0 and quality.needs_review(0.0)
 
 
 def test_the_estimate_round_trips_through_json_and_refuses_other_features() -> None:
     probs, truth_dice = _cases(5, 30)
-    quality = Q.calibrate([Q.quality_features(p, 0.5) for p in probs], truth_dice, _review(target_recall=0.9))
+    quality = Q.calibrate(
+        [Q.quality_features(p, 0.5, SIZE) for p in probs], truth_dice, _review(target_recall=0.9), SIZE
+    )
     again = Q.QualityEstimate.from_dict(json.loads(json.dumps(quality.to_dict())))
     assert again == quality
     with pytest.raises(ValueError, match="fitted on features"):
         Q.QualityEstimate.from_dict({**quality.to_dict(), "features": ["area_share"]})
+    earlier = {k: v for k, v in quality.to_dict().items() if k != "map_size"}
+    with pytest.raises(ValueError, match="full-resolution maps"):
+        Q.QualityEstimate.from_dict(earlier)
+
+
+def test_a_map_at_any_resolution_is_read_at_the_model_size() -> None:
+    """The shot's full-resolution map and the same map at the model's size give one estimate: a street photo
+    and a studio shot are measured alike."""
+    import cv2
+
+    probs, truth_dice = _cases(7, 40)
+    quality = Q.calibrate([Q.quality_features(p, 0.5, SIZE) for p in probs], truth_dice, _review(), SIZE)
+    for prob in _cases(8, 10)[0]:
+        large = cv2.resize(prob, (SIZE[1] * 4, SIZE[0] * 4), interpolation=cv2.INTER_NEAREST)
+        assert quality.estimate(large, 0.5) == pytest.approx(quality.estimate(prob, 0.5), abs=1e-6)
 
 
 def test_too_few_validation_cutouts_is_a_clear_error() -> None:
     probs, truth_dice = _cases(6, 3)
     with pytest.raises(ValueError, match="3 usable validation cutouts"):
-        Q.calibrate([Q.quality_features(p, 0.5) for p in probs], truth_dice, _review(target_recall=0.9))
+        Q.calibrate(
+            [Q.quality_features(p, 0.5, SIZE) for p in probs], truth_dice, _review(target_recall=0.9), SIZE
+        )
+
+
+def test_a_model_whose_estimate_this_code_cannot_read_still_loads_without_one(caplog) -> None:
+    """An older champion (its estimate read on full-resolution maps) keeps serving; its review falls back to
+    the needs-manual-cutout flag until a retrain calibrates a new estimate."""
+    from garmentseg.inference import QUALITY_KEY, read_quality_estimate
+
+    probs, truth_dice = _cases(9, 30)
+    quality = Q.calibrate([Q.quality_features(p, 0.5, SIZE) for p in probs], truth_dice, _review(), SIZE)
+    assert read_quality_estimate({QUALITY_KEY: quality.to_dict()}, "models:/m-now") == quality
+    earlier = {k: v for k, v in quality.to_dict().items() if k != "map_size"}
+    with caplog.at_level("WARNING", logger="garmentseg.inference"):
+        assert read_quality_estimate({QUALITY_KEY: earlier}, "models:/m-earlier") is None
+    assert "models:/m-earlier" in caplog.text and "re-train" in caplog.text
+    assert read_quality_estimate({}, "models:/m-none") is None
