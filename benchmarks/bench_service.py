@@ -2,7 +2,7 @@
 
 One command, several figures (JSON on stdout and in --out):
   1. latency of POST /cutout for a 1152x1728 shot vs the bare pipeline (the same library function,
-     decode -> model -> encode, called in this process) in the same run: p50/p95 and their ratio (target: endpoint p50 <= 1.10x bare);
+     decode -> model -> estimate -> encode, called in this process) in the same run: p50/p95 and their ratio (target: endpoint p50 <= 1.10x bare);
   2. throughput and latency with 1, 4 and 16 concurrent clients, adaptive batching off and on
      (on only where it gives >= 1.2x throughput with p95 <= 2x);
   3. a load test of --seconds with concurrent clients and one champion switch in the middle: zero errors.
@@ -126,11 +126,15 @@ def percentiles(ms: list[float]) -> dict[str, float]:
 
 
 def latency(cfg: Config, url: str, png: bytes, n: int) -> dict[str, Any]:
-    """The bare pipeline (`garmentseg.service.responses.respond`, the function behind /cutout, called in this
-    process) and POST /cutout, alternated request by request so both see the same background load."""
+    """The bare pipeline (`garmentseg.service.responses.respond` rendering `review.cutout_answer`: what /cutout
+    runs, its review estimate included, called in this process) and POST /cutout, alternated request by
+    request so both see the same background load."""
+    import functools
+
     import httpx
 
-    from garmentseg.service.responses import cutout_png, respond
+    from garmentseg.service.responses import respond
+    from garmentseg.service.review import cutout_answer
     from garmentseg.service.runtime import ModelRuntime
 
     runtime = ModelRuntime(f"models:/{cfg.registry.model_name}/1", cfg.tracking_uri, reload_interval_s=0)
@@ -140,7 +144,8 @@ def latency(cfg: Config, url: str, png: bytes, n: int) -> dict[str, Any]:
     with httpx.Client(timeout=120) as client:
         for i in range(n + 3):
             start = time.perf_counter()
-            out = respond(runtime, runtime.model, png, cutout_png, cfg.serving)
+            render = functools.partial(cutout_answer, shot=png, alpha=cfg.serving.alpha)
+            out = respond(runtime, runtime.model, png, render, cfg.serving).body
             mid = time.perf_counter()
             reply = cut_out(cfg, url, png, timeout_s=120, client=client)
             end = time.perf_counter()
