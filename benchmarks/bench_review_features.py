@@ -166,6 +166,18 @@ def fit_and_score(valid, scored, names, target: float) -> dict[str, float]:
     }
 
 
+def at_policy(data: dict[str, dict[str, np.ndarray]], source: str, cfg) -> dict[str, float]:
+    """The shipped path on one kind of map: `calibrate` on valid (its policy threshold included), then
+    `review_metrics` on the scored cutouts."""
+    from garmentseg.review import estimate as Q
+
+    quality = Q.calibrate(list(data["valid"][source]), list(data["valid"]["dice"]), cfg.review, (0, 0))
+    estimates = [quality.from_features(f) for f in data["scored"][source]]
+    figures = Q.review_metrics(estimates, data["scored"]["dice"], quality)
+    figures["reviewed_over_below"] = figures["review_share"] / max(figures["below_target_share"], 1e-9)
+    return {k: round(v, 4) for k, v in figures.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="real")
@@ -196,16 +208,23 @@ def main() -> None:
     target = cfg.review.target_dice
     today = [f"refined:{f}" for f in FEATURES]
     unrefined = [f"unrefined:{f}" for f in FEATURES]
+    shrunk = [f"refined_small:{f}" for f in FEATURES]
     sets = {
         "today (refined map)": today,
         "unrefined map": unrefined,
         "model-size map": [f"small:{f}" for f in FEATURES],
-        "refined map shrunk to model size": [f"refined_small:{f}" for f in FEATURES],
+        "refined map shrunk to model size": shrunk,
         "model-size map + flip": [*(f"small:{f}" for f in FEATURES), "candidate:flip_disagreement"],
         "unrefined + flip": [*unrefined, "candidate:flip_disagreement"],
         "unrefined + image side": [*unrefined, *(f"candidate:{c}" for c in CANDIDATES[1:])],
         "unrefined + all candidates": [*unrefined, *(f"candidate:{c}" for c in CANDIDATES)],
         "today + all candidates": [*today, *(f"candidate:{c}" for c in CANDIDATES)],
+        "shrunk + flip": [*shrunk, "candidate:flip_disagreement"],
+        "shrunk + image side": [*shrunk, *(f"candidate:{c}" for c in CANDIDATES[1:])],
+        "shrunk + all candidates": [*shrunk, *(f"candidate:{c}" for c in CANDIDATES)],
+    }
+    policy = {
+        source: at_policy(data, source, cfg) for source in ("refined", "unrefined", "small", "refined_small")
     }
     singles = {}
     for name in [
@@ -230,6 +249,7 @@ def main() -> None:
             "feature_sets": {
                 k: fit_and_score(data["valid"], data["scored"], v, target) for k, v in sets.items()
             },
+            "at_the_policy": policy,
             "single_feature_auroc_either_sign": singles,
         },
         args.json,
