@@ -88,11 +88,11 @@ def extract(model, frame, root: Path, cfg, split: str) -> dict[str, np.ndarray]:
         refined = refine_proba(unrefined.copy(), image, model.refinement)
         mask = refined >= t
         rows["dice"].append(M.dice(mask, truth))
-        rows["refined"].append(Q.quality_features(refined, t))
-        rows["unrefined"].append(Q.quality_features(unrefined, t))
-        rows["small"].append(Q.quality_features(served, t))
+        rows["refined"].append(Q.quality_features(refined, t, refined.shape))
+        rows["unrefined"].append(Q.quality_features(unrefined, t, unrefined.shape))
+        rows["small"].append(Q.quality_features(served, t, served.shape))
         shrunk = cv2.resize(refined, served.shape[::-1], interpolation=cv2.INTER_AREA)
-        rows["refined_small"].append(Q.quality_features(shrunk, t))
+        rows["refined_small"].append(Q.quality_features(shrunk, t, shrunk.shape))
         sides = image_side(image, mask, 2 * model.input_height, 2 * model.input_width)
         rows["candidates"].append(
             [
