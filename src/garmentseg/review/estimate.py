@@ -9,8 +9,9 @@ one `/cutout` call is judged alone, with a dot product, and inference needs no s
 
 The features are read on the (refined) map shrunk to the model's input size (INTER_AREA), whatever the
 shot's size: a street photo and a studio shot are then measured alike, and it costs a millisecond where the
-full-resolution map cost ~25 ms of each `/cutout`. It also ranks better: on the `cpu` profile's studio test
-split, AUROC 0.962 against 0.943 at full resolution (benchmarks/bench_review_features.py).
+full-resolution map cost ~25 ms of each `/cutout`. Ranking, one model each: better on the `cpu` profile's
+studio test split (AUROC 0.962 against 0.943), worse on the real-photo holdout (0.763 against 0.809);
+docs/real-photos.md#the-review-estimate, benchmarks/bench_review_features.py.
 """
 
 from __future__ import annotations
