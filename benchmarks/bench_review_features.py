@@ -59,8 +59,6 @@ def image_side(image: np.ndarray, mask: np.ndarray, height: int, width: int) -> 
 def extract(model, frame, root: Path, cfg, split: str) -> dict[str, np.ndarray]:
     """Per cutout: its Dice, today's features on the refined and the unrefined map (at the shot's size and at
     the model's), and the candidates."""
-    import cv2
-
     from garmentseg.edges import refine_proba
     from garmentseg.evaluation import _rows
     from garmentseg.inference import upsample_proba
@@ -91,8 +89,7 @@ def extract(model, frame, root: Path, cfg, split: str) -> dict[str, np.ndarray]:
         rows["refined"].append(Q.quality_features(refined, t, refined.shape))
         rows["unrefined"].append(Q.quality_features(unrefined, t, unrefined.shape))
         rows["small"].append(Q.quality_features(served, t, served.shape))
-        shrunk = cv2.resize(refined, served.shape[::-1], interpolation=cv2.INTER_AREA)
-        rows["refined_small"].append(Q.quality_features(shrunk, t, shrunk.shape))
+        rows["refined_small"].append(Q.quality_features(refined, t, served.shape))  # the shipped shrink
         sides = image_side(image, mask, 2 * model.input_height, 2 * model.input_width)
         rows["candidates"].append(
             [
@@ -137,32 +134,31 @@ def columns(data: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
     return np.stack(picked, axis=1)
 
 
-def fit_and_score(valid, scored, names, target: float) -> dict[str, float]:
-    """calibrate()'s ridge on log(1 - Dice), fitted on valid; AUROC on scored, and pooled 5-fold CV AUROC."""
+def fit_and_score(valid, scored, names, cfg) -> dict[str, float]:
+    """`calibrate` on valid with these features; AUROC of its estimates on scored, and a pooled 5-fold CV
+    AUROC of the same ridge over valid + scored (the steadier figure)."""
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from garmentseg.review.estimate import ERROR_FLOOR, RIDGE_ALPHA, auroc
+    from garmentseg.review import estimate as Q
 
+    target = cfg.review.target_dice
     x_valid, x_scored = columns(valid, names), columns(scored, names)
-    mean, scale = x_valid.mean(0), x_valid.std(0)
-    scale[scale == 0] = 1
-    y = np.log(1 - valid["dice"] + ERROR_FLOOR)
-    ridge = Ridge(alpha=RIDGE_ALPHA).fit((x_valid - mean) / scale, y)
-    predicted = ridge.predict((x_scored - mean) / scale)
+    quality = Q.calibrate(list(x_valid), list(valid["dice"]), cfg.review, (0, 0))
+    estimates = np.array([quality.from_features(x) for x in x_scored])
     pooled_x = np.vstack([x_valid, x_scored])
     pooled_d = np.concatenate([valid["dice"], scored["dice"]])
     z = (pooled_x - pooled_x.mean(0)) / np.where(pooled_x.std(0) == 0, 1, pooled_x.std(0))
     below = pooled_d < target
     cv = cross_val_predict(
-        Ridge(alpha=RIDGE_ALPHA),
+        Ridge(alpha=Q.RIDGE_ALPHA),
         z,
-        np.log(1 - pooled_d + ERROR_FLOOR),
+        np.log(1 - pooled_d + Q.ERROR_FLOOR),
         cv=StratifiedKFold(5, shuffle=True, random_state=0).split(z, below),
     )
     return {
-        "scored_auroc": round(auroc(predicted, scored["dice"] < target), 4),
-        "pooled_cv_auroc": round(auroc(cv, below), 4),
+        "scored_auroc": round(Q.auroc(-estimates, scored["dice"] < target), 4),
+        "pooled_cv_auroc": round(Q.auroc(cv, below), 4),
     }
 
 
@@ -247,7 +243,7 @@ def main() -> None:
                 "below": int((data["scored"]["dice"] < target).sum()),
             },
             "feature_sets": {
-                k: fit_and_score(data["valid"], data["scored"], v, target) for k, v in sets.items()
+                k: fit_and_score(data["valid"], data["scored"], v, cfg) for k, v in sets.items()
             },
             "at_the_policy": policy,
             "single_feature_auroc_either_sign": singles,

@@ -141,10 +141,10 @@ def latency(cfg: Config, url: str, png: bytes, n: int) -> dict[str, Any]:
     assert runtime.poll_once(), runtime.state()["error"]
     bare: list[float] = []
     endpoint: list[float] = []
+    render = functools.partial(cutout_answer, shot=png, alpha=cfg.serving.alpha)
     with httpx.Client(timeout=120) as client:
         for i in range(n + 3):
             start = time.perf_counter()
-            render = functools.partial(cutout_answer, shot=png, alpha=cfg.serving.alpha)
             out = respond(runtime, runtime.model, png, render, cfg.serving).body
             mid = time.perf_counter()
             reply = cut_out(cfg, url, png, timeout_s=120, client=client)
