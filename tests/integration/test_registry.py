@@ -241,6 +241,20 @@ def test_register_and_gate_are_idempotent(cfg: Config, dataset) -> None:
     assert "challenger" in registry.show(cfg)["challenger"]["aliases"]
 
 
+def test_a_logged_model_pins_what_it_needs_to_load(cfg: Config) -> None:
+    """The requirements are given, not inferred by loading the model, and pinned to this environment."""
+    import mlflow
+    import tensorflow as tf
+
+    version = registry.register(_train_run(cfg, GOOD), cfg).version
+    requirements = Path(
+        mlflow.pyfunc.get_model_dependencies(f"models:/{cfg.registry.model_name}/{version}")
+    ).read_text()
+    pinned = dict(line.split("==") for line in requirements.split())
+    assert pinned["tensorflow"] == tf.__version__ and pinned["numpy"] == np.__version__
+    assert pinned["mlflow"] == mlflow.__version__
+
+
 def test_a_slice_that_drops_too_far_is_rejected() -> None:
     """Same overall median but one view collapses: the slice rule catches what the median hides."""
     decision = gate.GateDecision(
