@@ -1,10 +1,12 @@
 """`garmentseg demo`: the platform's whole loop on embedded defaults, narrated for a newcomer.
 
-Synthesise the studio dataset (`dvc repro`), land a good and a deliberately broken batch and ingest each
+Start the production Bento service and its canary (following the registry's `champion` and `challenger`),
+synthesise the studio dataset (`dvc repro`), land a good and a deliberately broken batch and ingest each
 through the `garment_ingest` DAG, run `garment_retrain` through Airflow (real Airflow executing it: train,
-evaluate, register, gate, canary and its serving check, promote, deploy, smoke test), serve the champion,
-cut out a held-out shot, and summarise where everything is. Safe to run again: every run lands a new
-batch, so the second retrain is gated against the first run's champion.
+evaluate, register, gate, deploy to the canary and its serving check, promote, deploy, smoke test), cut out
+a held-out shot through production, take one turn of the review loop, and summarise where everything is.
+Safe to run again: every run lands a new batch, so the second retrain is gated against the first run's
+champion.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import logging
 import os
 import shlex
 import shutil
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,17 +135,56 @@ def land_batches(cfg: Config, batch_garments: int) -> tuple[str, str]:
     return good, broken
 
 
-def serve_and_cut_out(cfg: Config, out_png: Path) -> tuple[float, str]:
-    """Start the Bento service with the champion, cut out one held-out test shot, stop the service."""
+@contextmanager
+def platform_services(cfg: Config, logs: Path) -> Iterator[str]:
+    """Production (following `champion`) and its canary (following `challenger`), started before any model
+    exists, as a platform runs them: the retrain rolls its candidate out to the canary and the new champion
+    to production instead of starting temporary services. Yields production's URL; both stop at the end."""
+    from garmentseg.deploy import service_url, start_service, stop_service
+    from garmentseg.registry import CHALLENGER
+
+    services = {
+        "production": (cfg.serving.model_uri, cfg.serving.port, "serving.port"),
+        "canary": (
+            f"models:/{cfg.registry.model_name}@{CHALLENGER}",
+            cfg.serving.canary_port,
+            "serving.canary_port",
+        ),
+    }
+    running = []
+    try:
+        for role, (model_uri, port, setting) in services.items():
+            with socket.socket() as probe:
+                if probe.connect_ex((cfg.serving.host, port)) == 0:
+                    raise DemoError(
+                        f"{role} service: port {port} on {cfg.serving.host} is taken; stop what listens there or"
+                        f" set {setting} (GARMENTSEG__SERVING__{setting.split('.')[1].upper()})"
+                    )
+            with open(logs / f"service-{role}.log", "ab") as log_file:
+                running.append(
+                    start_service(
+                        cfg, model_uri, cfg.serving.host, port, stdout=log_file, stderr=subprocess.STDOUT
+                    )
+                )
+            click.echo(f"    {role:<10} {service_url(cfg, canary=role == 'canary')} follows {model_uri}")
+        yield service_url(cfg)
+    finally:
+        for proc in running:
+            stop_service(proc)
+
+
+def cut_out_held_out_shot(cfg: Config, url: str, out_png: Path) -> tuple[float, str]:
+    """Cut out one held-out test shot through the production service once it serves the champion."""
     import httpx
 
     from garmentseg.client import cut_out
     from garmentseg.data.index import load_dataset
-    from garmentseg.deploy import running_service
+    from garmentseg.deploy import wait_ready
 
     frame, root = load_dataset(cfg)
     shot = root / frame[frame["split"] == "test"].sort_values(["garment_id", "view"]).iloc[0]["raw_path"]
-    with running_service(cfg, cfg.serving.model_uri) as url, httpx.Client(timeout=60) as client:
+    wait_ready(url)
+    with httpx.Client(timeout=60) as client:
         cut_out(cfg, url, shot.read_bytes(), filename=shot.name, client=client)  # warm up
         reply = cut_out(cfg, url, shot.read_bytes(), filename=shot.name, client=client)
     if reply.status != 200:
@@ -162,34 +205,40 @@ def run_demo(cfg: Config, *, batch_garments: int = 6) -> DemoSummary:
     airflow = EmbeddedAirflow.for_project(cfg)
     with step(summary, "Embedded Airflow: migrate the SQLite metadata DB, create the one-slot DVC pool"):
         airflow.prepare(cfg.airflow.dvc_pool, logs)
-    with step(summary, "Studio dataset: `dvc repro index` (synthetic studio -> garment-level index)"):
-        build_dataset(cfg, logs)
-        click.echo(f"    data version {data_version(cfg)}")
-    with step(summary, "A studio delivers: one good batch and one broken batch land"):
-        good, broken = land_batches(cfg, batch_garments)
-    for batch in (good, broken):
-        with step(summary, f"Airflow garment_ingest for {batch}: GX validation -> ingest or quarantine"):
-            run_dag(airflow, "garment_ingest", {"batch_id": batch}, logs / f"ingest-{batch}.log")
-            summary.batches[batch] = _batch_outcome(cfg, batch)
-            click.echo(f"    {batch}: {summary.batches[batch]['status']}")
-    summary.data_version = data_version(cfg)
-    summary.data_docs = str(cfg.path(cfg.paths.reports_dir) / "data_docs" / "index.html")
-    with step(
-        summary, "Airflow garment_retrain: train -> register -> gate -> canary check -> promote -> smoke test"
-    ):
-        summary.retrain_state = run_dag(
-            airflow, "garment_retrain", {"profile": cfg.profile}, logs / "retrain.log"
-        )
-    shown = registry.show(cfg, last=1)
-    summary.gate = shown["decisions"][0] if shown["decisions"] else {}
-    champion = shown.get("champion") or {}
-    summary.champion = {"version": champion.get("version"), "tags": champion.get("tags", {})}
-    summary.test_dice_median = (champion.get("metrics") or {}).get("test_dice_median")
-    with step(summary, "BentoML: serve the champion, cut out a held-out shot"):
-        out = state / "demo" / "cutout.png"
-        summary.endpoint_latency_ms, served = serve_and_cut_out(cfg, out)
-        summary.cutout_png = str(out)
-        click.echo(f"    model v{served} answered in {summary.endpoint_latency_ms:.0f} ms -> {out}")
+    with ExitStack() as services:
+        with step(
+            summary, "BentoML: start production (follows champion) and its canary (follows challenger)"
+        ):
+            production = services.enter_context(platform_services(cfg, logs))
+        with step(summary, "Studio dataset: `dvc repro index` (synthetic studio -> garment-level index)"):
+            build_dataset(cfg, logs)
+            click.echo(f"    data version {data_version(cfg)}")
+        with step(summary, "A studio delivers: one good batch and one broken batch land"):
+            good, broken = land_batches(cfg, batch_garments)
+        for batch in (good, broken):
+            with step(summary, f"Airflow garment_ingest for {batch}: GX validation -> ingest or quarantine"):
+                run_dag(airflow, "garment_ingest", {"batch_id": batch}, logs / f"ingest-{batch}.log")
+                summary.batches[batch] = _batch_outcome(cfg, batch)
+                click.echo(f"    {batch}: {summary.batches[batch]['status']}")
+        summary.data_version = data_version(cfg)
+        summary.data_docs = str(cfg.path(cfg.paths.reports_dir) / "data_docs" / "index.html")
+        with step(
+            summary,
+            "Airflow garment_retrain: train -> register -> gate -> canary check -> promote -> deploy -> smoke test",
+        ):
+            summary.retrain_state = run_dag(
+                airflow, "garment_retrain", {"profile": cfg.profile}, logs / "retrain.log"
+            )
+        shown = registry.show(cfg, last=1)
+        summary.gate = shown["decisions"][0] if shown["decisions"] else {}
+        champion = shown.get("champion") or {}
+        summary.champion = {"version": champion.get("version"), "tags": champion.get("tags", {})}
+        summary.test_dice_median = (champion.get("metrics") or {}).get("test_dice_median")
+        with step(summary, "BentoML: production cuts out a held-out shot"):
+            out = state / "demo" / "cutout.png"
+            summary.endpoint_latency_ms, served = cut_out_held_out_shot(cfg, production, out)
+            summary.cutout_png = str(out)
+            click.echo(f"    model v{served} answered in {summary.endpoint_latency_ms:.0f} ms -> {out}")
     review_turn(cfg, airflow, summary, logs)
     summary.seconds = round(time.monotonic() - started, 1)
     (state / "demo" / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=str))

@@ -409,6 +409,17 @@ def read_quality_estimate(meta: dict[str, Any], model_uri: str) -> QualityEstima
         return None
 
 
+def import_model_libraries() -> None:
+    """Import what `load_cutout_model` needs (TensorFlow, Keras, MLflow's flavour): about 15 s on 2 cores.
+
+    A service calls it before its first load, so one started before its alias exists (a fresh platform, a
+    canary waiting for the first challenger) pays that while it waits, and serves seconds after the move.
+    """
+    import keras  # noqa: F401
+    import mlflow.tensorflow  # noqa: F401
+    import tensorflow  # noqa: F401
+
+
 def load_cutout_model(model_uri: str, tracking_uri: str | None = None) -> CutoutModel:
     """Load a logged U-Net and its preprocessing from runs:/, models:/name@alias, models:/name/version,
     models:/m-<id> or a local MLflow model folder."""

@@ -230,11 +230,21 @@ class ModelRuntime:
 
     def _run(self) -> None:
         watching = self.follows_alias and self.reload_interval_s > 0
+        if self.loader is None:
+            self._import_model_libraries()
         while not self._stop.is_set():
             self.poll_once()
             if self._current is not None and not watching:
                 return
             self._stop.wait(self.reload_interval_s if self._current is not None else RETRY_LOAD_S)
+
+    def _import_model_libraries(self) -> None:
+        from garmentseg.inference import import_model_libraries
+
+        try:
+            import_model_libraries()
+        except ImportError as exc:  # the first load fails on it too, and /readyz says so
+            log.error("cannot import the model libraries: %s", exc)
 
     def start(self) -> ModelRuntime:
         """Load in a background thread (the server answers /livez meanwhile), then keep watching the alias."""
