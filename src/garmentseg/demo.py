@@ -205,14 +205,15 @@ def run_demo(cfg: Config, *, batch_garments: int = 6) -> DemoSummary:
     airflow = EmbeddedAirflow.for_project(cfg)
     with step(summary, "Embedded Airflow: migrate the SQLite metadata DB, create the one-slot DVC pool"):
         airflow.prepare(cfg.airflow.dvc_pool, logs)
+    with step(summary, "Studio dataset: `dvc repro index` (synthetic studio -> garment-level index)"):
+        build_dataset(cfg, logs)
+        click.echo(f"    data version {data_version(cfg)}")
     with ExitStack() as services:
+        # Started after the synthesis: their imports share the 2 cores with the lighter ingest steps.
         with step(
             summary, "BentoML: start production (follows champion) and its canary (follows challenger)"
         ):
             production = services.enter_context(platform_services(cfg, logs))
-        with step(summary, "Studio dataset: `dvc repro index` (synthetic studio -> garment-level index)"):
-            build_dataset(cfg, logs)
-            click.echo(f"    data version {data_version(cfg)}")
         with step(summary, "A studio delivers: one good batch and one broken batch land"):
             good, broken = land_batches(cfg, batch_garments)
         for batch in (good, broken):
