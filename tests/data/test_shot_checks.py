@@ -16,7 +16,7 @@ from garmentseg.imageio import encode_png
 from garmentseg.validation import content, validate_batch
 from garmentseg.validation import metadata as md
 from garmentseg.validation.defects import clean_pair, near_duplicate_shot, os_junk_files, write_clean_batch
-from garmentseg.validation.duplicates import SIGNATURES
+from garmentseg.validation.duplicates import SIGNATURES, dataset_signatures
 from garmentseg.validation.suite import build_checks
 from tests.data.test_validation import H, W, small_project
 
@@ -62,6 +62,21 @@ def test_same_shot_as_a_dataset_one_is_an_error_but_a_correction_is_not(tmp_path
         in _findings(result, "near_duplicate_shot")[f"{RAW_DIR}/{near.filename}"]
     )
     assert (cfg.path(cfg.paths.state_dir) / "cache" / SIGNATURES).is_file()
+
+
+def test_dataset_signatures_are_the_same_over_workers_and_an_unreadable_shot_has_none(tmp_path, caplog):
+    data_dir = tmp_path / "one" / "data"
+    keys = write_clean_batch(data_dir / BATCHES_DIR / "b-old", 3, width=W, height=H, seed=3)
+    index = build_index(data_dir, small_project(tmp_path / "index"))
+    broken = data_dir / BATCHES_DIR / "b-old" / RAW_DIR / keys[2].filename
+    broken.write_bytes(broken.read_bytes()[:200])  # truncated after indexing: a disk fault
+    signed = {}
+    for workers in (1, 2):
+        cfg = small_project(tmp_path / str(workers), workers=workers)
+        signed[workers] = dataset_signatures(index, data_dir, cfg).sort_values("raw_sha256")
+    assert signed[1].to_dict("records") == signed[2].to_dict("records")
+    assert len(signed[2]) == len(keys) - 1 and signed[2]["dhash"].str.len().min() > 0
+    assert keys[2].filename in caplog.text and "no near-duplicate signature" in caplog.text
 
 
 def test_a_re_encoded_copy_is_an_exact_duplicate_by_its_pixels(tmp_path):

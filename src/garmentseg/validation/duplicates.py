@@ -12,6 +12,7 @@ of one garment share a split and are not compared. Every copy carries its own fi
 from __future__ import annotations
 
 import logging
+import os
 from itertools import combinations
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pandas as pd
 from garmentseg.config import Config
 from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR
 from garmentseg.imageio import ImageError, read_image
-from garmentseg.validation.content import colour_distance, garment_signature, hamming
+from garmentseg.validation.content import colour_distance, hamming
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,9 @@ def _near_dataset_copies(
 
 
 def dataset_signatures(index: pd.DataFrame, data_dir: Path, cfg: Config) -> pd.DataFrame:
-    """raw_sha256 -> dhash, garment_colour of every dataset shot; computed once per shot, then cached."""
-    from garmentseg.validation.metadata import shrink, shrink_factor
+    """raw_sha256 -> dhash, garment_colour of every dataset shot; computed once per shot (over the validation
+    workers: a new node's first ingest signs the whole dataset), then cached."""
+    from garmentseg.validation.metadata import in_workers, shot_signature
 
     cache = cfg.path(cfg.paths.state_dir) / "cache" / SIGNATURES
     known = (
@@ -156,17 +158,17 @@ def dataset_signatures(index: pd.DataFrame, data_dir: Path, cfg: Config) -> pd.D
         else pd.DataFrame(columns=["raw_sha256", "dhash", "garment_colour"])
     )
     missing = index[~index["raw_sha256"].isin(known["raw_sha256"])].drop_duplicates("raw_sha256")
+    jobs = [
+        (data_dir / entry.raw_path, data_dir / entry.cutout_path, cfg.validation.max_pixels)
+        for entry in missing.itertuples()
+    ]
+    workers = min(cfg.validation.workers, os.cpu_count() or 1)
     rows = []
-    for entry in missing.itertuples():
-        try:
-            shot = read_image(data_dir / entry.raw_path, max_pixels=cfg.validation.max_pixels)
-            alpha = read_image(data_dir / entry.cutout_path, max_pixels=cfg.validation.max_pixels, alpha=True)
-        except (ImageError, OSError) as exc:
-            log.warning("%s: no near-duplicate signature (%s)", entry.raw_path, exc)
-            continue
-        factor = shrink_factor(*shot.shape[:2])
-        small, mask = shrink(shot[..., ::-1], factor), shrink(alpha[..., 3], factor) >= 128
-        rows.append((entry.raw_sha256, *garment_signature(np.ascontiguousarray(small), mask)))
+    for entry, found in zip(missing.itertuples(), in_workers(shot_signature, jobs, workers), strict=True):
+        if isinstance(found, str):
+            log.warning("%s: no near-duplicate signature (%s)", entry.raw_path, found)
+        else:
+            rows.append((entry.raw_sha256, *found))
     if rows:
         known = pd.concat([known, pd.DataFrame(rows, columns=list(known.columns))], ignore_index=True)
         cache.parent.mkdir(parents=True, exist_ok=True)

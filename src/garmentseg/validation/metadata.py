@@ -14,11 +14,11 @@ import hashlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from garmentseg.data.contract import (
     os_junk,
     parse_shot_name,
 )
-from garmentseg.imageio import ImageError, ImageHeader, check_size, read_header, sniff_format
+from garmentseg.imageio import ImageError, ImageHeader, check_size, read_header, read_image, sniff_format
 from garmentseg.validation import content
 from garmentseg.validation.content import ACCEPTED_MODES
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # workers import this module: keep pandas and the config mode
     from garmentseg.config import Config, SourceConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Folder a quarantined batch carries its own report in; not part of the delivery.
 REPORT_DIR_NAME = "_report"
@@ -461,17 +462,29 @@ def _measure_pair(
     raw_row["contrast"] = content.edge_contrast(small, mask, max(1, round(limits.contrast_band_px / factor)))
 
 
-def _run_units(units: list[Unit], limits: Limits, workers: int) -> Iterator[list[dict[str, Any]]]:
-    if workers <= 1 or len(units) < 2:
+def in_workers(fn: Callable[..., T], jobs: Sequence[tuple[Any, ...]], workers: int) -> list[T]:
+    """fn(*job) for every job, in order, over `workers` processes with OpenCV single-threaded in each."""
+    if workers <= 1 or len(jobs) < 2:
         _init_worker()
-        for unit in units:
-            yield extract_unit(unit, limits)
-        return
+        return [fn(*job) for job in jobs]
     # spawn: the parent may hold threads (GX import, Airflow) that fork would copy in a locked state.
     ctx = multiprocessing.get_context("spawn")
-    chunk = max(1, len(units) // (workers * 8))
+    chunk = max(1, len(jobs) // (workers * 8))
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-        yield from pool.map(extract_unit, units, [limits] * len(units), chunksize=chunk)
+        return list(pool.map(fn, *zip(*jobs, strict=True), chunksize=chunk))
+
+
+def shot_signature(raw: Path, cutout: Path, max_pixels: int) -> tuple[str, str] | str:
+    """A dataset shot's near-duplicate signature (dHash of the garment, its mean colour), taken on the same
+    shrunk copy as a batch's in `_measure_pair`; or why it has none."""
+    try:
+        shot = read_image(raw, max_pixels=max_pixels)
+        alpha = read_image(cutout, max_pixels=max_pixels, alpha=True)
+    except (ImageError, OSError) as exc:
+        return str(exc)
+    factor = shrink_factor(*shot.shape[:2])
+    small, mask = shrink(shot[..., ::-1], factor), shrink(alpha[..., 3], factor) >= 128
+    return content.garment_signature(np.ascontiguousarray(small), mask)
 
 
 def build_metadata(batch_dir: Path, cfg: Config, source_name: str | None = None) -> pd.DataFrame:
@@ -483,7 +496,8 @@ def build_metadata(batch_dir: Path, cfg: Config, source_name: str | None = None)
     plan = plan_batch(Path(batch_dir), name, cfg.sources[name])
     workers = min(cfg.validation.workers, os.cpu_count() or 1)
     measured: dict[str, dict[str, Any]] = {}
-    for rows in _run_units(plan.units, Limits.from_config(cfg), workers):
+    limits = Limits.from_config(cfg)
+    for rows in in_workers(extract_unit, [(unit, limits) for unit in plan.units], workers):
         for row in rows:
             measured[row["file"]] = row
     log.info("%s: read %d files in %d units (%d workers)", batch_dir, len(measured), len(plan.units), workers)
