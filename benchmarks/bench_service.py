@@ -10,11 +10,20 @@ One command, several figures (JSON on stdout and in --out):
     uv run python benchmarks/bench_service.py --seconds 120 --out var/bench/service.json
     uv run python benchmarks/bench_service.py --profile real --skip throughput loadtest
 
-The model is untrained: build_unet of the profile's `model` section (demo: carvana, 8 filters, depth 4,
-192x128; cpu and real: EfficientNet-Lite0 at 288x192, its ImageNet weights), with the profile's edge refinement
-and a quality estimate, so each request pays what a served champion of that profile pays: speed does not
-depend on the weights nor on the estimate's coefficients. Everything runs on loopback in a temporary SQLite
-registry. bf16 inference is measured on a trained model, where Dice can move: benchmarks/bench_bf16.py.
+By default the model is untrained: build_unet of the profile's `model` section (demo: carvana, 8 filters,
+depth 4, 192x128; cpu and real: EfficientNet-Lite0 at 288x192, its ImageNet weights), with the profile's edge
+refinement and a quality estimate, so each request runs what a served champion of that profile runs. The
+forward pass does not depend on the weights, but the PNG encoding does: an untrained model's speckled mask
+compresses to ~2.3 MB in ~80 ms, a trained model's clean one to ~0.4 MB in ~30 ms. `--model-uri` (with
+`--tracking-uri`) serves a trained model instead, and `--shot` sends a real shot (a studio raw/ PNG) instead
+of the drawn one:
+
+    uv run python benchmarks/bench_service.py --profile cpu --model-uri models:/m-... \
+        --tracking-uri sqlite:///var/mlflow/mlflow.db --shot data/synth/demo/raw/<garment>_Front.png \
+        --skip throughput loadtest
+
+Everything runs on loopback in a temporary SQLite registry. bf16 inference is measured on a trained model,
+where Dice can move: benchmarks/bench_bf16.py.
 """
 
 from __future__ import annotations
@@ -86,15 +95,56 @@ def timing_quality_estimate(cfg: Config) -> QualityEstimate:
     )
 
 
-def setup_registry(tmp: Path, profile: str) -> Config:
-    """Two versions of the profile's U-Net in a temporary SQLite registry; champion -> v1."""
+def untrained_model(cfg: Config, seed: int) -> dict[str, Any]:
+    """log_cutout_model's arguments for the profile's untrained U-Net, refinement and a timing estimate."""
     import keras
-    import mlflow
 
     from garmentseg.edges import Refinement
-    from garmentseg.inference import log_cutout_model
     from garmentseg.model.unet import build_unet
 
+    keras.utils.set_random_seed(seed)
+    return {
+        "keras_model": build_unet(cfg.model),
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.25, 0.25, 0.25),
+        "threshold": 0.5,
+        "flag_threshold": 30.0,
+        "input_height": cfg.model.input_height,
+        "input_width": cfg.model.input_width,
+        "quality": timing_quality_estimate(cfg),
+        "refinement": Refinement.from_config(cfg.inference),
+    }
+
+
+def trained_model(model_uri: str, tracking_uri: str | None) -> dict[str, Any]:
+    """log_cutout_model's arguments that log a copy of a trained model: weights, preprocessing, refinement
+    and its calibrated estimate."""
+    from garmentseg.inference import load_cutout_model
+
+    model = load_cutout_model(model_uri, tracking_uri)
+    return {
+        "keras_model": model.keras_model,
+        "mean": model.mean,
+        "std": model.std,
+        "threshold": model.threshold,
+        "flag_threshold": model.flag_threshold,
+        "input_height": model.input_height,
+        "input_width": model.input_width,
+        "quality": model.quality,
+        "refinement": model.refinement,
+    }
+
+
+def setup_registry(
+    tmp: Path, profile: str, model_uri: str | None = None, tracking_uri: str | None = None
+) -> Config:
+    """Two versions of the profile's U-Net (or two copies of the trained `model_uri`) in a temporary SQLite
+    registry; champion -> v1."""
+    import mlflow
+
+    from garmentseg.inference import log_cutout_model
+
+    trained = trained_model(model_uri, tracking_uri) if model_uri else None
     uri = f"sqlite:///{tmp}/mlflow.db"
     cfg = load_config(profile, ROOT / "params.yaml", overrides={"registry": {"tracking_uri": uri}})
     mlflow.set_tracking_uri(uri)
@@ -102,20 +152,9 @@ def setup_registry(tmp: Path, profile: str) -> Config:
     mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench", artifact_location=str(tmp / "art")))
     client = mlflow.MlflowClient(uri, uri)
     for seed in (1, 2):
-        keras.utils.set_random_seed(seed)
         with mlflow.start_run():
-            model_uri = log_cutout_model(
-                build_unet(cfg.model),
-                mean=(0.5, 0.5, 0.5),
-                std=(0.25, 0.25, 0.25),
-                threshold=0.5,
-                flag_threshold=30.0,
-                input_height=cfg.model.input_height,
-                input_width=cfg.model.input_width,
-                quality=timing_quality_estimate(cfg),
-                refinement=Refinement.from_config(cfg.inference),
-            )
-        mlflow.register_model(model_uri, cfg.registry.model_name)
+            logged = log_cutout_model(**(trained or untrained_model(cfg, seed)))
+        mlflow.register_model(logged, cfg.registry.model_name)
     client.set_registered_model_alias(cfg.registry.model_name, "champion", "1")
     return cfg
 
@@ -228,20 +267,31 @@ def main() -> None:
     parser.add_argument("--load-clients", type=int, default=8)
     parser.add_argument("--skip", nargs="*", default=[], choices=["latency", "throughput", "loadtest"])
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "service.json")
+    parser.add_argument(
+        "--model-uri", default=None, help="serve this trained model instead of an untrained one"
+    )
+    parser.add_argument("--tracking-uri", default=None, help="the registry --model-uri is in")
+    parser.add_argument("--shot", type=Path, default=None, help="send this PNG instead of the drawn shot")
     args = parser.parse_args()
 
-    from garmentseg.imageio import encode_png
+    from garmentseg.imageio import encode_png, read_header
 
-    shot = studio_shot()
-    png = encode_png(shot)
+    png = args.shot.read_bytes() if args.shot else encode_png(studio_shot())
+    header = read_header(png)
     report: dict[str, Any] = {
-        "shot": {"width": shot.shape[1], "height": shot.shape[0], "png_bytes": len(png)},
+        "shot": {
+            "file": str(args.shot or "drawn"),
+            "width": header.width,
+            "height": header.height,
+            "png_bytes": len(png),
+        },
+        "served_model": args.model_uri or "untrained",
         "cpus": os.cpu_count(),
         "load_average_start": os.getloadavg(),
     }
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         with contextlib.redirect_stdout(sys.stderr):  # Keras progress bars while models are logged
-            cfg = setup_registry(Path(tmp), args.profile)
+            cfg = setup_registry(Path(tmp), args.profile, args.model_uri, args.tracking_uri)
         report["profile"] = args.profile
         report["model"] = cfg.model.model_dump()
         report["refine"] = cfg.inference.refine
