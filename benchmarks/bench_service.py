@@ -13,10 +13,11 @@ One command, several figures (JSON on stdout and in --out):
 By default the model is untrained: build_unet of the profile's `model` section (demo: carvana, 8 filters,
 depth 4, 192x128; cpu and real: EfficientNet-Lite0 at 288x192, its ImageNet weights), with the profile's edge
 refinement and a quality estimate, so each request runs what a served champion of that profile runs. The
-forward pass does not depend on the weights, but the PNG encoding does: an untrained model's speckled mask
-compresses to ~2.3 MB in ~80 ms, a trained model's clean one to ~0.4 MB in ~30 ms. `--model-uri` (with
-`--tracking-uri`) serves a trained model instead, and `--shot` sends a real shot (a studio raw/ PNG) instead
-of the drawn one:
+forward pass does not depend on the weights, but the transfers and the PNG encoding depend on the shot and
+the mask: at 1152x1728 a plain garment's clean cutout encodes to ~0.4 MB in ~30 ms, an untrained model's
+speckled mask to ~2.3 MB in ~80 ms, and the drawn shot is a 3.2 MB upload where a studio shot is ~1.9 MB.
+`--model-uri` (with `--tracking-uri`) serves a trained model instead, and `--shot` sends a real shot (a
+studio raw/ PNG) instead of the drawn one:
 
     uv run python benchmarks/bench_service.py --profile cpu --model-uri models:/m-... \
         --tracking-uri sqlite:///var/mlflow/mlflow.db --shot data/synth/demo/raw/<garment>_Front.png \
