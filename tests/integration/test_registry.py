@@ -247,6 +247,7 @@ def test_a_logged_model_pins_what_it_needs_to_load(cfg: Config) -> None:
     import tensorflow as tf
 
     version = registry.register(_train_run(cfg, GOOD), cfg).version
+    mlflow.set_registry_uri(cfg.tracking_uri)  # not an earlier test's (dropped) registry
     requirements = Path(
         mlflow.pyfunc.get_model_dependencies(f"models:/{cfg.registry.model_name}/{version}")
     ).read_text()
