@@ -12,7 +12,6 @@ of one garment share a split and are not compared. Every copy carries its own fi
 from __future__ import annotations
 
 import logging
-import os
 from itertools import combinations
 from pathlib import Path
 
@@ -149,7 +148,7 @@ def _near_dataset_copies(
 def dataset_signatures(index: pd.DataFrame, data_dir: Path, cfg: Config) -> pd.DataFrame:
     """raw_sha256 -> dhash, garment_colour of every dataset shot; computed once per shot (over the validation
     workers: a new node's first ingest signs the whole dataset), then cached."""
-    from garmentseg.validation.metadata import in_workers, shot_signature
+    from garmentseg.validation.metadata import in_workers, shot_signature, validation_workers
 
     cache = cfg.path(cfg.paths.state_dir) / "cache" / SIGNATURES
     known = (
@@ -162,9 +161,9 @@ def dataset_signatures(index: pd.DataFrame, data_dir: Path, cfg: Config) -> pd.D
         (data_dir / entry.raw_path, data_dir / entry.cutout_path, cfg.validation.max_pixels)
         for entry in missing.itertuples()
     ]
-    workers = min(cfg.validation.workers, os.cpu_count() or 1)
+    signed = in_workers(shot_signature, jobs, validation_workers(cfg))
     rows = []
-    for entry, found in zip(missing.itertuples(), in_workers(shot_signature, jobs, workers), strict=True):
+    for entry, found in zip(missing.itertuples(), signed, strict=True):
         if isinstance(found, str):
             log.warning("%s: no near-duplicate signature (%s)", entry.raw_path, found)
         else:

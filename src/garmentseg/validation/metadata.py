@@ -462,6 +462,11 @@ def _measure_pair(
     raw_row["contrast"] = content.edge_contrast(small, mask, max(1, round(limits.contrast_band_px / factor)))
 
 
+def validation_workers(cfg: Config) -> int:
+    """Processes for reading and measuring images: validation.workers, at most one per core."""
+    return min(cfg.validation.workers, os.cpu_count() or 1)
+
+
 def in_workers(fn: Callable[..., T], jobs: Sequence[tuple[Any, ...]], workers: int) -> list[T]:
     """fn(*job) for every job, in order, over `workers` processes with OpenCV single-threaded in each."""
     if workers <= 1 or len(jobs) < 2:
@@ -494,7 +499,7 @@ def build_metadata(batch_dir: Path, cfg: Config, source_name: str | None = None)
 
     name = source_name or cfg.data.source
     plan = plan_batch(Path(batch_dir), name, cfg.sources[name])
-    workers = min(cfg.validation.workers, os.cpu_count() or 1)
+    workers = validation_workers(cfg)
     measured: dict[str, dict[str, Any]] = {}
     limits = Limits.from_config(cfg)
     for rows in in_workers(extract_unit, [(unit, limits) for unit in plan.units], workers):
