@@ -39,16 +39,6 @@ DEFAULT_CONFIGS = (
 QUALITY = ("dice_median", "dice_p10", "bf_score_median", "boundary_iou_0p5pct_median", "halo_median")
 
 
-def parse_refinement(text: str):
-    """none | guided:<guide>:<radius>:<eps>:<subsample>"""
-    from garmentseg.edges import Refinement
-
-    if text == "none":
-        return Refinement()
-    method, guide, radius, eps, subsample = text.split(":")
-    return Refinement(method, guide, int(radius), float(eps), int(subsample))
-
-
 def _median_ms(fn, shots: list[np.ndarray]) -> float:
     fn(shots[0])  # warm up
     times = []
@@ -109,6 +99,7 @@ def main() -> None:
     from garmentseg import prepare as prep
     from garmentseg.config import load_config
     from garmentseg.data.index import load_dataset
+    from garmentseg.edges import parse
     from garmentseg.inference import load_cutout_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -131,7 +122,7 @@ def main() -> None:
     ]
     rows = []
     for text in args.config or DEFAULT_CONFIGS:
-        model = dataclasses.replace(base_model, refinement=parse_refinement(text))
+        model = dataclasses.replace(base_model, refinement=parse(text))
         started = time.perf_counter()
         tuned, quality = score(model, frame, root, cfg, scored)
         rows.append(

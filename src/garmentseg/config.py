@@ -248,6 +248,17 @@ class InferenceConfig(_Section):
     radius: int = Field(ge=1)  # full-resolution pixels
     eps: float = Field(gt=0)
     subsample: int = Field(ge=1)
+    # Other refinements tried on the validation split when a model is tuned, each a partial override of
+    # the keys above (evaluation.choose_refinement); the best validation boundary F is kept with the model.
+    candidates: tuple[dict[str, str | int | float], ...] = ()
+    choice_dice_tolerance: float = Field(default=0.002, ge=0)
+
+    @model_validator(mode="after")
+    def _candidates_are_refinements(self) -> InferenceConfig:
+        from garmentseg.edges import refinement_candidates
+
+        refinement_candidates(self)  # raises on an unknown key or value, before any training
+        return self
 
 
 class RegistryConfig(_Section):

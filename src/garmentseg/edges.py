@@ -11,7 +11,7 @@ coefficients are smooth, the shot that multiplies them is not, so the edge keeps
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,6 +54,46 @@ class Refinement:
     def from_dict(cls, values: Mapping[str, Any] | None) -> Refinement:
         """A model logged before refinement existed carries none: method none."""
         return cls(**(values or {}))
+
+
+CANDIDATE_KEYS = {
+    "refine": "method",
+    "guide": "guide",
+    "radius": "radius",
+    "eps": "eps",
+    "subsample": "subsample",
+}
+
+
+def refinement_candidates(inference: InferenceConfig) -> list[Refinement]:
+    """The configured refinement first, then each of `inference.candidates` (params.yaml keys overriding
+    it), without repeats."""
+    base = Refinement.from_config(inference)
+    found = [base]
+    for override in inference.candidates:
+        unknown = sorted(set(override) - set(CANDIDATE_KEYS))
+        if unknown:
+            raise ValueError(f"inference.candidates: {unknown} not among {sorted(CANDIDATE_KEYS)}")
+        candidate = replace(base, **{CANDIDATE_KEYS[k]: v for k, v in override.items()})
+        if candidate not in found:
+            found.append(candidate)
+    return found
+
+
+def describe(refinement: Refinement) -> str:
+    """One short name for logs, tables and benchmark flags: none | guided:<guide>:<radius>:<eps>:<subsample>."""
+    if refinement.method == "none":
+        return "none"
+    r = refinement
+    return f"{r.method}:{r.guide}:{r.radius}:{r.eps:g}:{r.subsample}"
+
+
+def parse(text: str) -> Refinement:
+    """describe's inverse."""
+    if text == "none":
+        return Refinement()
+    method, guide, radius, eps, subsample = text.split(":")
+    return Refinement(method, guide, int(radius), float(eps), int(subsample))
 
 
 def _box(x: np.ndarray, radius: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from garmentseg.cliopts import config_options, dataset_option
 from garmentseg.config import load_config
 from garmentseg.data import plane
 from garmentseg.data.index import load_dataset
-from garmentseg.edges import Refinement
+from garmentseg.edges import Refinement, describe
 from garmentseg.inference import CutoutModel, log_cutout_model
 from garmentseg.input_pipeline import make_dataset
 from garmentseg.labels.screen import drop_excluded, log_screening
@@ -276,7 +276,10 @@ def train_on_frame(
             batch_size=cfg.training.batch_size,
             refinement=Refinement.from_config(cfg.inference),
         )
-        choice = evaluation.tune_threshold(cutout, frame, root, cfg)
+        chosen = evaluation.choose_refinement(cutout, frame, root, cfg)
+        choice = chosen.threshold
+        cutout.refinement = chosen.refinement
+        mlflow.set_tag("refinement", describe(chosen.refinement))
         cutout.threshold, cutout.flag_threshold = choice.threshold, choice.flag_threshold
         cutout.quality = choice.quality
         report = evaluation.evaluate(cutout, frame, root, cfg, split="test")
@@ -301,6 +304,8 @@ def train_on_frame(
             folder = Path(out_dir) if out_dir else Path(tmp)
             folder.mkdir(parents=True, exist_ok=True)
             write_training_outputs(folder, history, choice, metrics)
+            if chosen.candidates:  # the refinements tried on valid, and which one the model keeps
+                pd.DataFrame(chosen.candidates).to_csv(folder / "refinement_choice.csv", index=False)
             if choice.quality is not None:  # also inside the logged model, where inference reads it
                 (folder / "quality_estimate.json").write_text(json.dumps(choice.quality.to_dict(), indent=2))
             evaluation.write_report(report, folder / "evaluation")
