@@ -4,9 +4,11 @@ trained model, in one run: quality of the edges and what the refinement costs pe
     uv run python benchmarks/bench_edges.py --model-uri URI [--profile demo] [--dataset DIR] [--holdout DIR]
         [--config guided:colour:8:0.001:4 ...] [--timing-shots 12] [--json OUT]
 
-Each configuration is applied to the same logged model as training would apply it: the mask threshold is
-re-tuned on the validation split with the refined probability (evaluation.tune_threshold), then the test
-split (or every pair of --holdout, a contract folder the model never saw) is scored at full resolution (evaluation.evaluate: Dice, boundary F at 2 px, boundary IoU, halo).
+Each configuration is applied to the same logged model as training would apply it, all of them as
+training's refinement candidates (evaluation.choose_refinement): the mask threshold re-tuned on the
+validation split with the refined probability, the valid split scored, and the one training would keep
+marked `chosen`. Then the test split (or every pair of --holdout, a contract folder the model never saw) is
+scored at full resolution with each (evaluation.evaluate: Dice, boundary F at 2 px, boundary IoU, halo).
 Cost, per shot at the test shots' size, median of --timing-shots: the refinement alone (edges.refine_proba),
 the soft alpha alone (inference.cutout_alpha), and the bare /cutout pipeline (predict_proba -> alpha ->
 PNG encode; the endpoint measured 1.04-1.07x of it, README). Ratios are against the first configuration
@@ -37,6 +39,8 @@ DEFAULT_CONFIGS = (
     "guided:grey:8:0.001:4",
 )
 QUALITY = ("dice_median", "dice_p10", "bf_score_median", "boundary_iou_0p5pct_median", "halo_median")
+# the review estimate, calibrated on valid under each refinement as training calibrates it (issue #17)
+REVIEW = ("below_target_share", "review_auroc", "review_share", "review_recall")
 
 
 def _median_ms(fn, shots: list[np.ndarray]) -> float:
@@ -72,14 +76,20 @@ def costs(model, shots: list[np.ndarray]) -> dict[str, float]:
 
 
 def score(model, frame, root, cfg, scored: tuple) -> tuple[Any, dict[str, Any]]:
-    """Threshold re-tuned on valid with this refinement, then the edge figures of `scored`: (frame, root,
-    split)."""
+    """The model tuned on valid as training tunes it (threshold, flag threshold, review estimate), and the
+    figures of `scored` (frame, root, split) with it."""
     from garmentseg import evaluation
 
     choice = evaluation.tune_threshold(model, frame, root, cfg)
-    tuned = dataclasses.replace(model, threshold=choice.threshold, flag_threshold=choice.flag_threshold)
-    summary = evaluation.evaluate(tuned, scored[0], scored[1], cfg, split=scored[2]).summary
-    return tuned, {"threshold": choice.threshold, "n": summary["n"], **{k: summary[k] for k in QUALITY}}
+    model = dataclasses.replace(
+        model, threshold=choice.threshold, flag_threshold=choice.flag_threshold, quality=choice.quality
+    )
+    summary = evaluation.evaluate(model, scored[0], scored[1], cfg, split=scored[2], gallery=False).summary
+    return model, {
+        "n": summary["n"],
+        **{k: summary[k] for k in QUALITY},
+        **{k: summary.get(k) for k in REVIEW},
+    }
 
 
 def ratios(row: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
@@ -96,10 +106,11 @@ def ratios(row: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
 
 
 def main() -> None:
+    from garmentseg import evaluation
     from garmentseg import prepare as prep
     from garmentseg.config import load_config
     from garmentseg.data.index import load_dataset
-    from garmentseg.edges import parse
+    from garmentseg.edges import as_params, parse
     from garmentseg.inference import load_cutout_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -111,7 +122,10 @@ def main() -> None:
     parser.add_argument("--timing-shots", type=int, default=12)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    cfg = load_config(args.profile, overrides={"evaluation": {"gallery_size": 0}})
+    first, *others = [parse(text) for text in args.config or DEFAULT_CONFIGS]
+    # every configuration a candidate, so training's own choice on valid is in the table
+    inference = {**as_params(first), "candidates": [as_params(r) for r in others]}
+    cfg = load_config(args.profile, overrides={"evaluation": {"gallery_size": 0}, "inference": inference})
     base_model = load_cutout_model(args.model_uri, cfg.tracking_uri)
     frame, root = load_dataset(cfg, args.dataset)
     scored = (*load_dataset(cfg, args.holdout), "all") if args.holdout else (frame, root, "test")
@@ -120,16 +134,22 @@ def main() -> None:
         prep.read_pair(scored[1], row, cfg.validation.max_pixels)[0]
         for _, row in test.head(args.timing_shots).iterrows()
     ]
+    started = time.perf_counter()
+    on_valid = evaluation.choose_refinement(
+        dataclasses.replace(base_model, refinement=first), frame, root, cfg
+    ).candidates
+    print(f"chosen on valid in {time.perf_counter() - started:.0f} s: {on_valid}", flush=True)
     rows = []
-    for text in args.config or DEFAULT_CONFIGS:
-        model = dataclasses.replace(base_model, refinement=parse(text))
+    for valid in on_valid:
         started = time.perf_counter()
-        tuned, quality = score(model, frame, root, cfg, scored)
+        model = dataclasses.replace(base_model, refinement=parse(valid["refinement"]))
+        model, figures = score(model, frame, root, cfg, scored)
         rows.append(
             {
-                "config": text,
-                **quality,
-                **costs(tuned, shots),
+                "config": valid.pop("refinement"),
+                **valid,
+                **figures,
+                **costs(model, shots),
                 "score_seconds": round(time.perf_counter() - started, 1),
             }
         )

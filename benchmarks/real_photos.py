@@ -112,6 +112,7 @@ def main() -> None:
             k: holdout[k]
             for k in (
                 "n",
+                "refinement",
                 "dice_median",
                 "dice_mean",
                 "dice_p10",

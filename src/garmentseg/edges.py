@@ -80,6 +80,11 @@ def refinement_candidates(inference: InferenceConfig) -> list[Refinement]:
     return found
 
 
+def as_params(refinement: Refinement) -> dict[str, Any]:
+    """The refinement as params.yaml's `inference` keys (a candidate, or the section itself)."""
+    return {key: getattr(refinement, field) for key, field in CANDIDATE_KEYS.items()}
+
+
 def describe(refinement: Refinement) -> str:
     """One short name for logs, tables and benchmark flags: none | guided:<guide>:<radius>:<eps>:<subsample>."""
     if refinement.method == "none":
