@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from garmentseg import evaluation
 from garmentseg.cli import main
 from garmentseg.config import load_config
-from garmentseg.edges import Refinement
+from garmentseg.edges import describe, refinement_candidates
 from garmentseg.imageio import read_image, write_png
 from garmentseg.inference import CutoutModel, load_cutout_model
 from garmentseg.model.unet import build_unet
@@ -29,7 +30,8 @@ def trained_run(tmp_path_factory, project_root):
     frame = make_studio(tmp / "studio", garments=18, height=96, width=64, seed=3)
     overrides = tiny_overrides(tmp, epochs=15)
     overrides["training"].update({"batch_size": 4, "optimizer": "adam", "learning_rate": 1e-3})
-    overrides["inference"] = {"refine": "guided", "radius": 4, "subsample": 1}
+    # a second candidate, so the run makes (and records) the choice a real-profile run makes
+    overrides["inference"] = {"refine": "guided", "radius": 4, "subsample": 1, "candidates": [{"radius": 2}]}
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         cfg = load_config("demo", project_root / "params.yaml", overrides=overrides)
@@ -93,9 +95,17 @@ def test_the_logged_model_loads_by_run_alias_and_version_with_its_preprocessing(
     assert by_uri.flag_threshold == pytest.approx(result.metrics["flag_threshold"])
     assert (by_uri.input_height, by_uri.input_width) == (cfg.model.input_height, cfg.model.input_width)
     assert by_run.mean == by_uri.mean and by_alias.std == by_uri.std
-    assert (
-        by_alias.refinement == Refinement.from_config(cfg.inference) and by_uri.refinement.method == "guided"
+    # the refinement the run chose on valid, among the configured one and its candidate, travels with it
+    run = mlflow.MlflowClient(cfg.tracking_uri).get_run(result.run_id)
+    assert by_alias.refinement == by_uri.refinement in refinement_candidates(cfg.inference)
+    assert run.data.tags["refinement"] == describe(by_uri.refinement)
+    choice = pd.read_csv(
+        mlflow.artifacts.download_artifacts(
+            run_id=result.run_id, artifact_path="refinement_choice.csv", tracking_uri=cfg.tracking_uri
+        )
     )
+    assert choice.loc[choice["chosen"], "refinement"].tolist() == [describe(by_uri.refinement)]
+    assert choice.loc[choice["chosen"], "threshold"].item() == pytest.approx(by_uri.threshold)
     shot, _ = draw_shot(np.random.default_rng(0), 96, 64)
     assert np.allclose(by_uri.predict_proba([shot])[0], by_alias.predict_proba([shot])[0], atol=1e-6)
     pyfunc = mlflow.pyfunc.load_model(result.model_uri)
