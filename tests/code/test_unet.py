@@ -33,11 +33,17 @@ def test_the_seeds_basic_model_has_its_62_million_parameters():
     assert 61e6 < model.count_params() < 63e6  # the seed reports 61,963,281
 
 
-def test_gpu_profile_builds_the_1024_model(project_root):
+def test_gpu_profile_builds_the_1024_model_on_the_pretrained_encoder(project_root):
+    from garmentseg.model import encoders
+
     cfg = load_config("gpu", project_root / "params.yaml")
     model = build_unet(cfg.model)
     assert model.output_shape == (None, 1024, 1024, 1)
-    assert 30e6 < model.count_params() < 40e6
+    assert 12e6 < model.count_params() < 14e6  # EfficientNet-Lite0 3.4 M + the 32-filter decoder
+    stem = encoders.pretrained("efficientnet_lite0").arrays(encoders.efficientnet_weights().path)[
+        "block1_stem"
+    ]
+    assert np.array_equal(model.get_layer("block1_stem").get_weights()[0], stem[0])
 
 
 def test_input_not_divisible_by_the_pooling_is_refused():

@@ -213,8 +213,8 @@ def test_evaluate_cli_on_a_contract_folder_prints_json(trained_run):
 
 
 def test_the_gpu_profiles_mixed_precision_under_mirrored_strategy_trains_here_too(tmp_path, project_root):
-    """The gpu profile's switches (mixed_float16, MirroredStrategy) on CPU: the path a GPU node takes runs,
-    computes in float16, keeps float32 probabilities and finite losses."""
+    """The gpu profile's switches (the pretrained encoder, mixed_float16, MirroredStrategy) on CPU: the path
+    a GPU node takes runs, computes in float16, keeps float32 probabilities and finite losses."""
     from garmentseg.prepare import Prepared, SplitArrays
     from garmentseg.training import fit
 
@@ -231,6 +231,8 @@ def test_the_gpu_profiles_mixed_precision_under_mirrored_strategy_trains_here_to
     cfg = load_config("gpu", project_root / "params.yaml", overrides=overrides)
     assert cfg.training.mixed_precision and cfg.training.distribute
     model, history = fit(cfg, prepared, log_to_mlflow=False)
-    assert model.get_layer("down0_conv0").dtype_policy.name == "mixed_float16"
+    assert cfg.model.encoder == "efficientnet_lite0"  # the pretrained encoder, in float16 like the decoder
+    assert model.get_layer("block1_stem").dtype_policy.name == "mixed_float16"
+    assert model.get_layer("block1_stem").kernel.dtype == "float32"  # its variables stay float32
     out = np.asarray(model(np.zeros((1, 32, 32, 3), np.float32)))
     assert out.dtype == np.float32 and len(history["loss"]) == 2 and np.isfinite(history["val_loss"]).all()
