@@ -86,13 +86,23 @@ def page_url(queue: ReviewQueue) -> Iterator[str]:
     thread.join(timeout=10)
 
 
+def _click_through(browser, element) -> None:
+    """Click a link or submit button and wait for the next page: a click returns before the navigation it
+    starts has replaced the document, so a lookup right after it may still read the old page."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    element.click()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(element))
+
+
 def _sign_in(browser, url: str, token: str) -> None:
     from selenium.webdriver.common.by import By
 
     browser.get(f"{url}/login")
     browser.find_element(By.ID, "name").send_keys(REVIEWER)
     browser.find_element(By.ID, "token").send_keys(token)
-    browser.find_element(By.ID, "sign-in").click()
+    _click_through(browser, browser.find_element(By.ID, "sign-in"))
 
 
 def _images_loaded(browser) -> bool:
@@ -125,10 +135,10 @@ def test_reviewer_signs_in_and_decides_by_click_and_by_key(
     worst, middle, best = (queue.items()[i] for i in range(3))
     assert _images_loaded(chromium)
 
-    rows[0].find_element(By.LINK_TEXT, worst.file).click()
+    _click_through(chromium, rows[0].find_element(By.LINK_TEXT, worst.file))
     assert chromium.find_element(By.ID, "item").get_attribute("data-id") == str(worst.id)
     WebDriverWait(chromium, 10).until(_images_loaded)
-    chromium.find_element(By.ID, "accept").click()  # by click: on to the next pending item
+    _click_through(chromium, chromium.find_element(By.ID, "accept"))  # by click: on to the next pending item
     notice = chromium.find_element(By.ID, "last-decision").text
     assert f"#{worst.id}" in notice and f"accepted by {REVIEWER}" in notice
     assert chromium.find_element(By.ID, "item").get_attribute("data-id") == str(middle.id)
