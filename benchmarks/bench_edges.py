@@ -110,7 +110,7 @@ def main() -> None:
     from garmentseg import prepare as prep
     from garmentseg.config import load_config
     from garmentseg.data.index import load_dataset
-    from garmentseg.edges import as_params, parse
+    from garmentseg.edges import as_params, describe, parse
     from garmentseg.inference import load_cutout_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -137,7 +137,7 @@ def main() -> None:
     started = time.perf_counter()
     on_valid = evaluation.choose_refinement(
         dataclasses.replace(base_model, refinement=first), frame, root, cfg
-    ).candidates
+    ).candidates or [{"refinement": describe(first)}]  # one configuration: nothing to choose between
     print(f"chosen on valid in {time.perf_counter() - started:.0f} s: {on_valid}", flush=True)
     rows = []
     for valid in on_valid:
