@@ -27,10 +27,11 @@ QUALITY = ("dice", "bf_score", "boundary_iou_0p5pct", "halo")
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The Dice statistics evaluation reports (metrics.summarise), and the edge figures' medians."""
+    from garmentseg.model import metrics as M
+
     return {
-        "dice_median": float(np.median([r["dice"] for r in rows])),
-        "dice_mean": float(np.mean([r["dice"] for r in rows])),
-        "dice_p10": float(np.percentile([r["dice"] for r in rows], 10)),
+        **M.summarise([r["dice"] for r in rows], "dice_"),
         **{f"{k}_median": float(np.median([r[k] for r in rows])) for k in QUALITY[1:]},
     }
 
