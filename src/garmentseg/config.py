@@ -358,6 +358,10 @@ class ReviewConfig(_Section):
     # or as many as it takes to catch this share of the cutouts below target_dice. Exactly one is set.
     budget_share: float | None = Field(default=None, gt=0, le=1)
     target_recall: float | None = Field(default=None, gt=0, le=1)
+    # The map the Dice estimate's features read: the refined one the cutout is made of, or the model's own
+    # before refinement (which keeps the edge's doubt the refinement sharpens away). Measured per data set,
+    # docs/real-photos.md#the-review-estimate.
+    estimate_map: Literal["refined", "model"] = "refined"
 
     @model_validator(mode="after")
     def _one_policy(self) -> ReviewConfig:

@@ -25,7 +25,7 @@ from garmentseg.cliopts import config_options, dataset_option
 from garmentseg.config import load_config
 from garmentseg.data.index import load_dataset
 from garmentseg.edges import Refinement, describe, refinement_candidates
-from garmentseg.inference import CutoutModel, load_cutout_model, manual_cutout_score, to_mask
+from garmentseg.inference import CutoutModel, Maps, load_cutout_model, manual_cutout_score, to_mask
 from garmentseg.model import metrics as M
 from garmentseg.prepare import read_pair
 from garmentseg.review import estimate as Q
@@ -64,15 +64,15 @@ def _rows(frame: pd.DataFrame, split: str | None) -> pd.DataFrame:
 
 def stream_predictions(
     model: CutoutModel, frame: pd.DataFrame, root: Path, cfg: Config, *, flip: bool | None = None
-) -> Iterator[tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]]:
-    """(row, shot RGB, truth mask, full-resolution probability) per index row, one model batch at a time."""
+) -> Iterator[tuple[pd.Series, np.ndarray, np.ndarray, Maps]]:
+    """(row, shot RGB, truth mask, the shot's Maps) per index row, one model batch at a time."""
     flip = cfg.evaluation.flip_tta if flip is None else flip
     for start in range(0, len(frame), model.batch_size):
         rows = [row for _, row in frame.iloc[start : start + model.batch_size].iterrows()]
         pairs = [read_pair(root, row, cfg.validation.max_pixels) for row in rows]
-        probs = model.predict_proba([image for image, _ in pairs], flip=flip)
-        for row, (image, truth), prob in zip(rows, pairs, probs, strict=True):
-            yield row, image, truth, prob
+        maps = model.predict_maps([image for image, _ in pairs], flip=flip)
+        for row, (image, truth), shot_maps in zip(rows, pairs, maps, strict=True):
+            yield row, image, truth, shot_maps
 
 
 def tune_threshold(
@@ -92,8 +92,10 @@ def tune_threshold(
     score_at: dict[float, list[float]] = {t: [] for t in grid}
     features_at: dict[float, list[np.ndarray | None]] = {t: [] for t in grid}
     map_size = (model.input_height, model.input_width)
-    for _, _, truth, prob in stream_predictions(model, part, root, cfg):
-        at_map_size = Q.at_size(prob, map_size)
+    for _, _, truth, maps in stream_predictions(model, part, root, cfg):
+        prob = maps.prob
+        read = maps.small if cfg.review.estimate_map == "model" else prob
+        at_map_size = Q.at_size(read, map_size)
         for t in grid:
             dice_at[t].append(M.dice(prob >= t, truth))
             score_at[t].append(manual_cutout_score(prob, t))
@@ -244,11 +246,12 @@ def evaluate(
         raise ValueError(f"the index has no rows in split {split!r}; nothing to evaluate")
     ev = cfg.evaluation
     records = []
-    for row, _, truth, prob in stream_predictions(model, part, root, cfg, flip=flip):
+    for row, _, truth, maps in stream_predictions(model, part, root, cfg, flip=flip):
+        prob = maps.prob
         pred = to_mask(prob, model.threshold)
         scores = M.mask_scores(pred, truth, ev.boundary_fraction, ev.boundary_f_tolerance_px, ev.halo_band_px)
         score = manual_cutout_score(prob, model.threshold)
-        estimate, needs_review = model.review(prob)
+        estimate, needs_review = model.review(maps)
         meta = {c: row[c] for c in META_COLUMNS if c in row.index}
         records.append(
             {
@@ -321,7 +324,7 @@ def build_gallery(
     chosen = [(kind, i) for kind, i in picks if not (i in seen or seen.add(i))]
     rows = part.loc[[i for _, i in chosen]]
     gallery = []
-    for (kind, i), (row, image, truth, prob) in zip(
+    for (kind, i), (row, image, truth, maps) in zip(
         chosen, stream_predictions(model, rows, root, cfg, flip=flip), strict=True
     ):
         info = {
@@ -330,7 +333,7 @@ def build_gallery(
             "dice": float(per_image.loc[i, "dice"]),
             "difficulty": str(row.get("difficulty", "unknown")),
         }
-        gallery.append((kind, info, _panel(image, truth, to_mask(prob, model.threshold))))
+        gallery.append((kind, info, _panel(image, truth, to_mask(maps.prob, model.threshold))))
     return gallery
 
 

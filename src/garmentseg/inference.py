@@ -157,6 +157,17 @@ def manual_cutout_score(prob: np.ndarray, threshold: float = 0.5) -> float:
     return float(min(1000.0 * band_px / diagonal, EMPTY_MASK_SCORE))
 
 
+@dataclass(frozen=True)
+class Maps:
+    """One shot's probabilities. `prob`: grown to the shot's size and refined, what the mask and the cutout
+    are made of. `small`: the model's own map at its input size, before any refinement; the Dice estimate
+    reads it where the profile says so (review.estimate_map), because the refinement sharpens away the doubt
+    along the edge that the estimate's features measure (docs/real-photos.md#the-review-estimate)."""
+
+    small: np.ndarray
+    prob: np.ndarray
+
+
 @dataclass
 class CutoutModel:
     """A trained U-Net with everything needed to use it exactly as it was trained and tuned."""
@@ -199,15 +210,23 @@ class CutoutModel:
             prob = 0.5 * (prob + mirrored[:, :, ::-1])
         return prob
 
-    def predict_proba(self, images: Sequence[np.ndarray], flip: bool | None = None) -> list[np.ndarray]:
-        """RGB uint8 shots of any size -> float32 probability maps at each shot's original size."""
-        out: list[np.ndarray] = []
+    def predict_maps(self, images: Sequence[np.ndarray], flip: bool | None = None) -> list[Maps]:
+        """RGB uint8 shots of any size -> each shot's Maps: the model's own and the full-resolution one."""
+        out: list[Maps] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             batch = np.stack([self.preprocess(img) for img in chunk])
             small = self.predict_small_tta(batch, flip)
-            out.extend(self.full_resolution(p, img) for p, img in zip(small, chunk, strict=True))
+            out.extend(self.maps(p, img) for p, img in zip(small, chunk, strict=True))
         return out
+
+    def predict_proba(self, images: Sequence[np.ndarray], flip: bool | None = None) -> list[np.ndarray]:
+        """RGB uint8 shots of any size -> float32 probability maps at each shot's original size."""
+        return [m.prob for m in self.predict_maps(images, flip)]
+
+    def maps(self, prob_small: np.ndarray, image_rgb: np.ndarray) -> Maps:
+        """The shot's Maps from the model's map at input size (the batched service path's forward pass)."""
+        return Maps(small=prob_small, prob=self.full_resolution(prob_small, image_rgb))
 
     def full_resolution(self, prob_small: np.ndarray, image_rgb: np.ndarray) -> np.ndarray:
         """A probability map at input size -> the shot's size (INTER_CUBIC), refined on the shot."""
@@ -222,12 +241,12 @@ class CutoutModel:
         score = manual_cutout_score(prob, self.threshold)
         return score, score >= self.flag_threshold
 
-    def review(self, prob: np.ndarray) -> tuple[float, bool]:
-        """(Dice estimate, needs review) for one full-resolution probability map. A model logged without a
-        usable estimate has none: NaN, and the needs-manual-cutout flag decides."""
+    def review(self, maps: Maps) -> tuple[float, bool]:
+        """(Dice estimate, needs review) of one shot's cutout, read on the map its estimate was calibrated on.
+        A model logged without a usable estimate has none: NaN, and the needs-manual-cutout flag decides."""
         if self.quality is None:
-            return float("nan"), self.needs_manual_cutout(prob)[1]
-        estimate = self.quality.estimate(prob, self.threshold)
+            return float("nan"), self.needs_manual_cutout(maps.prob)[1]
+        estimate = self.quality.estimate(self.quality.map_of(maps), self.threshold)
         return estimate, self.quality.needs_review(estimate)
 
     def preprocessing_metadata(self) -> dict[str, Any]:

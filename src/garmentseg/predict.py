@@ -71,11 +71,11 @@ class Cutout:
 
 def cut_out(model: CutoutModel, image: np.ndarray, alpha: str = "binary") -> Cutout:
     """One RGB shot at its own resolution, through one inference; `alpha`: serving.alpha."""
-    prob = model.predict_proba([image])[0]
-    mask = to_mask(prob, model.threshold)
-    score, flagged = model.needs_manual_cutout(prob)
-    estimate, needs_review = model.review(prob)
-    rgba = to_cutout(image, cutout_alpha(prob, model.threshold, alpha, mask))
+    maps = model.predict_maps([image])[0]
+    mask = to_mask(maps.prob, model.threshold)
+    score, flagged = model.needs_manual_cutout(maps.prob)
+    estimate, needs_review = model.review(maps)
+    rgba = to_cutout(image, cutout_alpha(maps.prob, model.threshold, alpha, mask))
     return Cutout(rgba, mask, score, flagged, estimate, needs_review)
 
 

@@ -263,7 +263,7 @@ def test_cutout_answers_its_review_from_the_same_inference_and_queues_on_request
     plain = server.post("/cutout", _png(rgb))
     assert plain.status_code == 200, plain.text
     model = _library_model(scfg, plain.headers["X-Model-Version"])
-    estimate, needs_review = model.review(model.predict_proba([rgb])[0])
+    estimate, needs_review = model.review(model.predict_maps([rgb])[0])
     assert plain.headers["X-Needs-Review"] == str(needs_review).lower() == "true"
     assert float(plain.headers["X-Dice-Estimate"]) == pytest.approx(estimate, abs=1e-4)
 

@@ -32,6 +32,8 @@ def trained_run(tmp_path_factory, project_root):
     overrides["training"].update({"batch_size": 4, "optimizer": "adam", "learning_rate": 1e-3})
     # a second candidate, so the run makes (and records) the choice a real-profile run makes
     overrides["inference"] = {"refine": "guided", "radius": 4, "subsample": 1, "candidates": [{"radius": 2}]}
+    # and an estimate that reads the model's own map, as the real profile's does
+    overrides.setdefault("review", {})["estimate_map"] = "model"
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         cfg = load_config("demo", project_root / "params.yaml", overrides=overrides)
@@ -128,8 +130,10 @@ def test_the_quality_estimate_is_calibrated_on_valid_and_travels_with_the_model(
     artifacts = {a.path for a in MlflowClient(cfg.tracking_uri).list_artifacts(result.run_id)}
     assert "quality_estimate.json" in artifacts
     image = read_image(tmp / "studio" / frame.iloc[0]["raw_path"], max_pixels=cfg.validation.max_pixels)
-    estimate, needs_review = model.review(model.predict_proba([image])[0])
+    maps = model.predict_maps([image])[0]
+    estimate, needs_review = model.review(maps)
     assert 0.0 <= estimate <= 1.0 and needs_review == (estimate <= quality.review_below)
+    assert quality.reads == "model" and estimate == quality.estimate(maps.small, model.threshold)
     assert 0.0 <= result.metrics["test_review_share"] <= 1.0
 
 

@@ -125,3 +125,24 @@ def test_a_model_whose_estimate_this_code_cannot_read_still_loads_without_one(ca
         assert read_quality_estimate({QUALITY_KEY: earlier}, "models:/m-earlier") is None
     assert "models:/m-earlier" in caplog.text and "re-train" in caplog.text
     assert read_quality_estimate({}, "models:/m-none") is None
+
+
+def test_the_estimate_reads_the_map_its_profile_names_and_remembers_it() -> None:
+    """review.estimate_map model: the estimate is fitted on, and reads, the model's own map, not the refined
+    one the cutout is made of; the choice travels with it, and an estimate stored before the choice existed
+    reads the refined map as it always did."""
+    from garmentseg.inference import QUALITY_KEY, Maps, read_quality_estimate
+
+    probs, truth_dice = _cases(10, 40)
+    review = _review().model_copy(update={"estimate_map": "model"})
+    quality = Q.calibrate([Q.quality_features(p, 0.5, SIZE) for p in probs], truth_dice, review, SIZE)
+    assert quality.reads == "model"
+    own, refined = _cases(11, 2)[0]
+    maps = Maps(small=own, prob=refined)
+    assert quality.estimate(quality.map_of(maps), 0.5) == quality.estimate(own, 0.5)
+    assert quality.estimate(own, 0.5) != quality.estimate(refined, 0.5)
+    assert read_quality_estimate({QUALITY_KEY: quality.to_dict()}, "models:/m-own") == quality
+    stored = {k: v for k, v in quality.to_dict().items() if k != "reads"}
+    assert read_quality_estimate({QUALITY_KEY: stored}, "models:/m-before").map_of(maps) is refined
+    with pytest.raises(ValueError, match="estimate_map"):
+        _review().model_validate({**_review().model_dump(), "estimate_map": "sharpened"})

@@ -180,9 +180,9 @@ def audit_labels(
     seen = set(trained_on or ())
     overlays = Path(out_dir) / "overlays" if out_dir else None
     suspects = []
-    for row, shot, label, prob in stream_predictions(model, frame, Path(root), cfg):
+    for row, shot, label, maps in stream_predictions(model, frame, Path(root), cfg):
         file = f"{row['garment_id']}_{row['view']}"
-        found = judge(file, shot, label, prob, model.threshold, cfg)
+        found = judge(file, shot, label, maps.prob, model.threshold, cfg)
         path = ""
         if overlays is not None:
             path = str(overlays / f"{file}.png")

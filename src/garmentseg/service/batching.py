@@ -19,7 +19,7 @@ from garmentseg.service.uploads import read_upload
 
 if TYPE_CHECKING:
     from garmentseg.config import ServingConfig
-    from garmentseg.inference import CutoutModel
+    from garmentseg.inference import CutoutModel, Maps
     from garmentseg.service.runtime import ModelRuntime
 
 BATCH_ROUTE = "/predict_batch"
@@ -67,10 +67,10 @@ def shrink(model: CutoutModel, data: bytes, serving: ServingConfig) -> tuple[np.
     return image, item
 
 
-def expand(out: Any, model: CutoutModel, image: np.ndarray) -> np.ndarray:
-    """A /predict_batch answer -> probabilities at the shot's size, refined as the model's are."""
+def expand(out: Any, model: CutoutModel, image: np.ndarray) -> Maps:
+    """A /predict_batch answer -> the shot's Maps: the model's own, and grown and refined as the model's are."""
     proba = SmallProba.model_validate(out)
-    return model.full_resolution(unpack(proba.data, (proba.height, proba.width), np.float32), image)
+    return model.maps(unpack(proba.data, (proba.height, proba.width), np.float32), image)
 
 
 def forward_small(runtime: ModelRuntime, items: Sequence[SmallImage]) -> list[SmallProba]:
@@ -119,8 +119,8 @@ async def respond_batched(
         raise RequestError(
             503, "overloaded", f"the batch queue is past {serving.max_latency_ms} ms; retry shortly"
         ) from None
-    prob = await on_cpu(expand, out, model, image)
-    return await on_cpu(render, Prediction(model, image, prob))
+    maps = await on_cpu(expand, out, model, image)
+    return await on_cpu(render, Prediction(model, image, maps))
 
 
 def with_token(client: Any, token_env: str) -> Any:

@@ -15,7 +15,7 @@ from garmentseg.service.uploads import read_upload
 
 if TYPE_CHECKING:
     from garmentseg.config import ServingConfig
-    from garmentseg.inference import CutoutModel
+    from garmentseg.inference import CutoutModel, Maps
     from garmentseg.service.runtime import ModelRuntime
 
 T = TypeVar("T")
@@ -27,7 +27,12 @@ class Prediction:
 
     model: CutoutModel
     image: np.ndarray
-    prob: np.ndarray
+    maps: Maps
+
+    @property
+    def prob(self) -> np.ndarray:
+        """The full-resolution map every image answer is made of."""
+        return self.maps.prob
 
 
 def respond(
@@ -39,7 +44,7 @@ def respond(
 ) -> T:
     """Uploaded bytes -> shot -> probabilities -> answer: one endpoint call, in one worker-thread hop."""
     image = read_upload(data, max_bytes=serving.max_request_bytes, max_pixels=serving.max_pixels)
-    return render(Prediction(model, image, runtime.predict_proba(model, image)))
+    return render(Prediction(model, image, runtime.predict_maps(model, image)))
 
 
 def cutout_png(p: Prediction, alpha: str = "binary") -> bytes:

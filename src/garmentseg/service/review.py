@@ -79,7 +79,7 @@ def cutout_answer(
     from garmentseg.service.responses import cutout_png
 
     png = cutout_png(p, alpha)
-    estimate, needs_review = p.model.review(p.prob)
+    estimate, needs_review = p.model.review(p.maps)
     if queue is not None:
         with tempfile.TemporaryDirectory() as tmp:  # record_cutout() copies both into the platform's storage
             suffix = ".png" if shot.startswith(PNG_SIGNATURE) else ".jpg"

@@ -15,7 +15,7 @@ import numpy as np
 from garmentseg.service.errors import NotReady, RequestError
 
 if TYPE_CHECKING:
-    from garmentseg.inference import CutoutModel
+    from garmentseg.inference import CutoutModel, Maps
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +159,12 @@ class ModelRuntime:
         self._observe("batched", start, len(batch))
         return prob
 
-    def predict_proba(self, model: CutoutModel, image: np.ndarray) -> np.ndarray:
-        """The library pipeline for one shot (model.predict_proba), timed and counted."""
+    def predict_maps(self, model: CutoutModel, image: np.ndarray) -> Maps:
+        """The library pipeline for one shot (model.predict_maps), timed and counted."""
         start = time.perf_counter()
-        prob = model.predict_proba([image])[0]
+        maps = model.predict_maps([image])[0]
         self._observe("direct", start, 1)
-        return prob
+        return maps
 
     def _observe(self, mode: str, start: float, batch_size: int) -> None:
         if self.metrics is not None:
