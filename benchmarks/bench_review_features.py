@@ -8,7 +8,8 @@ cutouts the model never saw; one run, one model, one feature extraction.
 The candidates beside today's FEATURES: the same features read on the probability before the guided
 refinement (which sharpens the map toward the shot's edges and so hides the model's doubt), the
 disagreement with the mirrored shot's prediction, how well the predicted edge sits on an image edge, and
-how separable the colours either side of the edge are. Features are cached per model and folder
+how separable the colours either side of the edge are, and the predicted mask's shape (convexity, holes,
+extent: a bag cut out with the clothes is a confident mistake the map's doubt cannot show). Features are cached per model and folder
 (--cache), so feature sets can be compared again without predicting.
 """
 
@@ -56,6 +57,28 @@ def image_side(image: np.ndarray, mask: np.ndarray, height: int, width: int) -> 
     }
 
 
+def mask_shape(mask: np.ndarray) -> dict[str, float]:
+    """How garment-like the predicted mask's shape is, read at the model's size: a bag or a second person
+    cut out with the clothes makes it less convex and taller or wider than a body's clothes."""
+    import cv2
+
+    binary = mask.astype(np.uint8)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return {"solidity": 0.0, "hole_share": 0.0, "height_share": 0.0, "width_share": 0.0}
+    hull = cv2.convexHull(np.vstack(contours))
+    area = float(binary.sum())
+    filled = np.zeros_like(binary)
+    cv2.drawContours(filled, contours, -1, 1, thickness=-1)
+    ys, xs = np.nonzero(binary)
+    return {
+        "solidity": area / max(cv2.contourArea(hull), 1.0),
+        "hole_share": float(filled.sum() - area) / max(area, 1.0),
+        "height_share": float(ys.max() - ys.min() + 1) / binary.shape[0],
+        "width_share": float(xs.max() - xs.min() + 1) / binary.shape[1],
+    }
+
+
 def extract(model, frame, root: Path, cfg, split: str) -> dict[str, np.ndarray]:
     """Per cutout: its Dice, today's features on the refined and the unrefined map (at the shot's size and at
     the model's), and the candidates."""
@@ -91,6 +114,7 @@ def extract(model, frame, root: Path, cfg, split: str) -> dict[str, np.ndarray]:
         rows["small"].append(Q.quality_features(served, t, served.shape))
         rows["refined_small"].append(Q.quality_features(refined, t, served.shape))  # the shipped shrink
         sides = image_side(image, mask, 2 * model.input_height, 2 * model.input_width)
+        shape = mask_shape(served >= t)
         rows["candidates"].append(
             [
                 1.0 - M.dice(small >= t, mirrored >= t),
@@ -98,6 +122,7 @@ def extract(model, frame, root: Path, cfg, split: str) -> dict[str, np.ndarray]:
                 sides["edge_alignment"],
                 sides["colour_separation"],
                 sides["colour_agreement"],
+                *(shape[k] for k in SHAPE),
             ]
         )
         print(f"{split}: {i + 1}/{len(part)}", file=sys.stderr, flush=True)
@@ -118,7 +143,16 @@ def extract(model, frame, root: Path, cfg, split: str) -> dict[str, np.ndarray]:
     }
 
 
-CANDIDATES = ("flip_disagreement", "refine_shift", "edge_alignment", "colour_separation", "colour_agreement")
+SHAPE = ("solidity", "hole_share", "height_share", "width_share")
+CANDIDATES = (
+    "flip_disagreement",
+    "refine_shift",
+    "edge_alignment",
+    "colour_separation",
+    "colour_agreement",
+    *SHAPE,
+)
+IMAGE_SIDE = CANDIDATES[1:5]
 
 
 def columns(data: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
@@ -212,12 +246,18 @@ def main() -> None:
         "refined map shrunk to model size": shrunk,
         "model-size map + flip": [*(f"small:{f}" for f in FEATURES), "candidate:flip_disagreement"],
         "unrefined + flip": [*unrefined, "candidate:flip_disagreement"],
-        "unrefined + image side": [*unrefined, *(f"candidate:{c}" for c in CANDIDATES[1:])],
+        "unrefined + image side": [*unrefined, *(f"candidate:{c}" for c in IMAGE_SIDE)],
         "unrefined + all candidates": [*unrefined, *(f"candidate:{c}" for c in CANDIDATES)],
         "today + all candidates": [*today, *(f"candidate:{c}" for c in CANDIDATES)],
         "shrunk + flip": [*shrunk, "candidate:flip_disagreement"],
-        "shrunk + image side": [*shrunk, *(f"candidate:{c}" for c in CANDIDATES[1:])],
+        "shrunk + image side": [*shrunk, *(f"candidate:{c}" for c in IMAGE_SIDE)],
         "shrunk + all candidates": [*shrunk, *(f"candidate:{c}" for c in CANDIDATES)],
+        "model-size map + refine shift": [*(f"small:{f}" for f in FEATURES), "candidate:refine_shift"],
+        "model-size map + mask shape": [
+            *(f"small:{f}" for f in FEATURES),
+            *(f"candidate:{c}" for c in SHAPE),
+        ],
+        "shrunk + mask shape": [*shrunk, *(f"candidate:{c}" for c in SHAPE)],
     }
     policy = {
         source: at_policy(data, source, cfg) for source in ("refined", "unrefined", "small", "refined_small")

@@ -11,8 +11,8 @@ The features are read at the model's input size (INTER_AREA), whatever the shot'
 a studio shot are then measured alike, and it costs a millisecond where the full-resolution map cost ~25 ms
 of each `/cutout`. Which map they read is the profile's `review.estimate_map`: the refined one the cutout
 is made of (the studio: AUROC 0.962 against 0.942 on the model's own map), or the model's own before
-refinement (the street photos, where the refinement sharpens away the doubt the features measure: 0.85-0.90
-against 0.76-0.86 on three models); docs/real-photos.md#the-review-estimate,
+refinement (the street photos, where the refinement sharpens away the doubt the features measure: 0.79-0.90
+against 0.73-0.86 on four models); docs/real-photos.md#the-review-estimate,
 benchmarks/bench_review_features.py.
 """
 
