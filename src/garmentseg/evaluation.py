@@ -94,8 +94,7 @@ def tune_threshold(
     map_size = (model.input_height, model.input_width)
     for _, _, truth, maps in stream_predictions(model, part, root, cfg):
         prob = maps.prob
-        read = maps.small if cfg.review.estimate_map == "model" else prob
-        at_map_size = Q.at_size(read, map_size)
+        at_map_size = Q.at_size(Q.read_map(maps, cfg.review.estimate_map), map_size)
         for t in grid:
             dice_at[t].append(M.dice(prob >= t, truth))
             score_at[t].append(manual_cutout_score(prob, t))

@@ -49,6 +49,11 @@ CV_FOLDS = 5
 ESTIMATE_MAPS = ("refined", "model")
 
 
+def read_map(maps: Maps, which: str) -> np.ndarray:
+    """The map of one shot's Maps that an estimate reading `which` (one of ESTIMATE_MAPS) reads."""
+    return maps.small if which == "model" else maps.prob
+
+
 def at_size(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The probability map at `size` (height, width): shrunk with INTER_AREA, as the model's input is."""
     import cv2
@@ -108,7 +113,7 @@ class QualityEstimate:
 
     def map_of(self, maps: Maps) -> np.ndarray:
         """The map of one shot's Maps this estimate reads."""
-        return maps.small if self.reads == "model" else maps.prob
+        return read_map(maps, self.reads)
 
     def estimate(self, prob: np.ndarray, threshold: float) -> float:
         """The estimated Dice of the mask `prob >= threshold`; 0 for an empty mask (a shot has a garment)."""
