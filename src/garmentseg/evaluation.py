@@ -189,8 +189,9 @@ def _slice_stats(group: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def summarise(per_image: pd.DataFrame, model: CutoutModel, cfg: Config) -> dict[str, Any]:
-    """The report's summary: the seed's statistics, boundary scores, flag quality and slices."""
+def summarise(per_image: pd.DataFrame, model: CutoutModel, cfg: Config, flip: bool) -> dict[str, Any]:
+    """The report's summary: the seed's statistics, boundary scores, flag quality and slices; `flip`: whether
+    the predictions were made with flip TTA."""
     ev = cfg.evaluation
     dice = per_image["dice"].to_numpy()
     summary: dict[str, Any] = {
@@ -207,7 +208,7 @@ def summarise(per_image: pd.DataFrame, model: CutoutModel, cfg: Config) -> dict[
         "threshold": float(model.threshold),
         "flag_threshold": float(model.flag_threshold),
         "manual_cutout_target_dice": cfg.review.target_dice,
-        "flip_tta": bool(ev.flip_tta),
+        "flip_tta": bool(flip),
         "slices": _slices(per_image),
     }
     summary["n"] = summary.pop("dice_n")
@@ -244,6 +245,7 @@ def evaluate(
     if part.empty:
         raise ValueError(f"the index has no rows in split {split!r}; nothing to evaluate")
     ev = cfg.evaluation
+    flip = ev.flip_tta if flip is None else flip
     records = []
     for row, _, truth, maps in stream_predictions(model, part, root, cfg, flip=flip):
         prob = maps.prob
@@ -269,7 +271,7 @@ def evaluate(
     for column in ("difficulty", "view"):
         if column not in per_image:
             per_image[column] = "unknown"
-    summary = summarise(per_image, model, cfg)
+    summary = summarise(per_image, model, cfg, flip)
     panels = build_gallery(model, part, per_image, root, cfg, flip=flip) if gallery else []
     log.info(
         "%s: %d images, Dice median %.4f mean %.4f p10 %.4f",

@@ -153,6 +153,8 @@ def test_evaluating_the_logged_model_reproduces_the_training_metrics(trained_run
     assert all(p.exists() for p in paths.values())
     assert "<img" in paths["gallery"].read_text()
     assert json.loads(paths["metrics"].read_text())["n"] == len(report.per_image)
+    mirrored = evaluation.evaluate(model, frame, tmp / "studio", cfg, split="test", flip=True, gallery=False)
+    assert report.summary["flip_tta"] is False and mirrored.summary["flip_tta"] is True
 
 
 def test_predict_cli_writes_cutouts_and_masks_and_names_bad_files(trained_run, tmp_path):
