@@ -140,7 +140,10 @@ def test_dags_import_fast_without_tensorflow(embedded_airflow: EmbeddedAirflow) 
     assert out.returncode == 0, out.stderr[-2000:]
     seconds, heavy = ([*out.stdout.strip().split("\n"), ""])[:2]
     assert heavy == "", f"importing dags/ pulled in {heavy}"
-    assert float(seconds) < 2.0
+    # The precise check is the one above; this one keeps the parse far from Airflow's dagbag_import_timeout
+    # (30 s). Measured 0.5-2.0 s wall beside the other test worker on 2 cores, so a tight bound would time
+    # the machine, not the DAGs.
+    assert float(seconds) < 10.0, f"importing dags/ took {float(seconds):.1f} s"
 
 
 def test_promote_branch_and_stop_task_follow_the_promotion_verdict(dagbag) -> None:
