@@ -9,8 +9,8 @@ The candidates beside today's FEATURES: the same features read on the probabilit
 refinement (which sharpens the map toward the shot's edges and so hides the model's doubt), the
 disagreement with the mirrored shot's prediction, how well the predicted edge sits on an image edge, and
 how separable the colours either side of the edge are, and the predicted mask's shape (convexity, holes,
-extent: a bag cut out with the clothes is a confident mistake the map's doubt cannot show). Features are cached per model and folder
-(--cache), so feature sets can be compared again without predicting.
+extent: a bag cut out with the clothes is a confident mistake the map's doubt cannot show). Features are
+cached per model and folder (--cache), so feature sets can be compared again without predicting.
 """
 
 from __future__ import annotations

@@ -347,6 +347,10 @@ class RetentionConfig(_Section):
     mlflow_run_days: float = Field(ge=0)
 
 
+# The maps a Dice estimate may read (review.estimate_map); review/estimate.py checks stored estimates by it.
+EstimateMap = Literal["refined", "model"]
+
+
 class ReviewConfig(_Section):
     """The review loop: where the queue lives, and which cutouts a person must look at."""
 
@@ -361,7 +365,7 @@ class ReviewConfig(_Section):
     # The map the Dice estimate's features read: the refined one the cutout is made of, or the model's own
     # before refinement (which keeps the edge's doubt the refinement sharpens away). Measured per data set,
     # docs/real-photos.md#the-review-estimate.
-    estimate_map: Literal["refined", "model"] = "refined"
+    estimate_map: EstimateMap = "refined"
 
     @model_validator(mode="after")
     def _one_policy(self) -> ReviewConfig:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
+from garmentseg.config import EstimateMap
 from garmentseg.inference import EMPTY_MASK_SHARE, UNCERTAIN_HIGH, UNCERTAIN_LOW, manual_cutout_score
 
 if TYPE_CHECKING:
@@ -44,9 +45,9 @@ ERROR_FLOOR = 0.005
 RIDGE_ALPHA = 1.0
 EDGE_BAND_SHARE = 0.01
 CV_FOLDS = 5
-# Which probability map the features read (review.estimate_map): the refined one the cutout is made of, or
-# the model's own before refinement. An estimate stored before the choice existed read the refined one.
-ESTIMATE_MAPS = ("refined", "model")
+# Which probability map the features may read (review.estimate_map): the refined one the cutout is made of,
+# or the model's own before refinement. An estimate stored before the choice existed read the refined one.
+ESTIMATE_MAPS = get_args(EstimateMap)
 
 
 def read_map(maps: Maps, which: str) -> np.ndarray:
