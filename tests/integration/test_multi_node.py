@@ -42,7 +42,7 @@ from tests.integration import production as prod
 from tests.integration.conftest import RETRAIN_PROMOTE_PATH
 from tests.integration.pg import postgres_database
 
-pytestmark = [pytest.mark.production, pytest.mark.slow(minutes=11), pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.production, pytest.mark.slow(minutes=11), pytest.mark.timeout(1800)]
 
 MODEL_NAME = "garmentseg-unet"
 BATCH_ID = "studio-2026-w49"
@@ -70,9 +70,11 @@ TINY_PROJECT = {
     "BENTOML_DO_NOT_TRACK": "True",
     "DVC_NO_ANALYTICS": "1",
 }
+# Hang detectors, not performance checks: the retrain took ~300 s on an idle 2-core machine and passed 480 s
+# on a CI machine 1.6x slower, beside the other pytest worker's end-to-end test.
 STARTUP_TIMEOUT_S = 300
-INGEST_TIMEOUT_S = 240
-RETRAIN_TIMEOUT_S = 480
+INGEST_TIMEOUT_S = 400
+RETRAIN_TIMEOUT_S = 1000
 
 
 @dataclass
