@@ -159,6 +159,9 @@ class ModelConfig(_Section):
     encoder: Literal["none", "vgg16_hed", "efficientnet_lite0"]
     # Which encoder tap groups train: all | none (frozen) | blockN (groups N..5; the lower ones frozen).
     encoder_trainable: Literal["all", "none", "block2", "block3", "block4", "block5"]
+    # The trainable encoder's learning rate as a share of training.learning_rate (discriminative rates: the
+    # ImageNet features move slower than the fresh decoder); 1 trains both alike.
+    encoder_lr_scale: float = Field(gt=0, le=1)
 
     @model_validator(mode="after")
     def _divisible_by_pooling(self) -> ModelConfig:
@@ -172,6 +175,8 @@ class ModelConfig(_Section):
     def _encoder_options(self) -> ModelConfig:
         if self.encoder == "none" and self.encoder_trainable != "all":
             raise ValueError("encoder_trainable applies to a pretrained encoder, and encoder is none")
+        if self.encoder == "none" and self.encoder_lr_scale != 1:
+            raise ValueError("encoder_lr_scale applies to a pretrained encoder, and encoder is none")
         if self.encoder != "none":
             # The coarsest tap's stride (VGG16 16, EfficientNet 32); depth describes the from-scratch U-Net only.
             step = PRETRAINED[self.encoder].stride

@@ -48,16 +48,39 @@ class TrainResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def make_optimizer(name: str, learning_rate: float) -> Any:
+def make_optimizer(
+    name: str, learning_rate: float, *, scaled: frozenset[str] = frozenset(), lr_scale: float = 1.0
+) -> Any:
+    """The seed's optimizer; the variables whose paths are in `scaled` step at `lr_scale` x the rate.
+
+    A per-variable rate, not scaled gradients: RMSprop and Adam divide each gradient by its own running
+    magnitude, which would undo a gradient scale. The subclass is a plain Python one, so every Keras
+    backend takes its `update_step` (TF, JAX and torch's generic path).
+    """
     import keras
 
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate)
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9)  # the seed's SGD setting
-    raise ValueError(f"training.optimizer={name!r} is not one of rmsprop, adam, sgd")
+    classes = {
+        "rmsprop": keras.optimizers.RMSprop,
+        "adam": keras.optimizers.Adam,
+        "sgd": keras.optimizers.SGD,
+    }
+    if name not in classes:
+        raise ValueError(f"training.optimizer={name!r} is not one of {', '.join(classes)}")
+    options = {"momentum": 0.9} if name == "sgd" else {}  # the seed's SGD setting
+    if lr_scale == 1.0 or not scaled:
+        return classes[name](learning_rate, **options)
+
+    class DiscriminativeRate(classes[name]):
+        def build(self, variables: list[Any]) -> None:
+            super().build(variables)
+            self._scaled_indices = {i for i, v in enumerate(variables) if v.path in scaled}
+
+        def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> Any:
+            if self._get_variable_index(variable) in self._scaled_indices:
+                learning_rate = learning_rate * lr_scale
+            return super().update_step(gradient, variable, learning_rate)
+
+    return DiscriminativeRate(learning_rate, **options)
 
 
 def build_and_compile(cfg: Config) -> Any:
@@ -65,6 +88,7 @@ def build_and_compile(cfg: Config) -> Any:
     and dtype policy the config asks for)."""
     import keras
 
+    from garmentseg.model.encoders import encoder_variable_paths
     from garmentseg.model.losses import dice_coeff, make_loss
     from garmentseg.model.unet import build_unet
 
@@ -74,8 +98,14 @@ def build_and_compile(cfg: Config) -> Any:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         model = build_unet(cfg.model)
+        optimizer = make_optimizer(
+            cfg.training.optimizer,
+            cfg.training.learning_rate,
+            scaled=encoder_variable_paths(model),
+            lr_scale=cfg.model.encoder_lr_scale,
+        )
         model.compile(
-            optimizer=make_optimizer(cfg.training.optimizer, cfg.training.learning_rate),
+            optimizer=optimizer,
             loss=make_loss(loss_cfg.w_bce, loss_cfg.w_dice, loss_cfg.w_boundary, loss_cfg.pos_weight),
             metrics=[dice_coeff],
         )
@@ -329,6 +359,7 @@ def train_on_frame(
                 "attention": cfg.model.attention,
                 **encoder,
                 "encoder_trainable": cfg.model.encoder_trainable,
+                "encoder_lr_scale": cfg.model.encoder_lr_scale,
                 "index_hash": prepared.index_hash,
                 "data_version": version,
             },

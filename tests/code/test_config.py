@@ -66,6 +66,8 @@ def test_input_size_must_survive_pooling(tmp_path: Path) -> None:
     ("model", "rule"),
     [
         ({"encoder_trainable": "none"}, "encoder is none"),
+        ({"encoder_lr_scale": 0.1}, "encoder is none"),
+        ({"encoder": "efficientnet_lite0", "encoder_lr_scale": 0}, "greater than 0"),
         ({"encoder": "vgg16_hed", "depth": 1, "input_height": 40, "input_width": 32}, "divisible by 16"),
         ({"encoder": "vgg16_hed", "arch": "basic"}, "carvana decoder"),
         ({"encoder": "resnet50"}, r"model\.encoder"),

@@ -224,6 +224,38 @@ def test_frozen_encoder_blocks_stay_unchanged_while_the_rest_learns(
         )
 
 
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_a_discriminative_rate_steps_the_encoder_at_its_share_of_the_decoders(project_root, optimizer):
+    """One step from the same weights on the same batch: with encoder_lr_scale 0.1 every encoder weight
+    moves a tenth as far as with 1, every decoder weight as far. The adaptive optimizers are the ones that
+    would undo a scaled gradient."""
+    from garmentseg.training import build_and_compile
+
+    def one_step(lr_scale: float, start: list | None) -> tuple[dict, list]:
+        model_options = {"encoder": "efficientnet_lite0", "input_height": 32, "input_width": 32}
+        overrides = {
+            "model": {**model_options, "encoder_lr_scale": lr_scale},
+            "training": {"optimizer": optimizer, "learning_rate": 1e-3},
+        }
+        model = build_and_compile(load_config("demo", project_root / "params.yaml", overrides=overrides))
+        if start is not None:
+            model.set_weights(start)
+        weights = model.get_weights()
+        before = {v.path: np.array(v) for v in model.trainable_variables}
+        rng = np.random.default_rng(0)
+        x = rng.normal(0, 1, (4, 32, 32, 3)).astype(np.float32)
+        model.train_on_batch(x, (x.mean(-1, keepdims=True) > 0).astype(np.float32))
+        return {v.path: np.array(v) - before[v.path] for v in model.trainable_variables}, weights
+
+    full, start = one_step(1.0, None)
+    scaled, _ = one_step(0.1, start)
+    encoder_paths = [path for path in full if encoders.tap_group(path.split("/")[0]) is not None]
+    assert encoder_paths and len(encoder_paths) < len(full)
+    for path, step in full.items():
+        share = 0.1 if path in encoder_paths else 1.0
+        np.testing.assert_allclose(scaled[path], share * step, rtol=1e-2, atol=1e-6, err_msg=path)
+
+
 def test_the_run_tags_name_the_weights_package_licence_and_hash(project_root):
     import hashlib
 

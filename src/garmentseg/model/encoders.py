@@ -283,18 +283,34 @@ def efficientnet_arrays(path: Path) -> dict[str, tuple[Any, ...]]:
     return arrays
 
 
+def tap_group(layer_name: str) -> int | None:
+    """The encoder tap group (1..5) a layer belongs to, from its `block{N}_` name; None for the decoder."""
+    import re
+
+    group = re.match(r"block(\d)_", layer_name)
+    return int(group.group(1)) if group else None
+
+
 def set_trainable(model: Any, trainable: str) -> None:
     """Freeze the encoder's tap groups below `trainable` (all: none frozen; none: every group frozen). A
     frozen BatchNormalization also keeps its ImageNet statistics (Keras 3 runs it in inference mode)."""
-    import re
-
     if trainable not in TRAINABLE:
         raise ValueError(f"model.encoder_trainable={trainable!r} is not one of {', '.join(TRAINABLE)}")
     first = {"all": 1, "none": TAP_GROUPS + 1}.get(trainable) or int(trainable.removeprefix("block"))
     for layer in model.layers:
-        group = re.match(r"block(\d)_", layer.name)
-        if group:
-            layer.trainable = int(group.group(1)) >= first
+        group = tap_group(layer.name)
+        if group is not None:
+            layer.trainable = group >= first
+
+
+def encoder_variable_paths(model: Any) -> frozenset[str]:
+    """The paths of the encoder's trainable variables: what a discriminative learning rate scales."""
+    return frozenset(
+        variable.path
+        for layer in model.layers
+        if tap_group(layer.name) is not None
+        for variable in layer.trainable_weights
+    )
 
 
 @dataclass(frozen=True)
