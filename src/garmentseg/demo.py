@@ -203,8 +203,9 @@ def run_demo(cfg: Config, *, batch_garments: int = 6) -> DemoSummary:
     state = cfg.path(cfg.paths.state_dir)
     logs = state / "demo" / "logs"
     airflow = EmbeddedAirflow.for_project(cfg)
-    with step(summary, "Embedded Airflow: migrate the SQLite metadata DB, create the one-slot DVC pool"):
+    with step(summary, "Embedded Airflow and MLflow: migrate their SQLite DBs, create the one-slot DVC pool"):
         airflow.prepare(cfg.airflow.dvc_pool, logs)
+        registry.migrate_tracking_store(cfg)  # before the Bento servers start polling the registry together
     with step(summary, "Studio dataset: `dvc repro index` (synthetic studio -> garment-level index)"):
         build_dataset(cfg, logs)
         click.echo(f"    data version {data_version(cfg)}")

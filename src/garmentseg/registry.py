@@ -53,6 +53,16 @@ def mlflow_client(cfg: Config) -> MlflowClient:
     return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
 
 
+def migrate_tracking_store(cfg: Config) -> None:
+    """Create or upgrade the tracking store's schema now, in this one process.
+
+    MLflow migrates a SQLite store on the first touch, and processes that touch a fresh one together collide
+    mid-migration (duplicate columns, a missing alembic_version row): the demo's two Bento servers poll the
+    registry from the moment they start. A no-op on a store already at head (a server migrates its own).
+    """
+    mlflow_client(cfg).search_experiments(max_results=1)
+
+
 def _actor() -> str:
     return os.environ.get("GARMENTSEG_ACTOR") or os.environ.get("AIRFLOW_CTX_DAG_OWNER") or getpass.getuser()
 

@@ -272,3 +272,23 @@ def test_a_slice_that_drops_too_far_is_rejected() -> None:
     )
     decided = gate._decide(decision)
     assert decided.verdict == "reject" and "view Back" in decided.reason
+
+
+def test_processes_sharing_a_migrated_sqlite_store_do_not_collide(tmp_path: Path) -> None:
+    """MLflow migrates a fresh SQLite store on first touch, and processes doing it together collide (the
+    demo's two Bento servers did). After `migrate_tracking_store` the same processes only read."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    registry.migrate_tracking_store(
+        load_config("demo", ROOT / "params.yaml", overrides={"registry": {"tracking_uri": uri}})
+    )
+    touch = (
+        "import sys; from mlflow import MlflowClient; from mlflow.exceptions import MlflowException\n"
+        "try: MlflowClient(sys.argv[1], sys.argv[1]).get_registered_model('nobody')\n"
+        "except MlflowException as exc: sys.exit(0 if 'not found' in str(exc) else 1)"
+    )
+    readers = [subprocess.Popen([sys.executable, "-c", touch, uri], stderr=subprocess.PIPE) for _ in range(3)]
+    failures = [p.stderr.read().decode()[-2000:] for p in readers if p.wait(timeout=180) != 0]
+    assert not failures, failures
