@@ -3,7 +3,7 @@
     uv run python benchmarks/bench_encoder_cost.py [--profiles demo cpu] [--steps 4] [--rounds 3] [--json OUT]
 
 For each profile's model (demo: 192x128, cpu: 288x192) five variants are built as training builds them
-(`training.build_and_compile`): encoder none (the profile's own U-Net), and each pretrained encoder
+(`model.build.build_and_compile`): encoder none (the profile's own U-Net), and each pretrained encoder
 fine-tuned (encoder_trainable all) and frozen (none). Timed on random tensors, so only the model counts:
 - train step per image: `train_on_batch` at the profile's batch size, after two untimed steps;
 - predict per image: `predict_on_batch` of one image, as the `/cutout` endpoint calls the model.
@@ -43,7 +43,7 @@ def _profile_costs(profile: str, steps: int, rounds: int) -> dict:
     import numpy as np
 
     from garmentseg.config import load_config
-    from garmentseg.training import build_and_compile
+    from garmentseg.model.build import build_and_compile
 
     models = {}
     for variant, model_overrides in VARIANTS.items():

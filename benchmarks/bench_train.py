@@ -68,7 +68,7 @@ def main() -> None:
 
     from garmentseg.config import load_config
     from garmentseg.input_pipeline import make_dataset
-    from garmentseg.training import build_and_compile
+    from garmentseg.model.build import build_and_compile
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="demo")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -58,3 +59,14 @@ def test_design_document_names_every_library_module_by_its_path() -> None:
     modules = {str(p.relative_to(LIBRARY)) for p in _python_files("src") if p.name != "__init__.py"}
     missing = sorted(modules - named)
     assert not missing, f"docs/design.md does not name: {missing}"
+
+
+def test_the_model_builds_from_keras_and_the_config_alone() -> None:
+    """A GPU node with Keras on JAX or torch and no TensorFlow builds the training model through
+    model/build.py (benchmarks/bench_backends.py): importing it must not pull in the training stack."""
+    probe = (
+        "import sys, garmentseg.model.build, garmentseg.config; "
+        "print(' '.join(m for m in ('tensorflow', 'keras', 'mlflow', 'pandas', 'cv2') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "", f"imported at module level: {done.stdout.strip()}"

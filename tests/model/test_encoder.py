@@ -194,7 +194,7 @@ def test_the_encoders_load_with_the_network_unreachable(tmp_path):
 def test_frozen_encoder_blocks_stay_unchanged_while_the_rest_learns(
     project_root, encoder, trainable, frozen_blocks
 ):
-    from garmentseg.training import build_and_compile
+    from garmentseg.model.build import build_and_compile
 
     overrides = {
         "model": {
@@ -229,7 +229,7 @@ def test_a_discriminative_rate_steps_the_encoder_at_its_share_of_the_decoders(pr
     """One step from the same weights on the same batch: with encoder_lr_scale 0.1 every encoder weight
     moves a tenth as far as with 1, every decoder weight as far. The adaptive optimizers are the ones that
     would undo a scaled gradient."""
-    from garmentseg.training import build_and_compile
+    from garmentseg.model.build import build_and_compile
 
     def one_step(lr_scale: float, start: list | None) -> tuple[dict, list]:
         model_options = {"encoder": "efficientnet_lite0", "input_height": 32, "input_width": 32}
