@@ -92,15 +92,18 @@ def time_one(backend: str, precision: str, profile: str, steps: int) -> dict[str
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1, (bs, h, w, 3)).astype(np.float32)
     y = (rng.random((bs, h, w, 1)) > 0.5).astype(np.float32)
+
+    def train_step() -> float:
+        """One step, waited for: its loss is read back to the host."""
+        return float(np.asarray(model.train_on_batch(x, y)).ravel()[0])
+
     start = time.perf_counter()
-    first_loss = float(np.asarray(model.train_on_batch(x, y)).ravel()[0])
+    first_loss = train_step()
     first_step_s = time.perf_counter() - start
     for _ in range(WARMUP_STEPS):
-        model.train_on_batch(x, y)
+        train_step()
     losses: list[float] = []
-    step_ms = _milliseconds(
-        lambda: losses.append(float(np.asarray(model.train_on_batch(x, y)).ravel()[0])), steps
-    )
+    step_ms = _milliseconds(lambda: losses.append(train_step()), steps)
     model.predict_on_batch(x[:1])  # compile the inference path before timing it
     predict_ms = _milliseconds(lambda: model.predict_on_batch(x[:1]), steps)
     step = statistics.median(step_ms)
