@@ -7,9 +7,14 @@ from pathlib import Path
 from typing import Any
 
 
-def emit(figures: dict[str, Any], path: Path | None) -> None:
-    text = json.dumps(figures, indent=2)
-    print(text)
+def save(figures: dict[str, Any], path: Path | None) -> None:
+    """The figures as JSON in `path` (nothing when None): also what a long run writes as it goes, so the
+    figures so far survive a run cut off at its time limit."""
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
+        path.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def emit(figures: dict[str, Any], path: Path | None) -> None:
+    print(json.dumps(figures, indent=2))
+    save(figures, path)

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _report import emit
+from _report import emit, save
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -179,9 +179,7 @@ def main() -> None:
     for precision in args.precisions:  # the profile's precision on every backend first, if time runs short
         for backend in args.backends:
             rows.append(run_child(backend, precision, args))
-            if args.json:  # the figures so far survive a run cut off at its time limit
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps({"profile": args.profile, "rows": rows}, indent=2) + "\n")
+            save({"profile": args.profile, "rows": rows}, args.json)
     emit({"profile": args.profile, "rows": rows, "ratios": ratios(rows, profile_precision)}, args.json)
 
 

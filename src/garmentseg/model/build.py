@@ -49,8 +49,8 @@ def make_optimizer(
 
 
 def build_and_compile(cfg: Config) -> Any:
-    """The configured U-Net, compiled with the seed's loss and optimizer (under the distribution strategy
-    and dtype policy the config asks for)."""
+    """The configured U-Net, compiled with the seed's loss and optimizer under the dtype policy the config
+    asks for (the caller enters any distribution strategy's scope: training.fit)."""
     import keras
 
     from garmentseg.model.encoders import encoder_variable_paths
