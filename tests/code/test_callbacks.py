@@ -62,6 +62,30 @@ def test_time_budget_stops_before_an_epoch_would_overrun(monkeypatch):
     assert budget.model.stop_training  # 80 s used: a third epoch would end at 120 s, on the budget
 
 
+def test_time_budget_does_not_take_the_compiling_first_step_as_an_epoch(monkeypatch):
+    # XLA on a GPU: the first step compiles for 130 s, an epoch's steps take 10-20 s; the budget is 3 min.
+    # Clock reads: train begin, epoch begin, first step end, epoch end, then epoch begin / end pairs.
+    clock = iter([0.0, 0.0, 130.0, 140.0, 140.0, 150.0, 150.0, 170.0])
+    _fake_clock(monkeypatch, lambda: next(clock))
+
+    class Model:
+        stop_training = False
+
+    budget = time_budget_callback(3.0)
+    budget.set_model(Model())
+    budget.on_train_begin()
+    budget.on_epoch_begin(0)
+    budget.on_train_batch_end(0)
+    budget.on_epoch_end(0)
+    assert not budget.model.stop_training  # 140 s used; the epoch without its compiling step took 10 s
+    budget.on_epoch_begin(1)
+    budget.on_epoch_end(1)
+    assert not budget.model.stop_training  # 150 s used, the next epoch ends near 160 s
+    budget.on_epoch_begin(2)
+    budget.on_epoch_end(2)
+    assert budget.model.stop_training  # 170 s used: an epoch as slow as this 20 s one would end at 190 s
+
+
 @pytest.mark.parametrize(
     ("schedule", "budget", "log_to_mlflow", "expected"),
     [
