@@ -70,3 +70,19 @@ def test_the_model_builds_from_keras_and_the_config_alone() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "", f"imported at module level: {done.stdout.strip()}"
+
+
+def test_a_gpu_node_without_tensorflow_trains_and_scores_through_the_library() -> None:
+    """benchmarks/bench_gpu_training.py trains the gpu profile on Keras' JAX backend and scores it with the
+    library's own tuning and evaluation, on a machine with no TensorFlow, MLflow, GX or DVC: none of the
+    modules it uses may import them at module level (each lazily, where the embedded platform needs it)."""
+    modules = (
+        "garmentseg.callbacks garmentseg.data.index garmentseg.data.synth garmentseg.edges "
+        "garmentseg.evaluation garmentseg.inference garmentseg.model.build garmentseg.prepare"
+    )
+    probe = (
+        f"import sys, importlib; [importlib.import_module(m) for m in {modules.split()!r}]; "
+        "print(' '.join(m for m in ('tensorflow', 'mlflow', 'great_expectations', 'dvc') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "", f"imported at module level: {done.stdout.strip()}"
