@@ -70,7 +70,7 @@ class GarmentCutout:
     @bentoml.api(route="/cutout")
     async def cutout(self, image: Upload, ctx: bentoml.Context) -> PngOut:
         """RGBA PNG of the shot's size; alpha is the predicted garment mask (0/255, or with serving.alpha soft
-        its outline anti-aliased over one pixel). Headers X-Dice-Estimate
+        its outline anti-aliased over one pixel), colour only where alpha > 0. Headers X-Dice-Estimate
         and X-Needs-Review judge it; `?queue=true` also queues a doubtful one for review (the upload's
         filename must be `<garment_uuid>_<View>.png`)."""
         try:

@@ -47,7 +47,8 @@ def test_cut_out_folder_writes_cutouts_masks_and_scores_and_names_what_it_skips(
     mask = read_image(out / "masks" / "two.png", max_pixels=10**6)
     assert cutout.shape == (64, 48, 4) and mask.shape[:2] == (64, 48)
     assert cutout[32, 24, 3] == 255 and cutout[2, 2, 3] == 0
-    assert np.array_equal(cutout[..., :3], image)
+    shown = cutout[..., 3] > 0
+    assert np.array_equal(cutout[..., :3][shown], image[shown]) and not cutout[..., :3][~shown].any()
     with (out / predict.SCORES_FILE).open() as fh:
         rows = list(csv.DictReader(fh))
     assert [r["file"] for r in rows] == ["one.png", "two.png"]

@@ -16,6 +16,9 @@ def test_to_mask_and_to_cutout():
     assert mask.dtype == np.uint8 and mask.tolist() == [[0, 255], [255, 0]]
     rgba = inference.to_cutout(np.full((2, 2, 3), 9, np.uint8), mask)
     assert rgba.shape == (2, 2, 4) and rgba[..., 3].tolist() == mask.tolist()
+    assert rgba[..., 0].tolist() == [[0, 9], [9, 0]]  # the shot's colour only where it is not transparent
+    soft = inference.to_cutout(np.full((2, 2, 3), 9, np.uint8), np.array([[0, 1], [128, 255]], np.uint8))
+    assert soft[..., 1].tolist() == [[0, 9], [9, 9]]  # a soft edge keeps its colour
     with pytest.raises(ValueError, match="differ in size"):
         inference.to_cutout(np.zeros((3, 2, 3), np.uint8), mask)
 
