@@ -167,8 +167,11 @@ def save_weights(model: Any, mean: Any, std: Any, out: Path) -> None:
 def load_weights(cfg: Any, folder: Path) -> tuple[Any, Any, Any]:
     from garmentseg.model.build import build_and_compile
 
+    chunks = sorted(folder.glob("weights-*.npz"))
+    if not chunks:
+        raise SystemExit(f"{folder}: no weights-*.npz chunks here (`train --out` writes them)")
     arrays: dict[str, np.ndarray] = {}
-    for path in sorted(folder.glob("weights-*.npz")):
+    for path in chunks:
         arrays.update(np.load(path))
     model = build_and_compile(cfg)
     model.set_weights([arrays[k] for k in sorted(k for k in arrays if k.startswith("w"))])
@@ -234,6 +237,12 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = configure(args)
     figures: dict[str, Any] = {"profile": args.profile, "mode": args.mode, "argv": sys.argv[1:]}
+    if args.mode == "score":  # the weights first: a wrong folder fails before minutes of rendering
+        if args.weights is None:
+            parser.error("score needs --weights")
+        model, mean, std = load_weights(cfg, args.weights)
+        if args.tuned:
+            figures["valid"] = json.loads(args.tuned.read_text())["valid"] | {"from": str(args.tuned)}
     started = time.monotonic()
     studio, unseen = render(cfg, args.work, args.garments, args.unseen_garments)
     figures["render_minutes"] = round((time.monotonic() - started) / 60, 2)
@@ -248,12 +257,6 @@ def main() -> None:
         del prepared
         save_weights(model, mean, std, args.out)
         save(figures, args.out / "figures.json")
-    else:
-        if args.weights is None:
-            parser.error("score needs --weights")
-        model, mean, std = load_weights(cfg, args.weights)
-        if args.tuned:
-            figures["valid"] = json.loads(args.tuned.read_text())["valid"] | {"from": str(args.tuned)}
     score(cfg, model, mean, std, (studio, unseen), figures, args.out)
     emit(figures, args.out / "figures.json")
 
