@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 from tqdm import tqdm
 
 from garmentseg.config import VIEWS, Config
@@ -20,6 +19,7 @@ from garmentseg.data.contract import CUTOUT_DIR, GARMENTS_CSV, RAW_DIR, ShotKey
 from garmentseg.data.synth.garment import GarmentSpec, plan_garments
 from garmentseg.data.synth.render import render_garment
 from garmentseg.imageio import write_png
+from garmentseg.inference import to_cutout
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,8 @@ def _render_and_write(args: tuple[GarmentSpec, Path, int, int]) -> int:
     spec, out_dir, width, height = args
     for view, (shot, alpha) in render_garment(spec, width, height).items():
         name = ShotKey(spec.garment_id, view).filename
-        cutout = np.dstack([np.where(alpha[..., None] > 0, shot, 0), alpha]).astype(np.uint8)
         write_png(out_dir / RAW_DIR / name, shot)
-        write_png(out_dir / CUTOUT_DIR / name, cutout)
+        write_png(out_dir / CUTOUT_DIR / name, to_cutout(shot, alpha))
     return len(VIEWS)
 
 
