@@ -68,11 +68,11 @@ def render(cfg: Any, work: Path, garments: int, unseen_garments: int) -> tuple[P
 
 
 def batches(split: Any, mean: Any, std: Any, batch_size: int, *, hflip: bool, seed: int) -> Any:
-    """uint8 tensors -> normalised float32 batches, shuffled each epoch when hflip (training); the same
-    scaling as input_pipeline.make_dataset, in numpy threads."""
+    """uint8 tensors -> normalised float32 batches (inference.normalise, as served), shuffled each epoch
+    when hflip (training), in numpy threads."""
     import keras
 
-    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    from garmentseg.inference import normalise
 
     class Batches(keras.utils.PyDataset):
         def __init__(self) -> None:
@@ -91,12 +91,12 @@ def batches(split: Any, mean: Any, std: Any, batch_size: int, *, hflip: bool, se
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
             take = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
-            x = split.x[take].astype(np.float32) / 255.0
+            x = normalise(split.x[take], mean, std)
             y = split.y[take, ..., None].astype(np.float32) / 255.0
             if hflip:
                 mirror = np.random.default_rng([seed, self.epoch, i]).random(len(take)) < 0.5
                 x[mirror], y[mirror] = x[mirror, :, ::-1], y[mirror, :, ::-1]
-            return (x - m) / s, y
+            return x, y
 
     return Batches()
 
@@ -107,11 +107,11 @@ def fit(cfg: Any, prepared: Any, figures: dict[str, Any]) -> tuple[Any, tuple[tu
 
     from garmentseg.callbacks import fit_callbacks
     from garmentseg.model.build import build_and_compile
-    from garmentseg.model.encoders import encoder_normalisation
+    from garmentseg.training import input_normalisation
 
     keras.utils.set_random_seed(cfg.training.seed)
     tc = cfg.training
-    mean, std = encoder_normalisation(cfg.model.encoder) or (prepared.mean, prepared.std)
+    mean, std = input_normalisation(cfg, prepared)
     model = build_and_compile(cfg)
     train = batches(prepared.splits["train"], mean, std, tc.batch_size, hflip=tc.augment.hflip, seed=tc.seed)
     valid = batches(prepared.splits["valid"], mean, std, tc.batch_size, hflip=False, seed=tc.seed)

@@ -78,7 +78,7 @@ def test_a_gpu_node_without_tensorflow_trains_and_scores_through_the_library() -
     modules it uses may import them at module level (each lazily, where the embedded platform needs it)."""
     modules = (
         "garmentseg.callbacks garmentseg.data.index garmentseg.data.synth garmentseg.edges "
-        "garmentseg.evaluation garmentseg.inference garmentseg.model.build garmentseg.prepare"
+        "garmentseg.evaluation garmentseg.inference garmentseg.model.build garmentseg.prepare garmentseg.training"
     )
     probe = (
         f"import sys, importlib; [importlib.import_module(m) for m in {modules.split()!r}]; "
