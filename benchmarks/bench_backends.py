@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from _report import emit, save
+from _timing import milliseconds
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -68,15 +69,6 @@ def _build(profile: str, precision: str) -> tuple[Any, Any]:
     return cfg, build_and_compile(cfg)
 
 
-def _milliseconds(fn, calls: int) -> list[float]:
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return times
-
-
 def time_one(backend: str, precision: str, profile: str, steps: int) -> dict[str, Any]:
     """One (backend, precision) pair in this process; KERAS_BACKEND is already set by the parent."""
     import keras
@@ -103,9 +95,9 @@ def time_one(backend: str, precision: str, profile: str, steps: int) -> dict[str
     for _ in range(WARMUP_STEPS):
         train_step()
     losses: list[float] = []
-    step_ms = _milliseconds(lambda: losses.append(train_step()), steps)
+    step_ms = milliseconds(lambda: losses.append(train_step()), steps)
     model.predict_on_batch(x[:1])  # compile the inference path before timing it
-    predict_ms = _milliseconds(lambda: model.predict_on_batch(x[:1]), steps)
+    predict_ms = milliseconds(lambda: model.predict_on_batch(x[:1]), steps)
     step = statistics.median(step_ms)
     return {
         "backend": backend,

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from _report import emit
+from _timing import milliseconds
 
 
 def colour_kept(shot: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -30,12 +30,9 @@ def _encode(cut_out, shot: np.ndarray, alpha: np.ndarray, repeats: int) -> tuple
     """(median ms to cut out and encode, PNG bytes)."""
     from garmentseg.imageio import encode_png
 
-    times, size = [], 0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        size = len(encode_png(cut_out(shot, alpha)))
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times), size
+    sizes: list[int] = []
+    times = milliseconds(lambda: sizes.append(len(encode_png(cut_out(shot, alpha)))), repeats)
+    return statistics.median(times), sizes[-1]
 
 
 def measure(folder: Path, shots: int, repeats: int) -> dict:
