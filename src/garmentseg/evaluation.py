@@ -66,13 +66,66 @@ def stream_predictions(
     model: CutoutModel, frame: pd.DataFrame, root: Path, cfg: Config, *, flip: bool | None = None
 ) -> Iterator[tuple[pd.Series, np.ndarray, np.ndarray, Maps]]:
     """(row, shot RGB, truth mask, the shot's Maps) per index row, one model batch at a time."""
+    for row, image, truth, (maps,) in stream_candidate_maps([model], frame, root, cfg, flip=flip):
+        yield row, image, truth, maps
+
+
+def stream_candidate_maps(
+    models: list[CutoutModel], frame: pd.DataFrame, root: Path, cfg: Config, *, flip: bool | None = None
+) -> Iterator[tuple[pd.Series, np.ndarray, np.ndarray, list[Maps]]]:
+    """stream_predictions for models that differ only in their refinement: (row, shot, truth, each model's
+    Maps). Each batch is read and goes through the network once, however many refinements are tried."""
     flip = cfg.evaluation.flip_tta if flip is None else flip
-    for start in range(0, len(frame), model.batch_size):
-        rows = [row for _, row in frame.iloc[start : start + model.batch_size].iterrows()]
+    network = models[0]
+    for start in range(0, len(frame), network.batch_size):
+        rows = [row for _, row in frame.iloc[start : start + network.batch_size].iterrows()]
         pairs = [read_pair(root, row, cfg.validation.max_pixels) for row in rows]
-        maps = model.predict_maps([image for image, _ in pairs], flip=flip)
-        for row, (image, truth), shot_maps in zip(rows, pairs, maps, strict=True):
-            yield row, image, truth, shot_maps
+        own = network.predict_own_maps([image for image, _ in pairs], flip=flip)
+        for row, (image, truth), small in zip(rows, pairs, own, strict=True):
+            yield row, image, truth, [model.maps(small, image) for model in models]
+
+
+class _ThresholdSweep:
+    """One model's validation shots at every threshold of cfg.evaluation.threshold_grid: their Dice, their
+    needs-manual-cutout score and the Dice estimate's features, for tune_threshold's choice."""
+
+    def __init__(self, model: CutoutModel, cfg: Config) -> None:
+        self.model, self.cfg = model, cfg
+        self.grid = [float(t) for t in cfg.evaluation.threshold_grid]
+        self.map_size = (model.input_height, model.input_width)
+        self.dice_at: dict[float, list[float]] = {t: [] for t in self.grid}
+        self.score_at: dict[float, list[float]] = {t: [] for t in self.grid}
+        self.features_at: dict[float, list[np.ndarray | None]] = {t: [] for t in self.grid}
+
+    def add(self, truth: np.ndarray, maps: Maps) -> None:
+        prob = maps.prob
+        at_map_size = Q.at_size(Q.read_map(maps, self.cfg.review.estimate_map), self.map_size)
+        for t in self.grid:
+            self.dice_at[t].append(M.dice(prob >= t, truth))
+            self.score_at[t].append(manual_cutout_score(prob, t))
+            self.features_at[t].append(Q.quality_features(at_map_size, t, self.map_size))
+
+    def choose(self, split: str) -> ThresholdChoice:
+        review = self.cfg.review
+        best = M.best_threshold(self.dice_at)
+        needs_person = [d < review.target_dice for d in self.dice_at[best]]
+        flag = M.best_flag_threshold(self.score_at[best], needs_person)
+        summary = M.summarise(self.dice_at[best], "dice_")
+        try:
+            quality = Q.calibrate(self.features_at[best], self.dice_at[best], review, self.map_size)
+        except ValueError as exc:
+            log.warning("%s: no quality estimate: %s", split, exc)
+            quality = None
+        log.info(
+            "%s: threshold %.2f (median Dice %.4f), flag threshold %.3f, review at estimate <= %s",
+            split,
+            best,
+            summary["dice_median"],
+            flag,
+            f"{quality.review_below:.4f}" if quality else "-",
+        )
+        by_threshold = {t: float(np.median(v)) for t, v in self.dice_at.items()}
+        return ThresholdChoice(best, flag, summary, by_threshold, quality)
 
 
 def tune_threshold(
@@ -82,42 +135,15 @@ def tune_threshold(
     needs-manual-cutout threshold (best F2 at catching Dice < target) and calibrate the Dice estimate with
     its review threshold (cfg.review's policy) on the validation split."""
     part = _rows(frame, split)
-    grid = [float(t) for t in cfg.evaluation.threshold_grid]
     if part.empty:
         log.warning(
             "no %s rows: keeping threshold %.2f and flagging only empty masks", split, model.threshold
         )
         return ThresholdChoice(model.threshold, model.flag_threshold, {})
-    dice_at: dict[float, list[float]] = {t: [] for t in grid}
-    score_at: dict[float, list[float]] = {t: [] for t in grid}
-    features_at: dict[float, list[np.ndarray | None]] = {t: [] for t in grid}
-    map_size = (model.input_height, model.input_width)
+    sweep = _ThresholdSweep(model, cfg)
     for _, _, truth, maps in stream_predictions(model, part, root, cfg):
-        prob = maps.prob
-        at_map_size = Q.at_size(Q.read_map(maps, cfg.review.estimate_map), map_size)
-        for t in grid:
-            dice_at[t].append(M.dice(prob >= t, truth))
-            score_at[t].append(manual_cutout_score(prob, t))
-            features_at[t].append(Q.quality_features(at_map_size, t, map_size))
-    best = M.best_threshold(dice_at)
-    needs_person = [d < cfg.review.target_dice for d in dice_at[best]]
-    flag = M.best_flag_threshold(score_at[best], needs_person)
-    summary = M.summarise(dice_at[best], "dice_")
-    try:
-        quality = Q.calibrate(features_at[best], dice_at[best], cfg.review, map_size)
-    except ValueError as exc:
-        log.warning("%s: no quality estimate: %s", split, exc)
-        quality = None
-    log.info(
-        "%s: threshold %.2f (median Dice %.4f), flag threshold %.3f, review at estimate <= %s",
-        split,
-        best,
-        summary["dice_median"],
-        flag,
-        f"{quality.review_below:.4f}" if quality else "-",
-    )
-    by_threshold = {t: float(np.median(v)) for t, v in dice_at.items()}
-    return ThresholdChoice(best, flag, summary, by_threshold, quality)
+        sweep.add(truth, maps)
+    return sweep.choose(split)
 
 
 @dataclass
@@ -135,20 +161,37 @@ def choose_refinement(model: CutoutModel, frame: pd.DataFrame, root: Path, cfg: 
     `inference.choice_dice_tolerance` of the best. Why on valid: which refinement helps depends on the
     model and the photos (on the studio guided filtering lifts boundary F by 0.09; on street photos it went
     either way by 0.01-0.02, docs/real-photos.md), and choosing on the test split or a holdout would flatter
-    the figures reported there. With one candidate it is tune_threshold alone."""
+    the figures reported there. The candidates share the network: valid is read and predicted twice in all
+    (to tune, then to score the edges), however many there are. With one candidate it is tune_threshold
+    alone."""
     candidates = refinement_candidates(cfg.inference)
     if len(candidates) == 1 or _rows(frame, "valid").empty:
         return RefinementChoice(model.refinement, tune_threshold(model, frame, root, cfg))
+    part = _rows(frame, "valid")
+    models = [replace(model, refinement=refinement) for refinement in candidates]
+    sweeps = [_ThresholdSweep(candidate, cfg) for candidate in models]
+    for _, _, truth, maps in stream_candidate_maps(models, part, root, cfg):
+        for sweep, candidate_maps in zip(sweeps, maps, strict=True):
+            sweep.add(truth, candidate_maps)
+    choices = [sweep.choose("valid") for sweep in sweeps]
+    # The edge figures at each candidate's own threshold: a second pass, as a threshold is known only now.
+    ev = cfg.evaluation
+    scores: list[list[dict[str, float]]] = [[] for _ in models]
+    for _, _, truth, maps in stream_candidate_maps(models, part, root, cfg):
+        for scored, choice, candidate_maps in zip(scores, choices, maps, strict=True):
+            pred = to_mask(candidate_maps.prob, choice.threshold)
+            scored.append(
+                M.mask_scores(pred, truth, ev.boundary_fraction, ev.boundary_f_tolerance_px, ev.halo_band_px)
+            )
     tried = []
-    for refinement in candidates:
-        candidate = replace(model, refinement=refinement)
-        choice = tune_threshold(candidate, frame, root, cfg)
-        candidate = replace(candidate, threshold=choice.threshold, flag_threshold=choice.flag_threshold)
-        summary = evaluate(candidate, frame, root, cfg, split="valid", gallery=False).summary
+    for refinement, choice, scored in zip(candidates, choices, scores, strict=True):
         row = {
             "refinement": describe(refinement),
             "threshold": choice.threshold,
-            **{f"valid_{k}": summary[k] for k in ("dice_median", "bf_score_median", "halo_median")},
+            **{
+                f"valid_{k}_median": float(np.median([s[k] for s in scored]))
+                for k in ("dice", "bf_score", "halo")
+            },
         }
         tried.append((refinement, choice, row))
     best_dice = max(row["valid_dice_median"] for _, _, row in tried)

@@ -218,15 +218,19 @@ class CutoutModel:
             prob = 0.5 * (prob + mirrored[:, :, ::-1])
         return prob
 
+    def predict_own_maps(self, images: Sequence[np.ndarray], flip: bool | None = None) -> list[np.ndarray]:
+        """RGB uint8 shots of any size -> the model's own map of each, at its input size, batch_size at a time.
+        Refinement-free, so models differing only in refinement can share it (evaluation.choose_refinement)."""
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = np.stack([self.preprocess(img) for img in images[start : start + self.batch_size]])
+            out.extend(self.predict_small_tta(batch, flip))
+        return out
+
     def predict_maps(self, images: Sequence[np.ndarray], flip: bool | None = None) -> list[Maps]:
         """RGB uint8 shots of any size -> each shot's Maps: the model's own and the full-resolution one."""
-        out: list[Maps] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            batch = np.stack([self.preprocess(img) for img in chunk])
-            small = self.predict_small_tta(batch, flip)
-            out.extend(self.maps(p, img) for p, img in zip(small, chunk, strict=True))
-        return out
+        own = self.predict_own_maps(images, flip)
+        return [self.maps(p, img) for p, img in zip(own, images, strict=True)]
 
     def predict_proba(self, images: Sequence[np.ndarray], flip: bool | None = None) -> list[np.ndarray]:
         """RGB uint8 shots of any size -> float32 probability maps at each shot's original size."""

@@ -45,6 +45,32 @@ def test_the_model_keeps_the_candidate_with_the_best_validation_boundary_f(train
     assert best["valid_dice_median"] == pytest.approx(alone.valid_summary["dice_median"])
 
 
+class CountingNetwork:
+    """The trained network, counting its forward passes."""
+
+    def __init__(self, network):
+        self.network, self.calls = network, 0
+
+    def predict_on_batch(self, batch):
+        self.calls += 1
+        return self.network.predict_on_batch(batch)
+
+
+def test_the_candidates_share_the_network_s_passes_over_valid(trained, studio, project_root):
+    tmp, frame = studio
+    cfg = _cfg(project_root, tmp, candidates=[{"refine": "none"}, {"radius": 3}, {"radius": 5}])
+    network = CountingNetwork(trained.keras_model)
+    model = dataclasses.replace(
+        trained, keras_model=network, refinement=Refinement.from_config(cfg.inference)
+    )
+    evaluation.tune_threshold(model, frame, tmp / "studio", cfg)
+    one_pass, network.calls = network.calls, 0
+    chosen = evaluation.choose_refinement(model, frame, tmp / "studio", cfg)
+    assert len(chosen.candidates) == 4 and one_pass > 0
+    # one pass to tune each candidate's threshold, one to score its edges there: not two per candidate
+    assert network.calls == 2 * one_pass
+
+
 def test_a_candidate_losing_more_validation_dice_than_the_tolerance_is_never_kept(
     trained, studio, project_root
 ):
