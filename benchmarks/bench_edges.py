@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from _report import emit
+from _timing import milliseconds_each
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -45,12 +46,7 @@ REVIEW = ("below_target_share", "review_auroc", "review_share", "review_recall")
 
 def _median_ms(fn, shots: list[np.ndarray]) -> float:
     fn(shots[0])  # warm up
-    times = []
-    for shot in shots:
-        start = time.perf_counter()
-        fn(shot)
-        times.append(1000 * (time.perf_counter() - start))
-    return float(np.median(times))
+    return float(np.median(milliseconds_each(fn, shots)))
 
 
 def costs(model, shots: list[np.ndarray]) -> dict[str, float]:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from pathlib import Path
 
 from _report import emit
+from _timing import milliseconds
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -33,10 +33,7 @@ VARIANTS = {
 
 
 def _seconds_per_call(fn, calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
+    return statistics.mean(milliseconds(fn, calls)) / 1000
 
 
 def _profile_costs(profile: str, steps: int, rounds: int) -> dict:
