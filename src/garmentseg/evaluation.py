@@ -63,26 +63,43 @@ def _rows(frame: pd.DataFrame, split: str | None) -> pd.DataFrame:
 
 
 def stream_predictions(
-    model: CutoutModel, frame: pd.DataFrame, root: Path, cfg: Config, *, flip: bool | None = None
+    model: CutoutModel,
+    frame: pd.DataFrame,
+    root: Path,
+    cfg: Config,
+    *,
+    flip: bool | None = None,
+    desc: str = "predict",
 ) -> Iterator[tuple[pd.Series, np.ndarray, np.ndarray, Maps]]:
-    """(row, shot RGB, truth mask, the shot's Maps) per index row, one model batch at a time."""
-    for row, image, truth, (maps,) in stream_candidate_maps([model], frame, root, cfg, flip=flip):
+    """(row, shot RGB, truth mask, the shot's Maps) per index row, one model batch at a time; `desc` names
+    the progress bar."""
+    for row, image, truth, (maps,) in stream_candidate_maps([model], frame, root, cfg, flip=flip, desc=desc):
         yield row, image, truth, maps
 
 
 def stream_candidate_maps(
-    models: list[CutoutModel], frame: pd.DataFrame, root: Path, cfg: Config, *, flip: bool | None = None
+    models: list[CutoutModel],
+    frame: pd.DataFrame,
+    root: Path,
+    cfg: Config,
+    *,
+    flip: bool | None = None,
+    desc: str = "predict",
 ) -> Iterator[tuple[pd.Series, np.ndarray, np.ndarray, list[Maps]]]:
     """stream_predictions for models that differ only in their refinement: (row, shot, truth, each model's
     Maps). Each batch is read and goes through the network once, however many refinements are tried."""
+    from tqdm import tqdm
+
     flip = cfg.evaluation.flip_tta if flip is None else flip
     network = models[0]
-    for start in range(0, len(frame), network.batch_size):
-        rows = [row for _, row in frame.iloc[start : start + network.batch_size].iterrows()]
-        pairs = [read_pair(root, row, cfg.validation.max_pixels) for row in rows]
-        own = network.predict_own_maps([image for image, _ in pairs], flip=flip)
-        for row, (image, truth), small in zip(rows, pairs, own, strict=True):
-            yield row, image, truth, [model.maps(small, image) for model in models]
+    with tqdm(total=len(frame), desc=desc, unit="shot", disable=None, leave=False) as bar:
+        for start in range(0, len(frame), network.batch_size):
+            rows = [row for _, row in frame.iloc[start : start + network.batch_size].iterrows()]
+            pairs = [read_pair(root, row, cfg.validation.max_pixels) for row in rows]
+            own = network.predict_own_maps([image for image, _ in pairs], flip=flip)
+            for row, (image, truth), small in zip(rows, pairs, own, strict=True):
+                yield row, image, truth, [model.maps(small, image) for model in models]
+            bar.update(len(rows))
 
 
 class _ThresholdSweep:
@@ -141,7 +158,7 @@ def tune_threshold(
         )
         return ThresholdChoice(model.threshold, model.flag_threshold, {})
     sweep = _ThresholdSweep(model, cfg)
-    for _, _, truth, maps in stream_predictions(model, part, root, cfg):
+    for _, _, truth, maps in stream_predictions(model, part, root, cfg, desc=f"tune threshold on {split}"):
         sweep.add(truth, maps)
     return sweep.choose(split)
 
@@ -170,14 +187,15 @@ def choose_refinement(model: CutoutModel, frame: pd.DataFrame, root: Path, cfg: 
     part = _rows(frame, "valid")
     models = [replace(model, refinement=refinement) for refinement in candidates]
     sweeps = [_ThresholdSweep(candidate, cfg) for candidate in models]
-    for _, _, truth, maps in stream_candidate_maps(models, part, root, cfg):
+    tuning = f"tune {len(models)} refinements on valid"
+    for _, _, truth, maps in stream_candidate_maps(models, part, root, cfg, desc=tuning):
         for sweep, candidate_maps in zip(sweeps, maps, strict=True):
             sweep.add(truth, candidate_maps)
     choices = [sweep.choose("valid") for sweep in sweeps]
     # The edge figures at each candidate's own threshold: a second pass, as a threshold is known only now.
     ev = cfg.evaluation
     scores: list[list[dict[str, float]]] = [[] for _ in models]
-    for _, _, truth, maps in stream_candidate_maps(models, part, root, cfg):
+    for _, _, truth, maps in stream_candidate_maps(models, part, root, cfg, desc="their edges on valid"):
         for scored, choice, candidate_maps in zip(scores, choices, maps, strict=True):
             pred = to_mask(candidate_maps.prob, choice.threshold)
             scored.append(
@@ -290,7 +308,9 @@ def evaluate(
     ev = cfg.evaluation
     flip = ev.flip_tta if flip is None else flip
     records = []
-    for row, _, truth, maps in stream_predictions(model, part, root, cfg, flip=flip):
+    for row, _, truth, maps in stream_predictions(
+        model, part, root, cfg, flip=flip, desc=f"evaluate {split}"
+    ):
         prob = maps.prob
         pred = to_mask(prob, model.threshold)
         scores = M.mask_scores(pred, truth, ev.boundary_fraction, ev.boundary_f_tolerance_px, ev.halo_band_px)
@@ -369,7 +389,7 @@ def build_gallery(
     rows = part.loc[[i for _, i in chosen]]
     gallery = []
     for (kind, i), (row, image, truth, maps) in zip(
-        chosen, stream_predictions(model, rows, root, cfg, flip=flip), strict=True
+        chosen, stream_predictions(model, rows, root, cfg, flip=flip, desc="gallery"), strict=True
     ):
         info = {
             "garment_id": row["garment_id"],

@@ -180,7 +180,7 @@ def audit_labels(
     seen = set(trained_on or ())
     overlays = Path(out_dir) / "overlays" if out_dir else None
     suspects = []
-    for row, shot, label, maps in stream_predictions(model, frame, Path(root), cfg):
+    for row, shot, label, maps in stream_predictions(model, frame, Path(root), cfg, desc="audit labels"):
         file = f"{row['garment_id']}_{row['view']}"
         found = judge(file, shot, label, maps.prob, model.threshold, cfg)
         path = ""
