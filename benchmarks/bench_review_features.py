@@ -9,8 +9,11 @@ The candidates beside today's FEATURES: the same features read on the probabilit
 refinement (which sharpens the map toward the shot's edges and so hides the model's doubt), the
 disagreement with the mirrored shot's prediction, how well the predicted edge sits on an image edge, and
 how separable the colours either side of the edge are, and the predicted mask's shape (convexity, holes,
-extent: a bag cut out with the clothes is a confident mistake the map's doubt cannot show). Features are
-cached per model and folder (--cache), so feature sets can be compared again without predicting.
+extent: a bag cut out with the clothes is a confident mistake the map's doubt cannot show), and the shot's
+novelty: how far its image lies from the training split's in the model's own bottleneck (mean cosine
+distance to its NOVELTY_NEIGHBOURS nearest training shots), for confident mistakes on photos unlike those
+the model learnt from. Features are cached per model and folder (--cache), so feature sets can be compared
+again without predicting.
 """
 
 from __future__ import annotations
@@ -79,6 +82,43 @@ def mask_shape(mask: np.ndarray) -> dict[str, float]:
     }
 
 
+NOVELTY_NEIGHBOURS = 5
+
+
+def bottleneck(model):
+    """A keras model from the shot to its mean feature vector at the network's coarsest layer (the smallest
+    spatial output, its deepest layer there): what the model sees of the image, not of the mask."""
+    import keras
+
+    network = model.keras_model
+    spatial = [layer for layer in network.layers if len(layer.output.shape) == 4]
+    area = min(layer.output.shape[1] * layer.output.shape[2] for layer in spatial)
+    coarsest = [layer for layer in spatial if layer.output.shape[1] * layer.output.shape[2] == area][-1]
+    pooled = keras.layers.GlobalAveragePooling2D()(coarsest.output)
+    return keras.Model(network.inputs, pooled)
+
+
+def embeddings(model, frame, root: Path, cfg, split: str) -> np.ndarray:
+    """Each shot's unit-length bottleneck vector (split rows of `frame`, read as evaluation reads them)."""
+    from garmentseg.evaluation import _rows
+    from garmentseg.prepare import read_pair
+
+    encoder = bottleneck(model)
+    vectors = []
+    for i, (_, row) in enumerate(_rows(frame, split).iterrows()):
+        image, _ = read_pair(root, row, cfg.validation.max_pixels)
+        vectors.append(np.asarray(encoder.predict_on_batch(model.preprocess(image)[None]), np.float64)[0])
+        print(f"{split} embeddings: {i + 1}", file=sys.stderr, flush=True)
+    vectors = np.asarray(vectors)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def novelty(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Mean cosine distance of each vector to its NOVELTY_NEIGHBOURS nearest reference vectors."""
+    distance = 1.0 - vectors @ reference.T
+    return np.sort(distance, axis=1)[:, :NOVELTY_NEIGHBOURS].mean(axis=1)
+
+
 def extract(model, frame, root: Path, cfg, split: str) -> dict[str, np.ndarray]:
     """Per cutout: its Dice, today's features on the refined and the unrefined map (at the shot's size and at
     the model's), and the candidates."""
@@ -134,6 +174,7 @@ def extract(model, frame, root: Path, cfg, split: str) -> dict[str, np.ndarray]:
         if all(f is not None for f in a)
     ]
     return {
+        "embedding": embeddings(model, frame, root, cfg, split)[usable],
         "dice": np.asarray(rows["dice"])[usable],
         "refined": np.stack([rows["refined"][i] for i in usable]),
         "unrefined": np.stack([rows["unrefined"][i] for i in usable]),
@@ -161,7 +202,9 @@ def columns(data: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
     picked = []
     for name in names:
         source, _, feature = name.partition(":")
-        if source == "candidate":
+        if source == "candidate" and feature == "novelty":
+            picked.append(data["novelty"])
+        elif source == "candidate":
             picked.append(data["candidates"][:, CANDIDATES.index(feature)])
         else:
             picked.append(data[source][:, FEATURES.index(feature)])
@@ -226,15 +269,23 @@ def main() -> None:
 
     cfg = load_config(args.profile, None)
     key = args.model_uri.replace(":", "_").replace("/", "_")
+    model = None
     data = {}
     for name, folder, split in (("valid", args.dataset, "valid"), ("scored", args.scored, args.scored_split)):
         cached = args.cache / f"{key}-{folder.name}-{split}.npz"
         if not cached.is_file():
-            model = load_cutout_model(args.model_uri, cfg.tracking_uri)
+            model = model or load_cutout_model(args.model_uri, cfg.tracking_uri)
             frame, root = load_dataset(cfg, folder)
             cached.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cached, **extract(model, frame, root, cfg, split))
         data[name] = dict(np.load(cached))
+    reference = args.cache / f"{key}-{args.dataset.name}-train-embeddings.npy"
+    if not reference.is_file():
+        model = model or load_cutout_model(args.model_uri, cfg.tracking_uri)
+        frame, root = load_dataset(cfg, args.dataset)
+        np.save(reference, embeddings(model, frame, root, cfg, "train"))
+    for part in data.values():
+        part["novelty"] = novelty(part["embedding"], np.load(reference))
     target = cfg.review.target_dice
     today = [f"refined:{f}" for f in FEATURES]
     unrefined = [f"unrefined:{f}" for f in FEATURES]
@@ -258,6 +309,8 @@ def main() -> None:
             *(f"candidate:{c}" for c in SHAPE),
         ],
         "shrunk + mask shape": [*shrunk, *(f"candidate:{c}" for c in SHAPE)],
+        "model-size map + novelty": [*(f"small:{f}" for f in FEATURES), "candidate:novelty"],
+        "shrunk + novelty": [*shrunk, "candidate:novelty"],
     }
     policy = {
         source: at_policy(data, source, cfg) for source in ("refined", "unrefined", "small", "refined_small")
@@ -268,7 +321,7 @@ def main() -> None:
         *unrefined,
         *(f"small:{f}" for f in FEATURES),
         *(f"refined_small:{f}" for f in FEATURES),
-        *(f"candidate:{c}" for c in CANDIDATES),
+        *(f"candidate:{c}" for c in (*CANDIDATES, "novelty")),
     ]:
         below = data["scored"]["dice"] < target
         value = columns(data["scored"], [name])[:, 0]
