@@ -107,7 +107,7 @@ class _ThresholdSweep:
     needs-manual-cutout score and the Dice estimate's features, for tune_threshold's choice."""
 
     def __init__(self, model: CutoutModel, cfg: Config) -> None:
-        self.model, self.cfg = model, cfg
+        self.cfg = cfg
         self.grid = [float(t) for t in cfg.evaluation.threshold_grid]
         self.map_size = (model.input_height, model.input_width)
         self.dice_at: dict[float, list[float]] = {t: [] for t in self.grid}
@@ -182,9 +182,9 @@ def choose_refinement(model: CutoutModel, frame: pd.DataFrame, root: Path, cfg: 
     (to tune, then to score the edges), however many there are. With one candidate it is tune_threshold
     alone."""
     candidates = refinement_candidates(cfg.inference)
-    if len(candidates) == 1 or _rows(frame, "valid").empty:
-        return RefinementChoice(model.refinement, tune_threshold(model, frame, root, cfg))
     part = _rows(frame, "valid")
+    if len(candidates) == 1 or part.empty:
+        return RefinementChoice(model.refinement, tune_threshold(model, frame, root, cfg))
     models = [replace(model, refinement=refinement) for refinement in candidates]
     sweeps = [_ThresholdSweep(candidate, cfg) for candidate in models]
     tuning = f"tune {len(models)} refinements on valid"
