@@ -83,6 +83,7 @@ def mask_shape(mask: np.ndarray) -> dict[str, float]:
 
 
 NOVELTY_NEIGHBOURS = 5
+CACHE_VERSION = 2  # in the cache's file names; bumped when extract() returns another field (2: embedding)
 
 
 def bottleneck(model):
@@ -272,7 +273,7 @@ def main() -> None:
     model = None
     data = {}
     for name, folder, split in (("valid", args.dataset, "valid"), ("scored", args.scored, args.scored_split)):
-        cached = args.cache / f"{key}-{folder.name}-{split}.npz"
+        cached = args.cache / f"{key}-{folder.name}-{split}-v{CACHE_VERSION}.npz"
         if not cached.is_file():
             model = model or load_cutout_model(args.model_uri, cfg.tracking_uri)
             frame, root = load_dataset(cfg, folder)
