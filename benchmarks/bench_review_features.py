@@ -99,19 +99,24 @@ def bottleneck(model):
     return keras.Model(network.inputs, pooled)
 
 
-def embeddings(model, frame, root: Path, cfg, split: str) -> np.ndarray:
-    """Each shot's unit-length bottleneck vector (split rows of `frame`, read as evaluation reads them)."""
+def embed(encoder, batch: np.ndarray) -> np.ndarray:
+    """One preprocessed shot (a batch of one) -> its unit-length bottleneck vector."""
+    vector = np.asarray(encoder.predict_on_batch(batch), np.float64)[0]
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
+def training_embeddings(model, frame, root: Path, cfg) -> np.ndarray:
+    """embed() of every training shot of `frame`, read as evaluation reads them: novelty's reference."""
     from garmentseg.evaluation import _rows
     from garmentseg.prepare import read_pair
 
     encoder = bottleneck(model)
     vectors = []
-    for i, (_, row) in enumerate(_rows(frame, split).iterrows()):
+    for i, (_, row) in enumerate(_rows(frame, "train").iterrows()):
         image, _ = read_pair(root, row, cfg.validation.max_pixels)
-        vectors.append(np.asarray(encoder.predict_on_batch(model.preprocess(image)[None]), np.float64)[0])
-        print(f"{split} embeddings: {i + 1}", file=sys.stderr, flush=True)
-    vectors = np.asarray(vectors)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors.append(embed(encoder, model.preprocess(image)[None]))
+        print(f"train embeddings: {i + 1}", file=sys.stderr, flush=True)
+    return np.asarray(vectors)
 
 
 def novelty(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -138,13 +143,16 @@ def extract(model, frame, root: Path, cfg, split: str) -> dict[str, np.ndarray]:
         "small": [],
         "refined_small": [],
         "candidates": [],
+        "embedding": [],
     }
     t = model.threshold
+    encoder = bottleneck(model)
     for i, (_, row) in enumerate(part.iterrows()):
         image, truth = read_pair(root, row, cfg.validation.max_pixels)
         batch = model.preprocess(image)[None]
         small = model.predict_small(batch)[0]
         mirrored = model.predict_small(np.ascontiguousarray(batch[:, :, ::-1, :]))[0, :, ::-1]
+        rows["embedding"].append(embed(encoder, batch))
         served = 0.5 * (small + mirrored) if cfg.evaluation.flip_tta else small
         unrefined = upsample_proba(served, *image.shape[:2])
         refined = refine_proba(unrefined.copy(), image, model.refinement)
@@ -175,7 +183,7 @@ def extract(model, frame, root: Path, cfg, split: str) -> dict[str, np.ndarray]:
         if all(f is not None for f in a)
     ]
     return {
-        "embedding": embeddings(model, frame, root, cfg, split)[usable],
+        "embedding": np.asarray(rows["embedding"])[usable],
         "dice": np.asarray(rows["dice"])[usable],
         "refined": np.stack([rows["refined"][i] for i in usable]),
         "unrefined": np.stack([rows["unrefined"][i] for i in usable]),
@@ -284,7 +292,7 @@ def main() -> None:
     if not reference.is_file():
         model = model or load_cutout_model(args.model_uri, cfg.tracking_uri)
         frame, root = load_dataset(cfg, args.dataset)
-        np.save(reference, embeddings(model, frame, root, cfg, "train"))
+        np.save(reference, training_embeddings(model, frame, root, cfg))
     for part in data.values():
         part["novelty"] = novelty(part["embedding"], np.load(reference))
     target = cfg.review.target_dice
