@@ -21,6 +21,7 @@ from garmentseg.data.index import (
     load_dataset,
     read_index,
     write_index,
+    write_ingest_record,
 )
 from garmentseg.data.synth import synthesize
 
@@ -147,6 +148,34 @@ def test_a_pair_delivered_again_supersedes_the_indexed_one_and_keeps_its_split(
     assert (
         unordered.loc[unordered["garment_id"].eq(garment) & unordered["view"].eq(view), "batch_id"].item()
         == "zz-first"
+    )
+
+
+def test_the_delivery_ingested_last_is_active_whatever_the_batch_ids_and_the_previous_index(
+    tiny_batches: dict[str, Path], cfg: Config, tmp_path: Path
+) -> None:
+    """Two corrections of one shot: the original's only row goes after the first, so the previous index
+    no longer knows it; the second correction still wins, and a fresh reindex agrees."""
+    data = _data_dir(tmp_path, tiny_batches, [])
+    garment = build_index(data, cfg).iloc[0]["garment_id"]
+    name = f"{garment}_Front.png"
+    previous = None
+    for batch, moment in (("zz-original", "08:00"), ("aa-fix1", "09:00"), ("ab-fix2", "10:00")):
+        delivery = data / "batches" / batch
+        for side in ("raw", "cutouts"):
+            (delivery / side).mkdir(parents=True)
+            shutil.copyfile(tiny_batches["base"] / side / name, delivery / side / name)
+        (delivery / "cutouts" / name).write_bytes((delivery / "cutouts" / name).read_bytes() + batch.encode())
+        write_ingest_record(delivery, f"2026-12-04T{moment}:00.000000+00:00")
+        previous = build_index(data, cfg, previous=previous)
+        active = previous[(previous["garment_id"] == garment) & (previous["view"] == "Front")]
+        assert active["batch_id"].tolist() == [batch], f"after {batch}"
+    fresh = build_index(data, cfg)
+    assert (
+        fresh.loc[fresh["garment_id"].eq(garment) & fresh["view"].eq("Front"), "batch_id"].item() == "ab-fix2"
+    )
+    assert (
+        (data / fresh[fresh["batch_id"] == "ab-fix2"]["cutout_path"].item()).read_bytes().endswith(b"ab-fix2")
     )
 
 

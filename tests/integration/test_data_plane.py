@@ -27,7 +27,7 @@ import yaml
 
 from garmentseg.config import load_config
 from garmentseg.data import plane, versioning
-from garmentseg.data.index import INDEX_FILE, read_index
+from garmentseg.data.index import INDEX_FILE, INGEST_RECORD, read_index
 from garmentseg.data.synth import synthesize
 from garmentseg.deploy import free_port
 
@@ -52,6 +52,11 @@ def _tree(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+def _delivered(batch: Path) -> dict[str, str]:
+    """_tree of an ingested batch without its ingest record: what the delivery itself brought."""
+    return {k: v for k, v in _tree(batch).items() if k != INGEST_RECORD}
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +158,7 @@ def test_two_clones_share_a_data_version_through_s3_only(
     assert (worker / "data" / "batches" / "b-0001.dvc").read_text() == (
         ingester / "data" / "batches" / "b-0001.dvc"
     ).read_text()
-    assert _tree(worker / "data" / "batches" / "b-0001") == _tree(incoming)
+    assert _delivered(worker / "data" / "batches" / "b-0001") == _tree(incoming)
     print(f"checkout of {version} on a fresh clone: {seconds:.1f}s (command included)")
 
     shown = _garmentseg(worker, env, "data", "version")
@@ -169,7 +174,7 @@ def test_two_clones_share_a_data_version_through_s3_only(
     shutil.rmtree(worker / "data" / "batches" / "b-0001")
     pulled = _garmentseg(worker, env, "data", "pull")  # a worker holding the index gets the rest
     assert pulled.returncode == 0 and version in pulled.stdout, pulled.stderr
-    assert _tree(worker / "data" / "batches" / "b-0001") == _tree(incoming)
+    assert _delivered(worker / "data" / "batches" / "b-0001") == _tree(incoming)
 
     # The other way round, and back: the worker adds a batch, the ingester follows, then returns to v1.
     second = _garmentseg(worker, env, "data", "add", str(_batch(tmp_path / "landing" / "b-0002", 202)))
@@ -196,7 +201,7 @@ def test_a_worker_materialises_the_runs_data_version(
         monkeypatch.setenv(key, env[key])
     cfg = load_config("demo", worker / "params.yaml")
     assert plane.materialise(cfg, version), "a fresh worker checks the version out"
-    assert _tree(worker / "data" / "batches" / "b-0001") == _tree(incoming)
+    assert _delivered(worker / "data" / "batches" / "b-0001") == _tree(incoming)
     assert versioning.data_version(cfg) == version
     assert not plane.materialise(cfg, version), "a worker that holds it does nothing"
 
@@ -250,7 +255,7 @@ def test_the_images_dvc_project_without_git_adds_and_checks_out(
     pod = _as_in_the_image(tmp_path / "pod")
     out = _garmentseg(pod, env, "data", "checkout", version)
     assert out.returncode == 0, out.stderr
-    assert _tree(pod / "data" / "batches" / "b-0001") == _tree(incoming)
+    assert _delivered(pod / "data" / "batches" / "b-0001") == _tree(incoming)
     info = json.loads(_garmentseg(pod, env, "data", "version").stdout)
     assert (info["data_version"], info["data_state"]) == (version, "clean")
     assert info["git_commit"] == env["GARMENTSEG_GIT_COMMIT"], "the commit baked into the image"
@@ -299,7 +304,7 @@ def _assert_added_once(root: Path, incoming: Path, version: str) -> None:
     data = root / "data"
     index = read_index(data / INDEX_FILE)
     assert (index["batch_id"] == "b-0001").sum() == 6, "the batch is in the index once"
-    assert _tree(data / "batches" / "b-0001") == _tree(incoming)
+    assert _delivered(data / "batches" / "b-0001") == _tree(incoming)
     assert (data / "batches" / "b-0001.dvc").is_file()
     assert not [p for p in (data / "batches").iterdir() if p.name.endswith(".staging")], "no staging left"
     assert versioning.status(root) == {}, "DVC's records match the tree"

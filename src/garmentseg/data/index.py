@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -25,6 +26,11 @@ from garmentseg.data.contract import GARMENTS_CSV, batch_id_of, discover_pairs
 from garmentseg.imageio import ImageError, read_header
 
 log = logging.getLogger(__name__)
+
+# Written into each ingested batch's folder (a dot-file, so no part of the contract): when the batch entered
+# the dataset. The latest delivery of a garment's view is the active one, and the record travels with the
+# batch in every data version, so a fresh reindex on another machine picks the same rows.
+INGEST_RECORD = ".ingest.json"
 
 INDEX_COLUMNS = [
     "garment_id",
@@ -142,18 +148,36 @@ def batch_folder(batch_id: str) -> str:
     return batch_id if batch_id.startswith(f"{SYNTH_DIR}/") else f"{BATCHES_DIR}/{batch_id}"
 
 
+def write_ingest_record(folder: Path, ingested_at: str) -> None:
+    """Record in a batch's folder when it entered the dataset (an ISO-8601 UTC time)."""
+    (Path(folder) / INGEST_RECORD).write_text(json.dumps({"ingested_at": ingested_at}) + "\n")
+
+
+def ingest_time(folder: Path) -> str | None:
+    """When the batch in `folder` entered the dataset; None for a synthetic base dataset, or a batch
+    ingested before the record existed."""
+    record = Path(folder) / INGEST_RECORD
+    if not record.is_file():
+        return None
+    try:
+        return str(json.loads(record.read_text())["ingested_at"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetIndexError(f"{record}: unreadable ingest record ({exc})") from None
+
+
 def build_index(data_dir: Path, cfg: Config, previous: pd.DataFrame | None = None) -> pd.DataFrame:
     """Index data_dir/synth/* and data_dir/batches/*; paths relative to data_dir; known garments keep
     the split `previous` gave them."""
     data_dir = Path(data_dir)
-    frames = []
+    frames, ingested = [], {}
     for batch_id, folder in dataset_folders(data_dir):
         df = index_folder(folder, cfg, batch_id=batch_id)
         prefix = folder.relative_to(data_dir).as_posix() + "/"
         df["raw_path"] = prefix + df["raw_path"]
         df["cutout_path"] = prefix + df["cutout_path"]
         frames.append(df)
-    df = _supersede(_frame(pd.concat(frames, ignore_index=True) if frames else []), previous)
+        ingested[batch_id] = ingest_time(folder)
+    df = _supersede(_frame(pd.concat(frames, ignore_index=True) if frames else []), ingested, previous)
     if previous is not None and len(previous):
         kept = previous.groupby("garment_id")["split"].first().to_dict()
         known = df["garment_id"].isin(kept)
@@ -164,16 +188,22 @@ def build_index(data_dir: Path, cfg: Config, previous: pd.DataFrame | None = Non
     return df
 
 
-def _supersede(df: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
-    """One active row per garment and view: a pair delivered again (a retoucher's correction) replaces the
-    one the previous index held; the older batch stays in the tree and in earlier data versions. Among
-    batches the previous index did not know, or with no previous index, the last batch id wins."""
+def _supersede(
+    df: pd.DataFrame, ingested: dict[str, str | None], previous: pd.DataFrame | None
+) -> pd.DataFrame:
+    """One active row per garment and view: the pair delivered last (a retoucher's correction) replaces
+    the earlier ones, which stay in the tree and in earlier data versions. "Last" is the batches' ingest
+    records (`ingested`, batch id -> time). Batches without one (synthetic bases, batches ingested before
+    the record) rank below those with one; among them a batch the previous index did not know wins, then
+    the last batch id."""
     key = ["garment_id", "view"]
     repeated = df.duplicated(key, keep=False)
     if not repeated.any():
         return df
     known = set(previous["batch_id"]) if previous is not None else set()
-    rank = df["batch_id"].map(lambda b: (b not in known, b))
+    rank = df["batch_id"].map(
+        lambda b: (ingested.get(b) is not None, ingested.get(b) or "", b not in known, b)
+    )
     order = sorted(range(len(df)), key=lambda i: rank.iloc[i])
     kept = df.iloc[order].drop_duplicates(key, keep="last")
     for row in df[repeated & ~df.index.isin(kept.index)].itertuples():

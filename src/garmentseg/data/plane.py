@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,7 @@ from garmentseg.data.index import (
     dataset_folders,
     read_index,
     reindex,
+    write_ingest_record,
 )
 from garmentseg.locks import exclusive
 
@@ -227,7 +229,8 @@ def _check_batch(batch_dir: Path, batch_id: str) -> int:
 
 
 def _copy_in(source: Path, dest: Path, files: dict[str, str]) -> None:
-    """Copy the contract files to a staging folder beside dest, verify every byte, rename into place."""
+    """Copy the contract files to a staging folder beside dest, verify every byte, record the time of
+    ingest (which delivery of a view is the latest), rename into place."""
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=STAGING_SUFFIX, dir=dest.parent))
     try:
         for rel in files:
@@ -237,6 +240,7 @@ def _copy_in(source: Path, dest: Path, files: dict[str, str]) -> None:
         if copied != files:
             bad = sorted(k for k in files if copied.get(k) != files[k])
             raise DatasetError(f"{source}: copy differs from the source for {bad[:5]}")
+        write_ingest_record(staging, datetime.now(UTC).isoformat(timespec="microseconds"))
         staging.rename(dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
