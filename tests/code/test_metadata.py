@@ -49,7 +49,7 @@ def test_listing_flags_names_twins_orphans_and_missing_views(tmp_path, cfg):
         "raw/IMG_0001.png",
     ):
         touch(tmp_path, rel)
-    touch(tmp_path, "garments.csv")
+    touch(tmp_path, "garments.csv", b"garment_id,garment_type,difficulty\n")
     touch(tmp_path, "notes.txt")
     for junk in (
         "Thumbs.db",
@@ -81,6 +81,26 @@ def test_listing_flags_names_twins_orphans_and_missing_views(tmp_path, cfg):
         "AppleDouble" in rows.loc["raw/._x.png", "os_junk"] and "Windows" in rows.loc["Thumbs.db", "os_junk"]
     )
     assert not rows.loc[f"raw/{GID}_FrontRight.png", "present"]  # the view nobody delivered
+
+
+def test_listing_flags_an_unreadable_garments_csv_a_linked_folder_and_a_name_no_text_can_hold(tmp_path, cfg):
+    """What would pass the listing and then break the index, or read files from outside the batch."""
+    import os
+
+    elsewhere = tmp_path / "elsewhere"
+    touch(elsewhere, f"{GID}_Front.png")
+    batch = tmp_path / "batch"
+    touch(batch, f"raw/{GID}_Back.png")
+    touch(batch, os.fsdecode(b"raw/caf\xe9_Back.png"))
+    (batch / "cutouts").symlink_to(elsewhere)
+    (batch / "garments.csv").write_bytes(b"\xff\xfe not text")
+    rows = listed(batch, cfg)
+    assert rows.loc["garments.csv", "layout_error"] == "garments.csv is not UTF-8 text"
+    assert rows.loc["cutouts/", "layout_error"] == "cutouts/ is a symbolic link; a batch holds its own files"
+    assert "cutouts/" in rows.loc[f"raw/{GID}_Back.png", "partner_missing"], "nothing read through the link"
+    assert rows.loc["raw/caf\\xe9_Back.png", "name_error"].startswith("file name is not UTF-8")
+    plan = md.plan_batch(batch, "studio", cfg.source)
+    assert all("caf" not in (u.raw or "") for u in plan.units), "a name no text can hold is not read"
 
 
 def test_views_outside_the_source_and_optional_views(tmp_path, cfg):

@@ -120,6 +120,18 @@ def test_unreadable_batch_is_left_alone(tmp_path):
     assert not cfg.path(cfg.paths.quarantine_dir).exists()
 
 
+def test_a_folder_whose_name_cannot_be_a_batch_id_is_left_alone_with_how_to_fix_it(tmp_path):
+    cfg = small_project(tmp_path / "project")
+    folder = tmp_path / "landing" / "studio batch 01"
+    write_clean_batch(folder, 1, width=W, height=H, seed=3)
+    before = tree_digest(folder)
+    result = CliRunner().invoke(main, ["ingest", str(folder), "--params", str(cfg.root / "params.yaml")])
+    assert result.exit_code == 2 and result.output.startswith("unreadable:"), result.output
+    assert "'studio batch 01' cannot name a batch" in result.output and "--batch-id" in result.output
+    assert tree_digest(folder) == before, "left where it landed, untouched"
+    assert not cfg.path(cfg.paths.quarantine_dir).exists()
+
+
 def test_routes_follow_the_validation_verdict(tmp_path):
     cfg = small_project(tmp_path / "project")
     routes = {

@@ -136,3 +136,23 @@ def test_a_returned_cutout_that_fails_validation_is_refused_by_name_and_kept(
     assert {k: v for k, v in tree_digest(kept).items() if not k.startswith("_report/")} == digest
     assert versioning.data_version(project) == version
     assert {i.state for i in ReviewQueue.from_config(project).items()} == {"pending"}
+
+
+def test_an_import_folder_with_a_stray_folder_a_dead_link_or_no_files_is_refused_by_name(
+    project: Config, tmp_path: Path
+) -> None:
+    """The batch id comes from the folder's files before validation runs: what is not a file is left to
+    validation (quarantined, named), and a folder with nothing to import is an error, not a traceback."""
+    exported = tmp_path / "exported"
+    assert _cli(project, "review", "export", str(exported), "--pending")[0] == 0
+    (exported / "raw" / "extra").mkdir()
+    (exported / "cutouts" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    code, out, err = _cli(project, "review", "import", str(exported), "--no-push")
+    assert code == 1 and "failed validation" in out, out + err
+    assert "refused raw/extra: layout: unexpected folder inside raw/" in err
+    assert "refused cutouts/gone.png: layout: unexpected symbolic link inside cutouts/" in err
+    empty = tmp_path / "empty"
+    (empty / "raw").mkdir(parents=True)
+    code, out, err = _cli(project, "review", "import", str(empty), "--no-push")
+    assert code == 1 and f"{empty}: no files in raw/ or cutouts/ to import" in err, out + err
+    assert "Traceback" not in out + err

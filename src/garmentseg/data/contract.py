@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import csv
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -22,7 +24,10 @@ SUFFIX = ".png"
 # Optional per-garment metadata a batch may carry (garment_id, garment_type, difficulty); the synthetic
 # studio writes it, real studios may.
 GARMENTS_CSV = "garments.csv"
+GARMENTS_COLUMNS = ("garment_id", "garment_type", "difficulty")
 _NAME = re.compile(r"^(?P<garment>[^_]+)_(?P<view>[^_.]+)\.png$")
+# A batch is named by its folder, and the name becomes a folder, a DVC pointer and a database key.
+_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class ContractError(ValueError):
@@ -50,8 +55,18 @@ class Pair:
     cutout: str | None
 
 
+def printable_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (a zip from an old Windows machine) shown as \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def parse_shot_name(name: str) -> ShotKey:
     """`<uuid>_<View>.png` -> ShotKey, or ContractError naming the file and the broken rule."""
+    if printable_name(name) != name:
+        raise ContractError(
+            f"{printable_name(name)}: file name is not UTF-8 text (written by an old archiver?); "
+            "name it <garment_uuid>_<View>.png"
+        )
     match = _NAME.match(name)
     if not match:
         raise ContractError(f"{name}: name must be <garment_uuid>_<View>.png with View in {', '.join(VIEWS)}")
@@ -113,11 +128,14 @@ def discover_pairs(batch_dir: Path) -> tuple[list[Pair], list[tuple[str, str]]]:
         )
     for side, found in sides.items():
         folder = batch_dir / side
+        if folder.is_symlink():  # (a file may be a link: DVC's symlink cache makes them)
+            problems.append((side + "/", f"{side}/ is a symbolic link; a batch holds its own files"))
+            continue
         if not folder.is_dir():
             problems.append((side + "/", f"folder {side}/ is missing"))
             continue
         for path in sorted(folder.iterdir()):
-            rel = f"{side}/{path.name}"
+            rel = f"{side}/{printable_name(path.name)}"
             if os_junk(path.name):
                 continue
             if path.is_dir():
@@ -134,17 +152,56 @@ def discover_pairs(batch_dir: Path) -> tuple[list[Pair], list[tuple[str, str]]]:
             found[key] = rel
     keys = sorted(set(sides[RAW_DIR]) | set(sides[CUTOUT_DIR]))
     pairs = [Pair(key=k, raw=sides[RAW_DIR].get(k), cutout=sides[CUTOUT_DIR].get(k)) for k in keys]
-    for top in sorted(batch_dir.iterdir()):
-        if (
-            top.name not in sides
-            and top.name != GARMENTS_CSV
-            and not top.name.startswith(".")
-            and not os_junk(top.name)
-        ):
-            problems.append((top.name, "unexpected entry at batch top level (expected raw/ and cutouts/)"))
-    return pairs, problems
+    return pairs, problems + _stray_top_level(batch_dir)
+
+
+def _stray_top_level(batch_dir: Path) -> list[tuple[str, str]]:
+    """What sits beside raw/, cutouts/ and garments.csv and is neither OS junk nor hidden."""
+    return [
+        (printable_name(top.name), "unexpected entry at batch top level (expected raw/ and cutouts/)")
+        for top in sorted(batch_dir.iterdir())
+        if top.name not in (RAW_DIR, CUTOUT_DIR, GARMENTS_CSV)
+        and not top.name.startswith(".")
+        and not os_junk(top.name)
+    ]
 
 
 def batch_id_of(batch_dir: Path) -> str:
     """A batch is named by its folder."""
     return Path(batch_dir).resolve().name
+
+
+def batch_id_problem(batch_id: str) -> str | None:
+    """Why `batch_id` cannot name a batch, in a data steward's words; None when it can."""
+    if _BATCH_ID.match(batch_id):
+        return None
+    return (
+        f"batch id {printable_name(batch_id)!r} cannot name a batch: use up to 128 ASCII letters, digits, "
+        "'.', '_' or '-', starting with a letter or digit (no spaces or accents); rename the folder or "
+        "pass --batch-id"
+    )
+
+
+def read_garments_csv(path: Path) -> dict[str, tuple[str, str]]:
+    """garment id (lower case) -> (garment_type, difficulty) from a batch's garments.csv; ContractError
+    naming the file and what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ContractError(f"{path}: {GARMENTS_CSV} is not a file")
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in GARMENTS_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ContractError(
+                    f"{path}: {GARMENTS_CSV} lacks the columns {', '.join(missing)} "
+                    f"(a comma-separated header {','.join(GARMENTS_COLUMNS)} is expected)"
+                )
+            return {
+                (row["garment_id"] or "").lower(): (row["garment_type"] or "", row["difficulty"] or "")
+                for row in reader
+            }
+    except UnicodeDecodeError:
+        raise ContractError(f"{path}: {GARMENTS_CSV} is not UTF-8 text") from None
+    except csv.Error as exc:
+        raise ContractError(f"{path}: {GARMENTS_CSV} is not a readable CSV ({exc})") from None

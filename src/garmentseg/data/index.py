@@ -12,7 +12,6 @@ dataset: the configured data dir by default, or any data dir, index file or cont
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -22,7 +21,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from garmentseg.config import Config, SplitConfig
-from garmentseg.data.contract import GARMENTS_CSV, batch_id_of, discover_pairs
+from garmentseg.data.contract import (
+    GARMENTS_CSV,
+    ContractError,
+    batch_id_of,
+    discover_pairs,
+    read_garments_csv,
+)
 from garmentseg.imageio import ImageError, read_header
 
 log = logging.getLogger(__name__)
@@ -75,14 +80,12 @@ def _sha256(data: bytes) -> str:
 
 def _garment_meta(batch_dir: Path) -> dict[str, tuple[str, str]]:
     path = batch_dir / GARMENTS_CSV
-    if not path.is_file():
+    if not path.exists():
         return {}
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"garment_id", "garment_type", "difficulty"} - set(reader.fieldnames or [])
-        if missing:
-            raise DatasetIndexError(f"{path}: missing columns {sorted(missing)}")
-        return {r["garment_id"].lower(): (r["garment_type"], r["difficulty"]) for r in reader}
+    try:
+        return read_garments_csv(path)
+    except ContractError as exc:
+        raise DatasetIndexError(str(exc)) from None
 
 
 def index_folder(batch_dir: Path, cfg: Config, batch_id: str | None = None) -> pd.DataFrame:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import shutil
 import tempfile
 import time
@@ -37,7 +36,15 @@ import yaml
 
 from garmentseg.config import Config
 from garmentseg.data import store, versioning
-from garmentseg.data.contract import CUTOUT_DIR, GARMENTS_CSV, RAW_DIR, batch_id_of, discover_pairs, os_junk
+from garmentseg.data.contract import (
+    CUTOUT_DIR,
+    GARMENTS_CSV,
+    RAW_DIR,
+    batch_id_of,
+    batch_id_problem,
+    discover_pairs,
+    os_junk,
+)
 from garmentseg.data.index import (
     BATCHES_DIR,
     INDEX_FILE,
@@ -54,7 +61,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STAGING_SUFFIX = ".staging"
 
 
@@ -203,11 +209,12 @@ def dataset_lock(cfg: Config) -> Iterator[None]:
 
 
 def contract_files(batch_dir: Path) -> dict[str, str]:
-    """Relative path -> SHA-256 of what the contract consists of (raw/, cutouts/, garments.csv)."""
+    """Relative path -> SHA-256 of what the contract consists of (raw/, cutouts/, garments.csv): the files
+    in them, not a .DS_Store beside the shots, a stray folder or a dangling link (validation names those)."""
     files = {}
     for side in (RAW_DIR, CUTOUT_DIR):
         for path in sorted((batch_dir / side).glob("*")):
-            if not os_junk(path.name):  # a .DS_Store beside the shots is no part of the batch
+            if path.is_file() and not os_junk(path.name):
                 files[f"{side}/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
     meta = batch_dir / GARMENTS_CSV
     if meta.is_file():
@@ -216,8 +223,9 @@ def contract_files(batch_dir: Path) -> dict[str, str]:
 
 
 def _check_batch(batch_dir: Path, batch_id: str) -> int:
-    if not _BATCH_ID.match(batch_id):
-        raise DatasetError(f"{batch_dir}: batch id {batch_id!r} must match {_BATCH_ID.pattern}")
+    problem = batch_id_problem(batch_id)
+    if problem:
+        raise DatasetError(f"{batch_dir}: {problem}")
     pairs, problems = discover_pairs(batch_dir)
     incomplete = [p.raw or p.cutout for p in pairs if p.raw is None or p.cutout is None]
     reasons = [f"{rel}: {why}" for rel, why in problems] + [f"{rel}: no partner" for rel in incomplete]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from garmentseg.data.contract import GARMENTS_CSV, discover_pairs
+from garmentseg.data.contract import GARMENTS_CSV, discover_pairs, read_garments_csv
 from garmentseg.imageio import read_image, write_png
 
 TILE_HEIGHT = 200
@@ -29,9 +28,10 @@ def contact_sheet(
         raise ValueError(f"{batch_dir}: no complete raw/cutout pairs to show")
     tags: dict[str, str] = {}
     meta = Path(batch_dir) / GARMENTS_CSV
-    if meta.is_file():
-        with meta.open() as fh:
-            tags = {r["garment_id"]: f"{r['garment_type']} {r['difficulty']}" for r in csv.DictReader(fh)}
+    if meta.exists():
+        tags = {
+            garment: f"{kind} {difficulty}" for garment, (kind, difficulty) in read_garments_csv(meta).items()
+        }
     by_garment: dict[str, list] = {}
     for pair in pairs:
         by_garment.setdefault(pair.key.garment_id, []).append(pair)

@@ -127,10 +127,16 @@ def export_cmd(profile: str | None, params: str | None, out_dir: Path, pending: 
 def import_cmd(profile: str | None, params: str | None, folder: Path, by: str | None, push: bool) -> None:
     """Validate the retouched FOLDER, ingest it as a new batch (corrections supersede the dataset's
     labels) and close its queue items. Exit 1 when validation refuses it (it is quarantined whole)."""
+    from garmentseg.data.contract import ContractError
+    from garmentseg.data.plane import DatasetError
+    from garmentseg.data.versioning import DvcError
     from garmentseg.review.roundtrip import import_corrections
 
     cfg, queue = _queue(profile, params)
-    result = import_corrections(cfg, queue, folder, by=by or getpass.getuser(), push=push)
+    try:
+        result = import_corrections(cfg, queue, folder, by=by or getpass.getuser(), push=push)
+    except (DatasetError, DvcError, ContractError) as exc:  # refused or rolled back: nothing half-ingested
+        raise click.ClickException(str(exc)) from exc
     click.echo(result.outcome.message)
     if not result.ok:
         for line in result.refused:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR, SUFFIX, discover_pairs
-from garmentseg.data.plane import contract_files
+from garmentseg.data.plane import DatasetError, contract_files
 from garmentseg.imageio import encode_png, read_image
 from garmentseg.review.store import ReviewItem, ReviewQueue
 from garmentseg.validation.ingest import (
@@ -57,7 +57,10 @@ def export_items(
 def import_batch_id(folder: Path) -> str:
     """The batch id of a returned folder, from its contract files' content: the same folder, the same id."""
     if not contract_files(Path(folder)):
-        raise FileNotFoundError(f"{folder}: no raw/ or cutouts/ PNGs to import")
+        raise DatasetError(
+            f"{folder}: no files in raw/ or cutouts/ to import (`garmentseg review export` writes "
+            "raw/<garment>_<View>.png and cutouts/<garment>_<View>.png)"
+        )
     return f"{BATCH_PREFIX}{delivery_digest(folder)[:16]}"
 
 

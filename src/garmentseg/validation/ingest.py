@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from garmentseg.config import Config
-from garmentseg.data.contract import batch_id_of
+from garmentseg.data.contract import batch_id_of, batch_id_problem, printable_name
 from garmentseg.validation.metadata import REPORT_DIR_NAME
 from garmentseg.validation.validate import (
     EXIT_FAILED,
@@ -134,9 +134,14 @@ def ingest_batch(
     batch_id: str | None = None,
     push: bool = True,
 ) -> IngestOutcome:
-    """Validate the batch and act on `route_batch`: ingest, quarantine whole, or leave it where it is."""
+    """Validate the batch and act on `route_batch`: ingest, quarantine whole, or leave it where it is (also
+    when its folder's name cannot be a batch id: nothing is wrong with its content)."""
     batch_dir = Path(batch_dir)
     batch_id = batch_id or batch_id_of(batch_dir)
+    unnameable = batch_id_problem(batch_id)
+    if unnameable:
+        name = printable_name(batch_id)
+        return IngestOutcome(UNREADABLE, name, EXIT_UNREADABLE, None, None, f"{batch_dir}: {unnameable}")
     earlier = where_is(cfg, batch_id)
     if not batch_dir.exists() and earlier and earlier[0] == QUARANTINED:
         report_dir = cfg.path(cfg.paths.reports_dir) / batch_id

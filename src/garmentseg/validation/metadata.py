@@ -30,6 +30,8 @@ from garmentseg.data.contract import (
     ShotKey,
     os_junk,
     parse_shot_name,
+    printable_name,
+    read_garments_csv,
 )
 from garmentseg.imageio import ImageError, ImageHeader, check_size, read_header, read_image, sniff_format
 from garmentseg.validation import content
@@ -183,17 +185,24 @@ class _SideListing:
 
 
 def _stray_top_level_rows(batch_dir: Path) -> list[dict[str, Any]]:
+    """Rows for what sits beside raw/ and cutouts/: OS junk, stray entries, and a garments.csv that cannot
+    be read (the index would refuse it after validation passed)."""
     rows = []
     for top in sorted(batch_dir.iterdir()):
         junk = os_junk(top.name)
         if junk:
-            rows.append(_row(top.name, "other", os_junk=junk))
+            rows.append(_row(printable_name(top.name), "other", os_junk=junk))
+        elif top.name == GARMENTS_CSV:
+            try:
+                read_garments_csv(top)
+            except ContractError as exc:
+                rows.append(_row(top.name, "other", layout_error=str(exc).split(": ", 1)[1]))
         elif top.name not in (RAW_DIR, CUTOUT_DIR, GARMENTS_CSV, REPORT_DIR_NAME) and not top.name.startswith(
             "."
         ):
             rows.append(
                 _row(
-                    top.name,
+                    printable_name(top.name),
                     "other",
                     layout_error="unexpected entry at the batch top level "
                     f"(a batch holds {RAW_DIR}/, {CUTOUT_DIR}/ and optionally {GARMENTS_CSV})",
@@ -205,15 +214,23 @@ def _stray_top_level_rows(batch_dir: Path) -> list[dict[str, Any]]:
 def _list_side(batch_dir: Path, side: str, source_name: str, source: SourceConfig) -> _SideListing:
     folder = batch_dir / side
     listing = _SideListing(rows=[], lone=[], canonical={})
+    if folder.is_symlink():
+        listing.rows.append(
+            _row(side + "/", "other", layout_error=f"{side}/ is a symbolic link; a batch holds its own files")
+        )
+        return listing
     if not folder.is_dir():
         listing.rows.append(_row(side + "/", "other", layout_error=f"folder {side}/ is missing"))
         return listing
     found: dict[ShotKey, list[str]] = {}
     for path in sorted(folder.iterdir()):
-        rel = f"{side}/{path.name}"
+        rel = f"{side}/{printable_name(path.name)}"
         junk = os_junk(path.name)
         if junk:
             listing.rows.append(_row(rel, side, os_junk=junk))
+            continue
+        if printable_name(path.name) != path.name:  # reported by name; a file no text can name is not read
+            listing.rows.append(_row(rel, side, name_error=_shot_key(path.name, source_name, source)[1]))
             continue
         if path.is_dir() or path.is_symlink():
             what = "folder" if path.is_dir() else "symbolic link"
