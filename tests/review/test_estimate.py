@@ -146,3 +146,20 @@ def test_the_estimate_reads_the_map_its_profile_names_and_remembers_it() -> None
     assert read_quality_estimate({QUALITY_KEY: stored}, "models:/m-before").map_of(maps) is refined
     with pytest.raises(ValueError, match="estimate_map"):
         _review().model_validate({**_review().model_dump(), "estimate_map": "sharpened"})
+
+
+def test_the_ridge_strength_is_chosen_among_those_given_and_recorded() -> None:
+    review = _review(target_recall=0.9, budget_share=None)
+    probs, truth_dice = _cases(5, 60)
+    features = [Q.quality_features(p, 0.5, SIZE) for p in probs]
+    shipped = Q.calibrate(features, truth_dice, review, SIZE)
+    assert shipped.ridge_alpha == Q.RIDGE_ALPHAS[0] == 1.0
+    strengths = (0.01, 1.0, 1e6)
+    chosen = Q.calibrate(features, truth_dice, review, SIZE, alphas=strengths)
+    assert chosen.ridge_alpha in strengths and chosen.ridge_alpha != 1e6, (
+        "a ridge that flattens every estimate"
+    )
+    crushed = Q.calibrate(features, truth_dice, review, SIZE, alphas=(1e6,))
+    assert np.abs(crushed.coef).max() < 0.01 * np.abs(shipped.coef).max()
+    stored = {k: v for k, v in shipped.to_dict().items() if k != "ridge_alpha"}  # logged before the field
+    assert Q.QualityEstimate.from_dict(stored).ridge_alpha == 1.0

@@ -42,7 +42,10 @@ FEATURES = (
 )
 # 1 - Dice is regressed in log space; this floor keeps a perfect cutout finite.
 ERROR_FLOOR = 0.005
-RIDGE_ALPHA = 1.0
+# The ridge's strength, or the strengths it is chosen among by leave-one-out on the validation cutouts. One,
+# fixed: 0.1-1000 and the leave-one-out choice rank alike on the street photos, and a strong ridge costs the
+# studio (docs/real-photos.md, "The ridge's strength").
+RIDGE_ALPHAS: tuple[float, ...] = (1.0,)
 EDGE_BAND_SHARE = 0.01
 CV_FOLDS = 5
 # Which probability map the features may read (review.estimate_map): the refined one the cutout is made of,
@@ -111,6 +114,7 @@ class QualityEstimate:
     below_target: int  # of which below target_dice
     map_size: tuple[int, int]  # (height, width) the features are read at: the model's input size
     reads: str = "refined"  # which map the features read: one of ESTIMATE_MAPS
+    ridge_alpha: float = 1.0  # the ridge's strength, as chosen on the validation cutouts
 
     def map_of(self, maps: Maps) -> np.ndarray:
         """The map of one shot's Maps this estimate reads."""
@@ -165,15 +169,23 @@ def policy_threshold(estimates: Sequence[float], dice: Sequence[float], review: 
     return float(below[needed - 1])
 
 
+def ridge_regression(alphas: Sequence[float] = RIDGE_ALPHAS):
+    """The estimate's regression: a ridge whose strength is chosen among `alphas` by leave-one-out (one
+    strength: that one)."""
+    from sklearn.linear_model import RidgeCV
+
+    return RidgeCV(alphas=np.asarray(alphas, np.float64))
+
+
 def calibrate(
     features: Sequence[np.ndarray | None],
     dice: Sequence[float],
     review: ReviewConfig,
     map_size: tuple[int, int],
+    alphas: Sequence[float] = RIDGE_ALPHAS,
 ) -> QualityEstimate:
     """Fit the estimate to the true Dice of validation cutouts (features read at `map_size` on the map
     `review.estimate_map` names) and set the policy's threshold there."""
-    from sklearn.linear_model import Ridge
     from sklearn.model_selection import KFold, cross_val_predict
 
     usable = [i for i, f in enumerate(features) if f is not None]
@@ -186,9 +198,9 @@ def calibrate(
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
     z = (x - mean) / scale
-    ridge = Ridge(alpha=RIDGE_ALPHA).fit(z, y)
+    ridge = ridge_regression(alphas).fit(z, y)
     folds = KFold(CV_FOLDS, shuffle=True, random_state=0)
-    held_out = cross_val_predict(Ridge(alpha=RIDGE_ALPHA), z, y, cv=folds)
+    held_out = cross_val_predict(ridge_regression(alphas), z, y, cv=folds)
     cv_estimates = np.clip(1.0 + ERROR_FLOOR - np.exp(held_out), 0.0, 1.0)
     all_estimates = np.zeros(len(features))  # empty masks estimate 0: always reviewed
     all_estimates[usable] = cv_estimates
@@ -209,6 +221,7 @@ def calibrate(
         below_target=int(np.sum(np.asarray(dice) < review.target_dice)),
         map_size=(int(map_size[0]), int(map_size[1])),
         reads=review.estimate_map,
+        ridge_alpha=float(ridge.alpha_),
     )
 
 
