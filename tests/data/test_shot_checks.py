@@ -64,6 +64,49 @@ def test_same_shot_as_a_dataset_one_is_an_error_but_a_correction_is_not(tmp_path
     assert (cfg.path(cfg.paths.state_dir) / "cache" / SIGNATURES).is_file()
 
 
+def test_another_picture_under_a_garment_id_and_view_the_dataset_holds_is_refused(tmp_path):
+    """A correction keeps the shot (here re-encoded, as an export writes it); another garment's picture under a
+    known id would silently replace the dataset's pair. A source that re-shoots can make it a warning."""
+    import cv2
+
+    cfg = small_project(tmp_path / "project")
+    data_dir = cfg.path(cfg.paths.data_dir)
+    old = data_dir / BATCHES_DIR / "b-old"
+    keys = write_clean_batch(old, 2, width=W, height=H, seed=3)
+    write_index(build_index(data_dir, cfg), data_dir / INDEX_FILE)
+    elsewhere = write_clean_batch(tmp_path / "elsewhere", 1, width=W, height=H, seed=9)
+    new = tmp_path / "landing" / "b-new"
+    corrected, reused = keys[0], next(k for k in keys[3:] if k.view == elsewhere[0].view)
+    for side in (RAW_DIR, CUTOUT_DIR):
+        (new / side).mkdir(parents=True)
+        shutil.copyfile(tmp_path / "elsewhere" / side / elsewhere[0].filename, new / side / reused.filename)
+    shot = cv2.imread(str(old / RAW_DIR / corrected.filename), cv2.IMREAD_UNCHANGED)
+    (new / RAW_DIR / corrected.filename).write_bytes(
+        cv2.imencode(".png", shot, [cv2.IMWRITE_PNG_COMPRESSION, 1])[1]
+    )
+    shutil.copyfile(old / CUTOUT_DIR / corrected.filename, new / CUTOUT_DIR / corrected.filename)
+    result = validate_batch(new, cfg)
+    found = _findings(result, "garment_id_reused")
+    assert set(found) == {f"{RAW_DIR}/{reused.filename}"}, result.findings
+    assert (
+        f"dataset batch b-old: {BATCHES_DIR}/b-old/{RAW_DIR}/{reused.filename}"
+        in found[f"{RAW_DIR}/{reused.filename}"]
+    )
+    assert not result.passed
+    assert not [
+        f for f in result.findings if f["file"].endswith(corrected.filename) and f["severity"] == "error"
+    ]
+    lenient = cfg.model_copy(
+        update={
+            "sources": {
+                **cfg.sources,
+                "studio": cfg.sources["studio"].model_copy(update={"warn_only": ("garment_id_reused",)}),
+            }
+        }
+    )
+    assert validate_batch(new, lenient).passed
+
+
 def test_dataset_signatures_are_the_same_over_workers_and_an_unreadable_shot_has_none(tmp_path, caplog):
     data_dir = tmp_path / "one" / "data"
     keys = write_clean_batch(data_dir / BATCHES_DIR / "b-old", 3, width=W, height=H, seed=3)

@@ -5,8 +5,10 @@ against the dataset index's raw_sha256; near copies (the same picture re-exporte
 brightened) by a perceptual hash of the garment and its mean colour, each candidate confirmed pixel by
 pixel over both garments' masks, so that two garments on the same backdrop and mannequin never collide.
 The dataset's signatures are computed once per shot and cached by its SHA-256 under the state folder. A
-shot of the same garment and view as one already in the dataset is a correction, not a duplicate; views
-of one garment share a split and are not compared. Every copy carries its own finding.
+shot of the same garment and view as one already in the dataset is a correction, not a duplicate, when it
+is the same picture; another picture under that garment id and view (an id reused for another garment)
+would silently replace the dataset's pair, and is reported. Views of one garment share a split and are
+not compared. Every copy carries its own finding.
 """
 
 from __future__ import annotations
@@ -51,8 +53,13 @@ def mark_duplicate_shots(frame: pd.DataFrame, batch_dir: Path, cfg: Config) -> p
     near = _near_copies(shots, batch_dir, cfg, exact)
     for file, found in _near_dataset_copies(shots, batch_dir, cfg, exact).items():
         near.setdefault(file, []).extend(found)
+    replaced = _other_pictures_of_known_views(shots, batch_dir, cfg)
     frame = frame.copy()
-    for column, found in (("same_shot_as", exact), ("near_duplicate_of", near)):
+    for column, found in (
+        ("same_shot_as", exact),
+        ("near_duplicate_of", near),
+        ("replaces_picture", replaced),
+    ):
         for file, others in found.items():
             if others:
                 unique = list(dict.fromkeys(others))
@@ -79,6 +86,31 @@ def _against_dataset(shots: pd.DataFrame, cfg: Config) -> dict[str, list[str]]:
             found.setdefault(row.file, []).append(
                 f"dataset batch {entry.batch_id}: {entry.raw_path} (identical bytes)"
             )
+    return found
+
+
+def _other_pictures_of_known_views(shots: pd.DataFrame, batch_dir: Path, cfg: Config) -> dict[str, list[str]]:
+    """Shots of a garment and view the dataset already holds that are not its picture: neither its bytes
+    nor, over both masks, within near_duplicate_max_diff of it (a retoucher's correction keeps the shot)."""
+    from garmentseg.data.index import INDEX_FILE, read_index
+
+    data_dir = cfg.path(cfg.paths.data_dir)
+    if shots.empty or not (data_dir / INDEX_FILE).is_file():
+        return {}
+    index = read_index(data_dir / INDEX_FILE).set_index(["garment_id", "view"])
+    found: dict[str, list[str]] = {}
+    for shot in shots.itertuples():
+        if (shot.garment_id, shot.view) not in index.index:
+            continue
+        entry = index.loc[(shot.garment_id, shot.view)]
+        if entry["raw_sha256"] == shot.raw_sha256:
+            continue
+        paths = (data_dir / entry["raw_path"], data_dir / entry["cutout_path"])
+        diff = _garment_difference(_pair_paths(batch_dir, shot.file), paths, cfg.validation.max_pixels)
+        if diff is not None and diff > cfg.validation.near_duplicate_max_diff:
+            found[shot.file] = [
+                f"dataset batch {entry['batch_id']}: {entry['raw_path']} (mean diff {diff:.1f})"
+            ]
     return found
 
 

@@ -92,6 +92,7 @@ COLUMNS: dict[str, str] = {
     "garment_colour": _STRING,  # raw: mean colour of the shot under its mask, #rrggbb
     "same_shot_as": _STRING,  # raw: another garment's shot with identical bytes or pixels (batch or dataset)
     "near_duplicate_of": _STRING,  # raw: another garment's shot that is the same picture re-exported
+    "replaces_picture": _STRING,  # raw: the dataset's shot of this garment and view, another picture
 }
 
 

@@ -116,6 +116,17 @@ def build_checks(cfg: Config, source_name: str | None = None) -> list[CheckSpec]
             message=lambda r: f"looks like the same picture as {r['near_duplicate_of']}: one garment twice?",
         ),
         CheckSpec(
+            "garment_id_reused",
+            "ExpectColumnValuesToBeNull",
+            {"column": "replaces_picture"},
+            "a garment and view already in the dataset come back only as the same picture (a correction)",
+            message=lambda r: (
+                f"the dataset holds another picture under this garment id and view ({r['replaces_picture']}): "
+                "ingesting it would replace that pair; a correction keeps the shot, another garment needs its "
+                "own id (a studio that re-shoots can list garment_id_reused in the source's warn_only)"
+            ),
+        ),
+        CheckSpec(
             "paired",
             "ExpectColumnValuesToBeNull",
             {"column": "partner_missing"},
