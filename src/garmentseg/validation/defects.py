@@ -230,6 +230,16 @@ def full_mask(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
     return {_rel(CUTOUT_DIR, keys[0]): ("mask_area",)}
 
 
+def opaque_cutout(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
+    """The cutout's alpha set opaque everywhere, its RGB left black outside the garment: one finding (the
+    mask's area), not also a cutout "of another shot"."""
+    _, cut = _paths(batch, keys[0])
+    image = _read(cut, True)
+    image[..., 3] = 255
+    cut.write_bytes(encode_png(image))
+    return {_rel(CUTOUT_DIR, keys[0]): ("mask_area",)}
+
+
 def low_contrast(batch: Path, keys: list[ShotKey]) -> dict[str, tuple[str, ...]]:
     """The garment recoloured like what surrounds it (shot and cutout stay consistent)."""
     import cv2
@@ -425,6 +435,7 @@ DEFECTS: dict[str, tuple[DefectFn, int, str]] = {
     "soft_alpha": (soft_alpha, 1, "error"),
     "empty_mask": (empty_mask, 1, "error"),
     "full_mask": (full_mask, 1, "error"),
+    "opaque_cutout": (opaque_cutout, 1, "error"),
     "low_contrast": (low_contrast, 1, "error"),
     "orphan_raw": (orphan_raw, 1, "error"),
     "orphan_cutout": (orphan_cutout, 1, "error"),

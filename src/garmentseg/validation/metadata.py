@@ -454,12 +454,15 @@ def _measure_pair(
 
     The difference is taken over blocks that are entirely opaque in the cutout (shrunk alpha == 255): a
     swapped or misaligned cutout differs there by tens of levels, a true one by rounding only. An inverted
-    alpha is not measured further (its own check reports it), nor the contrast across a mask that does
-    not sit on its garment.
+    alpha is not measured further (its own check reports it), nor a mask that covers the whole frame (the
+    mask-area check's finding alone: its "RGB" would be the backdrop's), nor the contrast across a mask that
+    does not sit on its garment.
     """
     import cv2
 
-    if small is None or cut_row.get("border_opaque_share", 0) > limits.alpha_inverted_border_share:
+    if small is None or cut_row.get("garment_fraction") == 1:
+        return
+    if cut_row.get("border_opaque_share", 0) > limits.alpha_inverted_border_share:
         return
     factor = shrink_factor(*raw.shape[:2])
     cut_small = shrink(cut, factor)
