@@ -146,8 +146,8 @@ def build_checks(cfg: Config, source_name: str | None = None) -> list[CheckSpec]
             {"column": "format", "value_set": ["png"]},
             "file content is PNG (magic bytes), whatever the name says",
             message=lambda r: (
-                f"content is {str(r['format']).upper()} ({r['colour_mode'] or 'unreadable header'}), "
-                "not PNG, under a .png name"
+                f"content is {str(r['format']).upper()} ({r['colour_mode'] or 'unreadable header'}), not PNG"
+                + (", under a .png name" if str(r["file"]).endswith(".png") else "")
                 if r["format"] != "unknown"
                 else "content is not an image (magic bytes match neither PNG nor JPEG)"
             ),
