@@ -16,7 +16,7 @@ import yaml
 
 from garmentseg.config import Config, load_config
 from garmentseg.data import store, versioning
-from garmentseg.data.index import INDEX_FILE, read_index
+from garmentseg.data.index import INDEX_FILE, INGEST_RECORD, read_index
 from garmentseg.data.plane import DatasetError, add_batch, pull, version_info
 from garmentseg.data.synth import synthesize
 
@@ -108,10 +108,12 @@ def test_add_batch_push_pull_round_trip(project: Config, incoming: Path) -> None
     assert info["data_state"] == "clean"
     assert "data/batches/batch-001" in info["dvc"] and "data/index.parquet" in info["dvc"]
 
+    ingested = _digests(data / "batches" / "batch-001")
+    assert {k: v for k, v in ingested.items() if k != INGEST_RECORD} == source_before
     shutil.rmtree(data / "batches" / "batch-001")
     shutil.rmtree(root / ".dvc" / "cache")
     pull(project)
-    assert _digests(data / "batches" / "batch-001") == source_before
+    assert _digests(data / "batches" / "batch-001") == ingested, "the delivery and its ingest record"
 
 
 def test_add_batch_is_idempotent(project: Config, incoming: Path) -> None:

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from garmentseg.cli import main
 from garmentseg.config import Config
+from garmentseg.data.index import INGEST_RECORD
 from garmentseg.orchestration import tasks
 from garmentseg.orchestration.embedded import EmbeddedAirflow
 from garmentseg.validation import ingest_batch
@@ -43,8 +44,9 @@ def landed(cfg: Config, name: str, *, broken: bool, seed: int = 0) -> Path:
     return batch
 
 
-def without_report(digest: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in digest.items() if not k.startswith("_report/")}
+def as_delivered(digest: dict[str, str]) -> dict[str, str]:
+    """A tree_digest without what the platform adds: a quarantine's report, an ingested batch's record."""
+    return {k: v for k, v in digest.items() if not k.startswith("_report/") and k != INGEST_RECORD}
 
 
 def test_failing_batch_is_quarantined_whole_with_its_report(tmp_path):
@@ -59,7 +61,7 @@ def test_failing_batch_is_quarantined_whole_with_its_report(tmp_path):
         quarantine / "b-bad",
     )
     assert not batch.exists()
-    assert without_report(tree_digest(outcome.destination)) == before  # every byte, nothing else
+    assert as_delivered(tree_digest(outcome.destination)) == before  # every byte, nothing else
     report = outcome.destination / "_report"
     assert {"findings.json", "metadata.parquet", "gallery.html", "summary.json", "README.txt"} <= {
         p.name for p in report.iterdir()
@@ -76,7 +78,7 @@ def test_failing_batch_is_quarantined_whole_with_its_report(tmp_path):
     second = ingest_batch(batch, cfg)
     assert second.destination == quarantine / "b-bad.2"
     assert tree_digest(outcome.destination) == first
-    assert without_report(tree_digest(second.destination)) == second_before
+    assert as_delivered(tree_digest(second.destination)) == second_before
 
 
 OTHER_FILE_SYSTEM = Path("/dev/shm")
@@ -97,7 +99,7 @@ def test_a_batch_landed_on_another_file_system_is_copied_verified_then_removed(t
         outcome = ingest_batch(batch, cfg)
         quarantine = cfg.path(cfg.paths.quarantine_dir)
         assert outcome.destination == quarantine / "b-bad" and not batch.exists()
-        assert without_report(tree_digest(outcome.destination)) == before
+        assert as_delivered(tree_digest(outcome.destination)) == before
         assert [p.name for p in quarantine.iterdir()] == ["b-bad"], "no staging folder is left behind"
     finally:
         shutil.rmtree(landing, ignore_errors=True)
@@ -179,7 +181,8 @@ def test_passing_batch_is_ingested_once(project):
     first = ingest_batch(batch, project)
     assert (first.status, first.exit_code, first.n_pairs) == ("ingested", 0, 6)
     assert first.destination == project.path(project.paths.data_dir) / "batches" / "b-good"
-    assert tree_digest(first.destination) == before and tree_digest(batch) == before  # input untouched
+    assert as_delivered(tree_digest(first.destination)) == before and tree_digest(batch) == before
+    assert (first.destination / INGEST_RECORD).is_file(), "when it entered the dataset, versioned with it"
     assert (project.path(project.paths.data_dir) / "batches" / "b-good.dvc").is_file()
 
     second = ingest_batch(batch, project)
@@ -197,5 +200,7 @@ def test_os_junk_beside_a_clean_delivery_is_left_out_of_the_dataset(project):
     assert (outcome.status, outcome.exit_code) == ("ingested", 0)
     findings = json.loads((outcome.report_dir / "findings.json").read_text())
     assert {f["file"] for f in findings if f["check"] == "os_junk"} == set(junk)
-    assert tree_digest(outcome.destination) == contract, "exactly the delivery's shots and cutouts"
+    assert as_delivered(tree_digest(outcome.destination)) == contract, (
+        "exactly the delivery's shots and cutouts"
+    )
     assert (batch / ".DS_Store").is_file(), "the landed folder is never touched"

@@ -156,3 +156,34 @@ def test_an_import_folder_with_a_stray_folder_a_dead_link_or_no_files_is_refused
     code, out, err = _cli(project, "review", "import", str(empty), "--no-push")
     assert code == 1 and f"{empty}: no files in raw/ or cutouts/ to import" in err, out + err
     assert "Traceback" not in out + err
+
+
+def test_a_second_round_of_corrections_wins_over_the_first_and_the_original(tmp_path: Path) -> None:
+    """The original batch's id sorts after the imports' ("studio-" > "review-") and the first round replaces
+    every pair it held: the latest delivery is still the active label, on a fresh reindex too."""
+    cfg = small_project(tmp_path / "project")
+    subprocess.run(["git", "init", "-q"], cwd=cfg.root, check=True)
+    versioning.init(cfg.root, cfg.path(cfg.paths.dvc_remote))
+    original = tmp_path / "landing" / "studio-0601"
+    write_clean_batch(original, 1, width=W, height=H, seed=5)
+    assert ingest_batch(original, cfg).status == "ingested"
+    data = cfg.path(cfg.paths.data_dir)
+    sent: dict[str, bytes] = {}
+    for level in (1, 9):  # two rounds: the same pixels in other bytes, so each is a delivery of its own
+        delivery = tmp_path / f"round-{level}"
+        for side in ("raw", "cutouts"):
+            (delivery / side).mkdir(parents=True)
+            for shot in sorted((data / "batches" / "studio-0601" / side).iterdir()):
+                image = cv2.imread(str(shot), cv2.IMREAD_UNCHANGED)
+                png = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, level])[1].tobytes()
+                (delivery / side / shot.name).write_bytes(png)
+                sent[f"{side}/{shot.name}"] = png
+        code, out, err = _cli(cfg, "review", "import", str(delivery), "--no-push")
+        assert code == 0, out + err
+        index = _index(cfg)
+        assert index["batch_id"].nunique() == 1 and index["batch_id"].iloc[0].startswith("review-"), index
+        for row in index.itertuples():
+            assert (data / row.cutout_path).read_bytes() == sent[f"cutouts/{Path(row.cutout_path).name}"]
+    latest = _index(cfg)
+    assert _cli(cfg, "data", "index", "--fresh")[0] == 0
+    assert _index(cfg).equals(latest), "a fresh reindex picks the same rows"
