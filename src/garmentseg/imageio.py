@@ -117,7 +117,7 @@ def check_size(header: ImageHeader, max_pixels: int) -> None:
 def decode(data: bytes, *, max_pixels: int, alpha: bool = False) -> np.ndarray:
     """Decode PNG/JPEG bytes to uint8 RGB (HxWx3) or, with alpha=True, RGBA (HxWx4).
 
-    Grey, palette and 16-bit inputs are normalised; a missing alpha channel becomes opaque when alpha=True
+    Grey, palette and 16-bit inputs are normalised, a JPEG's EXIF orientation is applied; a missing alpha channel becomes opaque when alpha=True
     (callers that require a real alpha channel check ImageHeader.has_alpha first).
     """
     import cv2
@@ -127,7 +127,10 @@ def decode(data: bytes, *, max_pixels: int, alpha: bool = False) -> np.ndarray:
     if header.format == "jpeg" and not jpeg_is_complete(data):
         raise ImageError("truncated", "JPEG data ends before its end-of-image marker (truncated file)")
     buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    # A JPEG is decoded as a viewer shows it, its EXIF orientation applied (a phone photo stored sideways
+    # and tagged "rotate 90"): the cutout must lie on the picture the client sees. A PNG is read as stored
+    # (IMREAD_UNCHANGED keeps its alpha and bit depth; studio exports carry no orientation).
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR if header.format == "jpeg" else cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageError("corrupt", f"{header.format.upper()} data cannot be decoded (truncated or corrupt)")
     if img.dtype == np.uint16:

@@ -38,6 +38,23 @@ def test_jpeg_header_and_decode() -> None:
     assert decode(data, max_pixels=10_000).shape == (30, 20, 3)
 
 
+def test_a_jpeg_is_decoded_as_a_viewer_shows_it_with_its_exif_orientation() -> None:
+    import io
+
+    from PIL import Image
+
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:, :20] = 255  # stored landscape, a white band on the left
+    picture = Image.fromarray(stored)
+    exif = picture.getexif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display", as a phone held upright writes it
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG", exif=exif.tobytes(), quality=95)
+    shown = decode(buffer.getvalue(), max_pixels=10_000)
+    assert shown.shape == (60, 40, 3), "portrait, as shown"
+    assert shown[:15].mean() > 240 and shown[25:].mean() < 15, "the band is on top"
+
+
 def test_truncated_png_is_an_error_not_a_crash() -> None:
     data = _png((64, 64, 3))
     with pytest.raises(ImageError) as info:

@@ -383,6 +383,19 @@ BAD_INPUTS = {
         "unexpected_field",
     ),
     "image sent as text": ("/cutout", {"files": {"image": (None, b"abc")}}, 400, "not_a_file"),
+    "a 1x1 thumbnail": ("/cutout", {"files": {"image": ("s.png", _png(_shot(1, 1)))}}, 400, "too_small"),
+    "image over 1 MB sent as text": (
+        "/cutout",
+        {"files": {"image": (None, bytes(1_100_000))}},
+        400,
+        "not_a_file",
+    ),
+    "probability not a boolean": (
+        "/mask",
+        {"files": {"image": ("s.png", _png(_shot(64, 48))), "probability": (None, b"banana")}},
+        400,
+        "invalid_field",
+    ),
     "empty form": ("/cutout", {"content": b"--xx--\r\n", "headers": MULTIPART_XX}, 400, "bad_multipart"),
     "garbage form": ("/cutout", {"content": b"garbage" * 50, "headers": MULTIPART_XX}, 400, "bad_multipart"),
     "no boundary": (
@@ -413,6 +426,19 @@ def test_bad_input_is_a_4xx_with_a_json_reason(server: Server, case: str) -> Non
     body = resp.json()
     assert body["error"] == code and body["message"], body
     assert resp.headers[HEADER_VERSION]
+
+
+def test_a_media_type_in_any_case_is_the_same_upload(server: Server) -> None:
+    """Media types are case-insensitive (RFC 9110): a client writing Multipart/Form-Data gets its cutout."""
+    shot = _png(_shot(96, 64))
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="image"; filename="s.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + shot + b"\r\n--XyZ--\r\n"
+    )
+    headers = {**server.auth, "Content-Type": "Multipart/Form-Data; boundary=XyZ"}
+    resp = httpx.post(f"{server.url}/cutout", content=body, headers=headers, timeout=60)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "image/png" and resp.headers["x-dice-estimate"]
 
 
 def test_chunked_upload_over_the_limit_is_refused(server: Server) -> None:

@@ -73,7 +73,7 @@ class GuardMiddleware:
             await self._refuse(send, path, err)
             return
         refusals: list[RequestError] = []
-        scope = {**scope, REFUSAL_KEY: refusals}
+        scope = {**scope, "headers": _media_type_lower_cased(scope), REFUSAL_KEY: refusals}
         body = _Body(scope, receive, self.max_bytes)
 
         async def answer(message: dict[str, Any]) -> None:
@@ -197,6 +197,7 @@ GUARD_RESPONSES = {
     "401": "Missing or wrong bearer token (only when the service's token variable is set)",
     "413": "Body over serving.max_request_bytes, or image over serving.max_pixels (checked in its header)",
     "415": "Not a PNG/JPEG, or not multipart/form-data",
+    "429": "More requests in flight than serving.max_concurrency (BentoML's answer): retry shortly",
     "503": "The model is still loading (see /readyz)",
 }
 ERROR_SCHEMA = {
@@ -253,6 +254,18 @@ async def _send_json(send: Callable, status: int, body: dict[str, Any]) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+def _media_type_lower_cased(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """The request's headers with the Content-Type's media type in lower case (media types are case-
+    insensitive; BentoML picks its parser by the exact string), its parameters (the boundary) as sent."""
+    headers = []
+    for key, value in scope.get("headers", []):
+        if key.lower() == b"content-type":
+            media, sep, params = value.partition(b";")
+            value = media.strip().lower() + sep + params
+        headers.append((key, value))
+    return headers
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic import Field, PlainValidator, ValidationError, WithJsonSchema
 
 from garmentseg.imageio import ImageError, check_size, decode, read_header
 from garmentseg.service.errors import KIND_STATUS, RequestError, refuse
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 # Parts a form may have: the endpoints take at most two fields.
 MAX_PARTS = 8
+# The smallest side an upload may have: a thumbnail this small holds no garment to cut out, and its cutout
+# would come back "certain" (a 1x1 image is one confident pixel). The model itself reads 128 px or more.
+MIN_SIDE_PX = 16
 
 
 class UploadBytes(bytes):
@@ -63,14 +66,23 @@ Upload = Annotated[
 
 
 def read_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """Uploaded bytes -> RGB uint8, refusing empty, oversized, non-image, bomb and corrupt files (4xx)."""
+    """Uploaded bytes -> RGB uint8, refusing empty, oversized, non-image, bomb, corrupt and thumbnail-sized
+    files (4xx)."""
     if len(data) > max_bytes:
         raise RequestError(413, "too_large", f"upload is {len(data)} bytes; the limit is {max_bytes} bytes")
     try:
         check_size(read_header(data), max_pixels)
-        return decode(data, max_pixels=max_pixels)
+        image = decode(data, max_pixels=max_pixels)
     except ImageError as exc:
         raise RequestError(KIND_STATUS.get(exc.kind, 400), exc.kind, f"image: {exc}") from None
+    if min(image.shape[:2]) < MIN_SIDE_PX:
+        height, width = image.shape[:2]
+        raise RequestError(
+            400,
+            "too_small",
+            f"image is {width}x{height}; a shot needs at least {MIN_SIDE_PX} px on each side",
+        )
+    return image
 
 
 def check_form(form: FormData, *, allowed: dict[str, bool], files: list[str]) -> None:
@@ -99,6 +111,28 @@ def check_form(form: FormData, *, allowed: dict[str, bool], files: list[str]) ->
             )
 
 
+def _malformed(detail: str) -> RequestError:
+    """Starlette's refusal of a form, in words: a text part over its 1 MB limit can only be an image sent
+    without a filename."""
+    if "Part exceeded maximum size" in detail:
+        return RequestError(
+            400,
+            "not_a_file",
+            "a form field over 1 MB is not a file upload: send the image as a file, with a filename "
+            "(curl -F image=@shot.png)",
+        )
+    return RequestError(400, "bad_multipart", f"malformed multipart body: {detail}")
+
+
+def _invalid_fields(exc: ValidationError) -> RequestError:
+    """Pydantic's errors on the form's fields as one 400 naming each field and the rule it breaks."""
+    problems = "; ".join(
+        f"form field {'.'.join(str(part) for part in error['loc'])!r}: {error['msg']}"
+        for error in exc.errors()
+    )
+    return RequestError(400, "invalid_field", problems)
+
+
 def _not_a_refusal(record: logging.LogRecord) -> bool:
     return not (record.exc_info and isinstance(record.exc_info[1], RequestError))
 
@@ -117,15 +151,16 @@ def parse_forms_once(max_request_bytes: int) -> None:
         try:
             form = await request.form(max_files=MAX_PARTS, max_fields=MAX_PARTS)
         except HTTPException as exc:
-            raise refuse(
-                request.scope, RequestError(400, "bad_multipart", f"malformed multipart body: {exc.detail}")
-            ) from None
+            raise refuse(request.scope, _malformed(str(exc.detail))) from None
         fields = {name: info.is_required() for name, info in cls.model_fields.items()}
         try:
             check_form(form, allowed=fields, files=list(cls.multipart_fields))
         except RequestError as err:
             raise refuse(request.scope, err) from None
-        return await parse(self, request, cls)  # reads the form parsed above: Starlette keeps it
+        try:
+            return await parse(self, request, cls)  # reads the form parsed above: Starlette keeps it
+        except ValidationError as exc:  # a field's value (e.g. probability=banana), in the service's words
+            raise refuse(request.scope, _invalid_fields(exc)) from None
 
     parse_request.__wrapped__ = parse  # type: ignore[attr-defined]
     MultipartSerde.parse_request = parse_request  # type: ignore[method-assign]
