@@ -16,7 +16,7 @@ import numpy as np
 
 from garmentseg.cliopts import config_options
 from garmentseg.config import load_config
-from garmentseg.data.contract import ContractError, parse_shot_name
+from garmentseg.data.contract import ContractError, parse_shot_name, printable_name
 from garmentseg.imageio import ImageError, read_image, write_png
 from garmentseg.inference import (
     CutoutModel,
@@ -113,7 +113,7 @@ def cut_out_folder(
 ) -> FolderResult:
     """out_dir/cutouts/<stem>.png (RGBA, alpha as `alpha` says), out_dir/masks/<stem>.png (0/255) and
     out_dir/scores.csv for every shot, and the doubtful ones into `queue` when given; a shot that cannot be
-    read is skipped and named, the others still cut out."""
+    read, or whose name is not text, is skipped and named, the others still cut out."""
     out_dir.mkdir(parents=True, exist_ok=True)
     result = FolderResult()
     with (out_dir / SCORES_FILE).open("w", newline="") as fh:
@@ -122,6 +122,9 @@ def cut_out_folder(
             ["file", "manual_cutout_score", "needs_manual_cutout", "dice_estimate", "needs_review"]
         )
         for path in shots:
+            if printable_name(path.name) != path.name:  # no text can name its outputs or its queue item
+                result.skipped.append((printable_name(path.name), "file name is not UTF-8 text; rename it"))
+                continue
             try:
                 image = read_image(path, max_pixels=max_pixels)
             except (ImageError, OSError) as exc:

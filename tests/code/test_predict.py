@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import numpy as np
 
@@ -39,10 +40,12 @@ def test_cut_out_folder_writes_cutouts_masks_and_scores_and_names_what_it_skips(
     write_png(shots / "one.png", image)
     write_png(shots / "two.png", image)
     (shots / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    write_png(shots / os.fsdecode(b"caf\xe9.png"), image)  # a Latin-1 name from an old archive
     out = tmp_path / "out"
     result = predict.cut_out_folder(_model(), predict.list_shots(shots), out, max_pixels=10**6)
     assert result.written == 2
-    assert [name for name, _ in result.skipped] == ["broken.png"]
+    assert result.skipped[0][0] == "broken.png"
+    assert result.skipped[1] == ("caf\\xe9.png", "file name is not UTF-8 text; rename it")
     cutout = read_image(out / "cutouts" / "one.png", max_pixels=10**6, alpha=True)
     mask = read_image(out / "masks" / "two.png", max_pixels=10**6)
     assert cutout.shape == (64, 48, 4) and mask.shape[:2] == (64, 48)
