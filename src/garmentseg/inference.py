@@ -413,6 +413,26 @@ def resolve_registered(model_uri: str, tracking_uri: str | None = None) -> tuple
     return name, version
 
 
+_RUNS_URI = re.compile(r"^runs:/(?P<run_id>[^/]+)/")
+
+
+def source_run(model_uri: str, tracking_uri: str | None = None) -> str | None:
+    """The run that logged the model at `model_uri`: a registered version's, a logged model's
+    (models:/m-<id>), or the run a runs:/ URI names; None for a folder."""
+    if match := _RUNS_URI.match(model_uri):
+        return match["run_id"]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    name, version = resolve_registered(model_uri, tracking_uri)
+    if name and version:
+        return client.get_model_version(name, version).run_id
+    match = _MODELS_URI.match(model_uri)
+    if match and not (match["version"] or match["alias"]) and match["name"].startswith("m-"):
+        return client.get_logged_model(match["name"]).source_run_id
+    return None
+
+
 def _read_metadata(model_uri: str) -> dict[str, Any]:
     from mlflow.models import Model
 

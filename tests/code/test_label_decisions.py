@@ -79,3 +79,39 @@ def test_the_record_is_json_and_refuses_what_it_cannot_key(tmp_path: Path) -> No
     path.write_text("{broken")
     with pytest.raises(DecisionError, match=r"decisions.json: not valid JSON"):
         read_decisions(path)
+
+
+def test_the_model_s_own_training_index_says_what_it_saw_whatever_its_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A models:/m-<id> or runs:/ URI finds its run's training index, so a batch the model never saw is not
+    taken as in-sample by the split rule's guess."""
+    from mlflow import MlflowClient
+
+    from garmentseg.config import load_config
+    from garmentseg.labels.decisions import TRAINING_INDEX_ARTIFACT, trained_pairs
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("GARMENTSEG__REGISTRY__ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    cfg = load_config("demo")
+    client = MlflowClient(tracking_uri=cfg.tracking_uri)
+    experiment = client.create_experiment("lineage", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(experiment)
+    trained = pd.DataFrame(
+        {
+            "garment_id": ["g1", "g2"],
+            "view": ["Front"] * 2,
+            "cutout_sha256": ["a1", "a2"],
+            "split": ["train", "test"],
+        }
+    )
+    index = tmp_path / "data" / "index.parquet"
+    index.parent.mkdir()
+    trained.to_parquet(index)
+    client.log_artifact(run.info.run_id, str(index), Path(TRAINING_INDEX_ARTIFACT).parent.as_posix())
+    logged = client.create_logged_model(experiment, source_run_id=run.info.run_id)
+    never_seen = pd.DataFrame(
+        {"garment_id": ["g9"], "view": ["Front"], "cutout_sha256": ["a9"], "split": ["train"]}
+    )
+    for uri in (f"models:/{logged.model_id}", f"runs:/{run.info.run_id}/model"):
+        assert trained_pairs(cfg, uri, never_seen) == {("g1", "Front", "a1")}, uri

@@ -165,10 +165,9 @@ def trained_pairs(cfg: Config, model_uri: str, frame: pd.DataFrame) -> set[tuple
     client = mlflow_client(cfg)
     seen = frame
     try:
-        from garmentseg.inference import resolve_registered
+        from garmentseg.inference import source_run
 
-        name, version = resolve_registered(model_uri, cfg.tracking_uri)
-        run_id = client.get_model_version(name, version).run_id if name and version else None
+        run_id = source_run(model_uri, cfg.tracking_uri)
         local = client.download_artifacts(run_id, TRAINING_INDEX_ARTIFACT) if run_id else None
         if local:
             seen = pd.read_parquet(local)
