@@ -7,6 +7,7 @@ model registered as champion in a real (SQLite) MLflow registry."""
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from pathlib import Path
 
@@ -204,6 +205,14 @@ def test_command_ranks_with_the_champion_and_refuses_without_one(batch, tmp_path
     assert {s["file"] for s in suspects[: len(damaged)]} == set(damaged)
     assert set(suspects[0]) == {"file", "score", "reason", "overlay"}
     assert Path(suspects[0]["overlay"]).is_relative_to(tmp_path / "reports" / "labels")
+
+    broken = shutil.copytree(root, tmp_path / "broken")  # a cutout cut short after indexing: named, exit 2
+    victim = sorted((broken / "cutouts").glob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes()[:-200])
+    stopped = runner.invoke(main, ["labels", "audit", str(broken), "--json", "--profile", "demo"])
+    assert (
+        stopped.exit_code == 2 and str(victim) in stopped.output and "garmentseg validate" in stopped.output
+    )
 
     released = suspects[0]["file"]
     done = runner.invoke(main, ["labels", "release", released, "--data", str(root), "--profile", "demo"])

@@ -49,6 +49,7 @@ def audit(
     are named).
     """
     from garmentseg.data.index import DatasetIndexError, load_dataset
+    from garmentseg.imageio import ImageError
     from garmentseg.labels.audit import audit_labels, default_out_dir
     from garmentseg.labels.decisions import apply_decisions, decisions_path, read_decisions, trained_pairs
     from garmentseg.labels.report import write_report
@@ -62,7 +63,17 @@ def audit(
         sys.exit(2)
     model = _load(uri, cfg, default=model_uri is None)
     out_dir = out or default_out_dir(cfg, data.resolve().name)
-    ranked = audit_labels(frame, root, model, cfg, out_dir=out_dir, trained_on=trained_pairs(cfg, uri, frame))
+    try:
+        ranked = audit_labels(
+            frame, root, model, cfg, out_dir=out_dir, trained_on=trained_pairs(cfg, uri, frame)
+        )
+    except ImageError as exc:  # the audit scores every pair: one it cannot read stops it, by name
+        click.echo(
+            f"labels audit: {exc}; every pair is scored, so fix or remove it (`garmentseg validate {data}` "
+            "names every file it refuses)",
+            err=True,
+        )
+        sys.exit(2)
     ranked = apply_decisions(ranked, read_decisions(decisions_path(cfg)))
     page = write_report(out_dir, ranked, model_uri=uri)
     if as_json:
