@@ -230,6 +230,13 @@ def test_command_ranks_with_the_champion_and_refuses_without_one(batch, tmp_path
     assert json.loads(done.stdout)["state"] == "retouch"
     queue = json.loads(runner.invoke(main, ["review", "list", "--json", "--profile", "demo"]).stdout)
     assert [(i["file"], i["state"]) for i in queue["items"]] == [(confirmed, "retouch")]
+    # A steward who changes their mind: released, the retouch is withdrawn; confirmed again, back in retouch.
+    undone = runner.invoke(main, ["labels", "release", confirmed, "--data", str(root), "--profile", "demo"])
+    assert undone.exit_code == 0 and json.loads(undone.stdout)["withdrawn_review_items"], undone.output
+    queue = json.loads(runner.invoke(main, ["review", "list", "--json", "--profile", "demo"]).stdout)
+    assert [(i["file"], i["state"]) for i in queue["items"]] == [(confirmed, "accepted")]
+    done = runner.invoke(main, ["labels", "confirm", confirmed, "--data", str(root), "--profile", "demo"])
+    assert done.exit_code == 0 and json.loads(done.stdout)["state"] == "retouch", done.output
 
     # The retrain's screening with the same champion: the damaged labels are left out, and recorded.
     import mlflow

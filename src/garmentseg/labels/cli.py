@@ -108,7 +108,14 @@ def _decide(
     decision: str, file: str, data: Path | None, note: str, profile: str | None, params: str | None
 ) -> None:
     from garmentseg.data.index import load_dataset
-    from garmentseg.labels.decisions import CONFIRMED, decisions_path, record_decision, send_to_retouch
+    from garmentseg.labels.decisions import (
+        CONFIRMED,
+        decisions_path,
+        record_decision,
+        recorded_decision,
+        send_to_retouch,
+        withdraw_retouch,
+    )
 
     cfg = load_config(profile, params)
     frame, root = load_dataset(cfg, data)
@@ -117,10 +124,13 @@ def _decide(
     if rows.empty:
         click.echo(f"labels {decision}: {file}: no pair <garment>_<View> named {name!r} in {root}", err=True)
         sys.exit(2)
-    pair = rows.iloc[0]
-    entry = record_decision(decisions_path(cfg), name, str(pair["cutout_sha256"]), decision, note)
+    pair, path = rows.iloc[0], decisions_path(cfg)
+    was = recorded_decision(path, name, str(pair["cutout_sha256"]))
+    entry = record_decision(path, name, str(pair["cutout_sha256"]), decision, note)
     if decision == CONFIRMED:
         entry |= send_to_retouch(cfg, name, root / pair["raw_path"], root / pair["cutout_path"], entry)
+    elif was == CONFIRMED:  # the steward changed their mind: the retouch it queued is withdrawn
+        entry |= {"withdrawn_review_items": withdraw_retouch(cfg, name, entry["by"])}
     click.echo(json.dumps(entry))
 
 
@@ -150,5 +160,6 @@ def confirm(file: str, data: Path | None, note: str, profile: str | None, params
 @_note
 @config_options
 def release(file: str, data: Path | None, note: str, profile: str | None, params: str | None) -> None:
-    """FILE's label (<garment>_<View>) is right: never flag this exact label (same sha256) again."""
+    """FILE's label (<garment>_<View>) is right: never flag this exact label (same sha256) again; a retouch
+    an earlier confirmation queued is withdrawn (accepted as it stands)."""
     _decide("released", file, data, note, profile, params)

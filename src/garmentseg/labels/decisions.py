@@ -60,6 +60,11 @@ def read_decisions(path: Path) -> dict[str, dict[str, Any]]:
     return record.get("decisions", {})
 
 
+def recorded_decision(path: Path, file: str, sha256: str) -> str | None:
+    """The decision on record for this exact label (file + sha256), if any."""
+    return read_decisions(path).get(_key(file, sha256), {}).get("decision")
+
+
 def record_decision(path: Path, file: str, sha256: str, decision: str, note: str = "") -> dict[str, Any]:
     """Record confirmed/released for one label (file + its sha256); the last word wins."""
     if decision not in (CONFIRMED, RELEASED):
@@ -102,6 +107,16 @@ def send_to_retouch(cfg: Config, file: str, shot: Path, label: Path, entry: dict
     )
     item = queue.decide(item.id, "retouch", by=entry["by"])
     return {"review_item": item.id, "state": item.state, "queue": queue.location}
+
+
+def withdraw_retouch(cfg: Config, file: str, by: str) -> list[int]:
+    """A label released as right after it was confirmed wrong: its open retouch item (source label-audit)
+    is accepted as it stands, so the retouchers no longer get it. The ids of the items withdrawn."""
+    from garmentseg.review.store import ReviewQueue
+
+    queue = ReviewQueue.from_config(cfg)
+    waiting = [i for i in queue.items(("pending", "retouch")) if i.file == file and i.source == "label-audit"]
+    return [queue.decide(item.id, "accept", by=by).id for item in waiting]
 
 
 def decision_of(decisions: dict[str, dict[str, Any]], suspect: Suspect) -> str | None:
