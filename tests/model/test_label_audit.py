@@ -203,7 +203,18 @@ def test_command_ranks_with_the_champion_and_refuses_without_one(batch, tmp_path
     suspects = json.loads(result.stdout)["suspects"]
     assert len(suspects) == 30
     assert {s["file"] for s in suspects[: len(damaged)]} == set(damaged)
-    assert set(suspects[0]) == {"file", "score", "reason", "overlay"}
+    assert set(suspects[0]) == {
+        "file",
+        "score",
+        "kind",
+        "reason",
+        "decision",
+        "in_sample",
+        "overlay",
+        "excluded",
+    }
+    cutoff = json.loads(result.stdout)["exclude_score"]  # labels.exclude_score
+    assert [s["excluded"] for s in suspects] == [s["score"] >= cutoff for s in suspects]
     assert Path(suspects[0]["overlay"]).is_relative_to(tmp_path / "reports" / "labels")
 
     broken = shutil.copytree(root, tmp_path / "broken")  # a cutout cut short after indexing: named, exit 2
@@ -219,6 +230,7 @@ def test_command_ranks_with_the_champion_and_refuses_without_one(batch, tmp_path
     assert done.exit_code == 0, done.output
     again = json.loads(runner.invoke(main, args).stdout)["suspects"]
     assert again[-1]["file"] == released and again[-1]["reason"].startswith("released as right")
+    assert (again[-1]["decision"], again[-1]["excluded"]) == ("released", False)
     assert {s["file"] for s in again[: len(damaged) - 1]} == set(damaged) - {released}
 
     # A steward confirms a damaged label: it stays out of training and enters the retouchers' queue.

@@ -61,13 +61,18 @@ class Suspect:
     quality_score: float = 0.0  # 1 - cleanlab's label quality alone
     edge_support: float = 1.0  # labels.evidence: ~1 the disputed label edge is on an image edge, ~0 it is not
     off_outline: float = 0.0  # labels.evidence.off_outline_share: the outline's share beside the image's edge
+    decision: str | None = None  # a steward's word on this exact label: confirmed | released
 
     def public(self) -> dict[str, object]:
-        """What `garmentseg labels audit --json` prints per pair."""
+        """What `garmentseg labels audit --json` prints per pair (the command adds whether a retrain would
+        leave it out)."""
         return {
             "file": self.file,
             "score": round(self.score, 6),
+            "kind": self.kind,
             "reason": self.reason,
+            "decision": self.decision,
+            "in_sample": self.in_sample,
             "overlay": self.overlay,
         }
 

@@ -51,7 +51,13 @@ def audit(
     from garmentseg.data.index import DatasetIndexError, load_dataset
     from garmentseg.imageio import ImageError
     from garmentseg.labels.audit import audit_labels, default_out_dir
-    from garmentseg.labels.decisions import apply_decisions, decisions_path, read_decisions, trained_pairs
+    from garmentseg.labels.decisions import (
+        apply_decisions,
+        decisions_path,
+        exclusion_reason,
+        read_decisions,
+        trained_pairs,
+    )
     from garmentseg.labels.report import write_report
 
     cfg = load_config(profile, params)
@@ -77,7 +83,11 @@ def audit(
     ranked = apply_decisions(ranked, read_decisions(decisions_path(cfg)))
     page = write_report(out_dir, ranked, model_uri=uri)
     if as_json:
-        click.echo(json.dumps({"suspects": [s.public() for s in ranked]}))
+        threshold = cfg.labels.exclude_score
+        rows = [
+            {**s.public(), "excluded": exclusion_reason(s, s.decision, threshold) is not None} for s in ranked
+        ]
+        click.echo(json.dumps({"exclude_score": threshold, "suspects": rows}))
         return
     for s in ranked:
         click.echo(f"{s.score:.4f}  {s.file}  {s.reason}")

@@ -132,9 +132,20 @@ def apply_decisions(suspects: list[Suspect], decisions: dict[str, dict[str, Any]
     for suspect in suspects:
         decision = decision_of(decisions, suspect)
         if decision:
-            suspect = replace(suspect, reason=f"{word[decision]}; model: {suspect.reason}")
+            suspect = replace(suspect, reason=f"{word[decision]}; model: {suspect.reason}", decision=decision)
         judged.append((order[decision], suspect))
     return [s for _, s in sorted(judged, key=lambda pair: (pair[0], -pair[1].score, pair[1].file))]
+
+
+def exclusion_reason(suspect: Suspect, decision: str | None, threshold: float) -> str | None:
+    """Why a retrain leaves this label out (a steward confirmed it wrong, or it scores at or above
+    `threshold` and nobody released it); None when it is kept."""
+    if decision == CONFIRMED:
+        return "confirmed wrong by a steward"
+    if decision != RELEASED and suspect.score >= threshold:
+        sample = "in-sample" if suspect.in_sample else "out-of-sample"
+        return f"score {suspect.score:.3f} >= {threshold} ({sample})"
+    return None
 
 
 def exclude_suspects(
@@ -157,12 +168,9 @@ def exclude_suspects(
         suspect = by_pair.get((str(row["garment_id"]), str(row["view"]), str(row.get("cutout_sha256", ""))))
         if suspect is None:
             continue
-        decision = decision_of(decisions, suspect)
-        if decision == CONFIRMED:
-            why[idx] = (suspect.score, suspect.reason, "confirmed wrong by a steward")
-        elif decision != RELEASED and suspect.score >= threshold:
-            sample = "in-sample" if suspect.in_sample else "out-of-sample"
-            why[idx] = (suspect.score, suspect.reason, f"score {suspect.score:.3f} >= {threshold} ({sample})")
+        reason = exclusion_reason(suspect, decision_of(decisions, suspect), threshold)
+        if reason:
+            why[idx] = (suspect.score, suspect.reason, reason)
     excluded = frame.loc[list(why)].copy()
     excluded["score"] = [why[i][0] for i in why]
     excluded["reason"] = [why[i][1] for i in why]
