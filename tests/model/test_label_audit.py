@@ -213,6 +213,8 @@ def test_command_ranks_with_the_champion_and_refuses_without_one(batch, tmp_path
         "overlay",
         "excluded",
     }
+    page = (tmp_path / "reports" / "labels" / root.name / "index.html").read_text()
+    assert f"garmentseg labels confirm|release {suspects[0]['file']} --data {root.resolve()}" in page
     cutoff = json.loads(result.stdout)["exclude_score"]  # labels.exclude_score
     assert [s["excluded"] for s in suspects] == [s["score"] >= cutoff for s in suspects]
     assert Path(suspects[0]["overlay"]).is_relative_to(tmp_path / "reports" / "labels")

@@ -81,7 +81,7 @@ def audit(
         )
         sys.exit(2)
     ranked = apply_decisions(ranked, read_decisions(decisions_path(cfg)))
-    page = write_report(out_dir, ranked, model_uri=uri)
+    page = write_report(out_dir, ranked, model_uri=uri, data=data.resolve())
     if as_json:
         threshold = cfg.labels.exclude_score
         rows = [
@@ -132,7 +132,8 @@ def _decide(
     name = Path(file).name.removesuffix(".png")
     rows = frame[frame["garment_id"] + "_" + frame["view"] == name]
     if rows.empty:
-        click.echo(f"labels {decision}: {file}: no pair <garment>_<View> named {name!r} in {root}", err=True)
+        command = "confirm" if decision == CONFIRMED else "release"
+        click.echo(f"labels {command}: {file}: no pair <garment>_<View> named {name!r} in {root}", err=True)
         sys.exit(2)
     pair, path = rows.iloc[0], decisions_path(cfg)
     was = recorded_decision(path, name, str(pair["cutout_sha256"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ INDEX_HTML = "index.html"
 SHOWN = 24  # suspects pictured on the page; audit.json holds every pair
 
 
-def _row(s: Suspect, out_dir: Path) -> str:
+def _row(s: Suspect, out_dir: Path, data: Path | None) -> str:
     img = ""
     if s.overlay:
         src = html.escape(
@@ -28,16 +29,24 @@ def _row(s: Suspect, out_dir: Path) -> str:
         )
         img = f'<img src="{src}" alt="overlay of {html.escape(s.file)}" height="216">'
     sample = " (in-sample)" if s.in_sample else ""
+    where = f" --data {shlex.quote(str(data))}" if data else ""
+    command = html.escape(f"garmentseg labels confirm|release {s.file}{where}")
     return (
         f"<tr><td>{s.score:.3f}</td><td>{html.escape(s.file)}{sample}<br><small>{html.escape(s.reason)}</small>"
-        f"<br><code>garmentseg labels confirm|release {html.escape(s.file)}</code></td><td>{img}</td></tr>"
+        f"<br><code>{command}</code></td><td>{img}</td></tr>"
     )
 
 
 def write_report(
-    out_dir: Path, suspects: list[Suspect], *, model_uri: str, excluded: pd.DataFrame | None = None
+    out_dir: Path,
+    suspects: list[Suspect],
+    *,
+    model_uri: str,
+    excluded: pd.DataFrame | None = None,
+    data: Path | None = None,
 ) -> Path:
-    """Write audit.json and index.html into out_dir; returns the page's path."""
+    """Write audit.json and index.html into out_dir; returns the page's path. `data`: the audited batch or
+    data dir, named in the page's commands (default: the configured data dir)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"model_uri": model_uri, "suspects": [s.as_dict() for s in suspects]}
@@ -52,7 +61,7 @@ def write_report(
         )
         left_out = f"<h2>Left out of this training run ({len(record['excluded'])})</h2><ul>{items}</ul>"
     (out_dir / AUDIT_JSON).write_text(json.dumps(record, indent=2))
-    rows = "".join(_row(s, out_dir) for s in suspects[:SHOWN])
+    rows = "".join(_row(s, out_dir, data) for s in suspects[:SHOWN])
     page = (
         "<!doctype html><meta charset=utf-8><title>Label audit</title>"
         "<style>body{font-family:sans-serif}td{vertical-align:top;padding:4px}</style>"
