@@ -475,7 +475,6 @@ def load_cutout_model(model_uri: str, tracking_uri: str | None = None) -> Cutout
     """Load a logged U-Net and its preprocessing from runs:/, models:/name@alias, models:/name/version,
     models:/m-<id> or a local MLflow model folder."""
     import mlflow
-    import mlflow.tensorflow
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
@@ -487,7 +486,9 @@ def load_cutout_model(model_uri: str, tracking_uri: str | None = None) -> Cutout
         else model_uri
     )
     name, version = resolve_registered(uri, tracking_uri)
-    meta = _read_metadata(uri)
+    meta = _read_metadata(uri)  # a URI that names no model fails here, before TensorFlow's seconds of import
+    import mlflow.tensorflow
+
     keras_model = mlflow.tensorflow.load_model(uri)
     known = {
         "mean",
