@@ -119,9 +119,10 @@ class GarmentCutout:
         """The review queue and the shot's name when the caller asked for ?queue=true, else None."""
         if not review.wants_queue(ctx.request.query_params.get("queue")):
             return None
+        file = review.queued_file(filename, self.runtime.model)  # refused before the database is opened
         if self.review_queue is None:
             self.review_queue = await self.on_cpu(ReviewQueue.from_config, CFG)
-        return review.queue_request(self.review_queue, filename, self.runtime.model)
+        return review.QueueRequest(self.review_queue, file)
 
     async def answer(
         self, route: str, image: bytes, render: Callable[[responses.Prediction], Any]

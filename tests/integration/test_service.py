@@ -267,6 +267,12 @@ def test_cutout_answers_its_review_from_the_same_inference_and_queues_on_request
     assert plain.headers["X-Needs-Review"] == str(needs_review).lower() == "true"
     assert float(plain.headers["X-Dice-Estimate"]) == pytest.approx(estimate, abs=1e-4)
 
+    unnamed = server.post("/cutout?queue=true", _png(rgb))
+    assert unnamed.status_code == 400 and unnamed.json()["error"] == "bad_filename"
+    assert "shot.png" in unnamed.json()["message"]
+    database = Path(server.review["database"].removeprefix("sqlite:///"))
+    assert not database.exists(), "a refused queue request opens no database"
+
     name = "5d1c7a52-3c59-4d52-9a59-7a1f1f6e2a10_Front"
     url = f"{server.url}/cutout?queue=true"
     queued = httpx.post(url, files={"image": (f"{name}.png", _png(rgb))}, headers=server.auth, timeout=60)
@@ -283,9 +289,6 @@ def test_cutout_answers_its_review_from_the_same_inference_and_queues_on_request
     assert (logged["cutouts"], logged["doubtful"]) == (2, 2), "both calls logged, the shot queued once"
     assert logged["mean_estimate"] == pytest.approx(estimate, abs=1e-4)
 
-    unnamed = server.post("/cutout?queue=true", _png(rgb))
-    assert unnamed.status_code == 400 and unnamed.json()["error"] == "bad_filename"
-    assert "shot.png" in unnamed.json()["message"]
     unclear = server.post("/cutout?queue=maybe", _png(rgb))
     assert unclear.status_code == 400 and "queue='maybe'" in unclear.json()["message"]
 

@@ -47,8 +47,9 @@ def wants_queue(value: str | None) -> bool:
     return text in _TRUE
 
 
-def queue_request(queue: ReviewQueue, filename: str | None, model: CutoutModel) -> QueueRequest:
-    """Checked before inference: a queued shot needs a contract name and a model with a Dice estimate."""
+def queued_file(filename: str | None, model: CutoutModel) -> str:
+    """The contract name (<garment>_<View>) a /cutout?queue=true shot is queued under, checked before the
+    queue is opened and before inference: it needs a contract filename and a model with a Dice estimate."""
     try:
         key = parse_shot_name(Path(filename or "").name)
     except ContractError as exc:
@@ -61,7 +62,7 @@ def queue_request(queue: ReviewQueue, filename: str | None, model: CutoutModel) 
             "no_estimate",
             f"model version {model.model_version or 'unregistered'} carries no Dice estimate; nothing can be queued",
         )
-    return QueueRequest(queue, f"{key.garment_id}_{key.view}")
+    return f"{key.garment_id}_{key.view}"
 
 
 def review_headers(estimate: float, needs_review: bool) -> dict[str, str]:
