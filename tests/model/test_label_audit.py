@@ -143,6 +143,16 @@ def test_a_filled_gap_and_a_sliver_are_told_apart() -> None:
     assert [r.kind for r in found] == ["filled"] and small == 0
 
 
+def test_a_nearly_empty_label_is_named_so_not_given_a_share_over_100_percent() -> None:
+    pred = np.zeros((60, 40), bool)
+    pred[5:55, 5:35] = True  # the garment the model sees
+    label = np.zeros_like(pred)
+    label[28:31, 18:21] = True  # a 3x3 blob: what was left of the label
+    found, small = regions(label, pred, min_share=0.01, band_px=4)
+    _kind, reason = describe(found, small, int(label.sum()), 0.01)
+    assert "x the label's area: the label is nearly empty" in reason and "%" not in reason.split(";")[0]
+
+
 def test_fine_detail_the_model_misses_is_scattered() -> None:
     label = np.zeros((60, 40), bool)
     label[5:55, 5:35] = True

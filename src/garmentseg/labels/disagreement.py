@@ -165,7 +165,13 @@ def describe(found: list[Region], small: int, label_area: int, min_share: float)
             too = "thin (eroded)" if region.side == "model_only" else "wide (dilated)"
             words = f"{words}: the label is too {too}, {region.thickness:.0f} px thick"
         share = region.area / max(label_area, 1)
-        parts.append(f"{words} ({share:.1%} of the label's area, {_where(region.centre)})")
+        # A region the model sees that outgrows the whole label: the label has nearly nothing in it.
+        amount = (
+            f"{share:.1%} of the label's area"
+            if share <= 1
+            else f"{share:.0f}x the label's area: the label is nearly empty"
+        )
+        parts.append(f"{words} ({amount}, {_where(region.centre)})")
     more = len(found) - 3
     return found[0].kind, "; ".join(parts) + (f"; and {more} smaller" if more > 0 else "")
 
