@@ -89,11 +89,27 @@ def page_url(queue: ReviewQueue) -> Iterator[str]:
 def _click_through(browser, element) -> None:
     """Click a link or submit button and wait for the next page: a click returns before the navigation it
     starts has replaced the document, so a lookup right after it may still read the old page."""
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     element.click()
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(element))
+    WebDriverWait(browser, 10).until(lambda _browser: _gone(element))
+
+
+def _gone(element) -> bool:
+    """Whether the page that held `element` has been replaced. Chromium says so with a stale reference, or,
+    when the old document is torn down mid-lookup, with "Node ... does not belong to the document"
+    (selenium's staleness_of knows only the first, and the second failed a CI run)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
 
 
 def _sign_in(browser, url: str, token: str) -> None:
