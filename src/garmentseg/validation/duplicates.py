@@ -33,7 +33,10 @@ SIGNATURES = "shot_signatures.parquet"  # the dataset shots' near-duplicate sign
 
 
 def mark_duplicate_shots(frame: pd.DataFrame, batch_dir: Path, cfg: Config) -> pd.DataFrame:
-    """Fill `same_shot_as` and `near_duplicate_of` on the batch's shots; returns the frame."""
+    """Fill `same_shot_as`, `near_duplicate_of` and `replaces_picture` on the batch's shots; returns the
+    frame. The dataset's index is read once, for the three comparisons with the dataset."""
+    from garmentseg.data.index import INDEX_FILE, read_index
+
     shots = frame[
         (frame["side"] == RAW_DIR)
         & frame["garment_id"].notna()
@@ -48,12 +51,14 @@ def mark_duplicate_shots(frame: pd.DataFrame, batch_dir: Path, cfg: Config) -> p
                 exact.setdefault(file, []).extend(
                     f"{other} ({what})" for other in group["file"] if other != file
                 )
-    for file, found in _against_dataset(shots, cfg).items():
+    index_path = cfg.path(cfg.paths.data_dir) / INDEX_FILE
+    index = read_index(index_path) if not shots.empty and index_path.is_file() else None
+    for file, found in _against_dataset(shots, index).items():
         exact.setdefault(file, []).extend(found)
     near = _near_copies(shots, batch_dir, cfg, exact)
-    for file, found in _near_dataset_copies(shots, batch_dir, cfg, exact).items():
+    for file, found in _near_dataset_copies(shots, index, batch_dir, cfg, exact).items():
         near.setdefault(file, []).extend(found)
-    replaced = _other_pictures_of_known_views(shots, batch_dir, cfg)
+    replaced = _other_pictures_of_known_views(shots, index, batch_dir, cfg)
     frame = frame.copy()
     for column, found in (
         ("same_shot_as", exact),
@@ -67,14 +72,11 @@ def mark_duplicate_shots(frame: pd.DataFrame, batch_dir: Path, cfg: Config) -> p
     return frame
 
 
-def _against_dataset(shots: pd.DataFrame, cfg: Config) -> dict[str, list[str]]:
-    """Shots whose bytes are already in the dataset under another garment id or view."""
-    from garmentseg.data.index import INDEX_FILE, read_index
-
-    path = cfg.path(cfg.paths.data_dir) / INDEX_FILE
-    if shots.empty or not path.is_file():
+def _against_dataset(shots: pd.DataFrame, index: pd.DataFrame | None) -> dict[str, list[str]]:
+    """Shots whose bytes are already in the dataset (its `index`; None: no dataset yet) under another
+    garment id or view."""
+    if index is None:
         return {}
-    index = read_index(path)
     by_hash = index.groupby("raw_sha256")
     found: dict[str, list[str]] = {}
     for row in shots.itertuples():
@@ -89,15 +91,16 @@ def _against_dataset(shots: pd.DataFrame, cfg: Config) -> dict[str, list[str]]:
     return found
 
 
-def _other_pictures_of_known_views(shots: pd.DataFrame, batch_dir: Path, cfg: Config) -> dict[str, list[str]]:
-    """Shots of a garment and view the dataset already holds that are not its picture: neither its bytes
-    nor, over both masks, within near_duplicate_max_diff of it (a retoucher's correction keeps the shot)."""
-    from garmentseg.data.index import INDEX_FILE, read_index
-
-    data_dir = cfg.path(cfg.paths.data_dir)
-    if shots.empty or not (data_dir / INDEX_FILE).is_file():
+def _other_pictures_of_known_views(
+    shots: pd.DataFrame, index: pd.DataFrame | None, batch_dir: Path, cfg: Config
+) -> dict[str, list[str]]:
+    """Shots of a garment and view the dataset (its `index`) already holds that are not its picture:
+    neither its bytes nor, over both masks, within near_duplicate_max_diff of it (a retoucher's correction
+    keeps the shot)."""
+    if index is None:
         return {}
-    index = read_index(data_dir / INDEX_FILE).set_index(["garment_id", "view"])
+    data_dir = cfg.path(cfg.paths.data_dir)
+    index = index.set_index(["garment_id", "view"])
     found: dict[str, list[str]] = {}
     for shot in shots.itertuples():
         if (shot.garment_id, shot.view) not in index.index:
@@ -142,17 +145,18 @@ def _near_copies(
 
 
 def _near_dataset_copies(
-    shots: pd.DataFrame, batch_dir: Path, cfg: Config, exact: dict[str, list[str]]
+    shots: pd.DataFrame,
+    index: pd.DataFrame | None,
+    batch_dir: Path,
+    cfg: Config,
+    exact: dict[str, list[str]],
 ) -> dict[str, list[str]]:
-    """Batch shots that are a dataset shot of another garment re-exported."""
-    from garmentseg.data.index import INDEX_FILE, read_index
-
+    """Batch shots that are a dataset shot (its `index`) of another garment re-exported."""
     data_dir = cfg.path(cfg.paths.data_dir)
     batch = shots.dropna(subset=["dhash", "garment_colour"])
-    if batch.empty or not (data_dir / INDEX_FILE).is_file():
+    if batch.empty or index is None:
         return {}
     v = cfg.validation
-    index = read_index(data_dir / INDEX_FILE)
     dataset = index.merge(dataset_signatures(index, data_dir, cfg), on="raw_sha256")
     found: dict[str, list[str]] = {}
     for shot in batch.itertuples():
