@@ -143,6 +143,27 @@ def test_a_filled_gap_and_a_sliver_are_told_apart() -> None:
     assert [r.kind for r in found] == ["filled"] and small == 0
 
 
+def test_a_label_eroded_or_dilated_by_many_pixels_is_a_band_not_a_missing_region_or_a_spill() -> None:
+    pred = np.zeros((432, 288), np.uint8)  # a garment with sleeves, at the audit's size
+    cv2.fillPoly(pred, [np.array([[90, 60], [198, 60], [230, 380], [58, 380]], np.int32)], 1)
+    cv2.rectangle(pred, (40, 70), (248, 110), 1, -1)
+    ring = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (17, 17))  # 8 px all round: twice band_px
+    sleeve_left_out = pred.copy()
+    sleeve_left_out[60:115, 200:] = 0
+    spilled = pred.copy()
+    cv2.circle(spilled, (240, 300), 30, 1, -1)
+    cases = {
+        "eroded": (cv2.erode(pred, ring), "band", "thin (eroded)"),
+        "dilated": (cv2.dilate(pred, ring), "band", "wide (dilated)"),
+        "sleeve": (sleeve_left_out, "missing", "missing region"),
+        "blob": (spilled, "spill", "spill onto the background"),
+    }
+    for name, (label, kind, words) in cases.items():
+        found, small = regions(label.astype(bool), pred.astype(bool), min_share=0.004, band_px=4)
+        got, reason = describe(found, small, int(label.sum()), 0.004)
+        assert (got, words in reason) == (kind, True), (name, reason)
+
+
 def test_a_nearly_empty_label_is_named_so_not_given_a_share_over_100_percent() -> None:
     pred = np.zeros((60, 40), bool)
     pred[5:55, 5:35] = True  # the garment the model sees

@@ -4,9 +4,12 @@ The two one-sided differences are split into connected components:
 - model-only pixels (the model sees garment the label leaves out): a **hole** when the label surrounds the
   component, a **band** when the component is thin and runs along the label's edge (a label eroded, cut too
   thin), else a **missing** region (a sleeve, a back layer, a hem left out);
-- label-only pixels (the label covers what the model calls background): a **band** when thin along the edge
-  (a label dilated), a **filled** hole when the model's mask surrounds it (the gap between an arm and the
-  body painted over), else a **spill** onto the background.
+- label-only pixels (the label covers what the model calls background): a **filled** hole when the model's
+  mask surrounds it (the gap between an arm and the body painted over), a **band** when thin along the edge
+  (a label dilated), else a **spill** onto the background.
+A strip is a band however thick when it lies along the other mask's edge: at least BAND_CONTACT of its rim
+on that mask and BAND_ELONGATION times longer than thick (a label eroded or dilated by 10 px all round is a
+ring 10 px wide and hundreds long; a sleeve left out touches the label at the shoulder only).
 Slivers (a pixel wide) are the edge blur every model has and are left out. Components smaller than
 `labels.min_region_share` of the label are counted together: when they add up to SCATTERED_SHARES times
 that share, the reason is **scattered** (fine detail such as eyelets or lace that one side resolves and
@@ -23,6 +26,8 @@ import numpy as np
 # Disagreement whose mean width is at most this (px at audit size) is two edges a pixel apart: no finding.
 SLIVER_PX = 1.5
 SCATTERED_SHARES = 5
+BAND_CONTACT = 0.4
+BAND_ELONGATION = 8.0
 KINDS = ("missing", "hole", "band", "spill", "filled", "scattered", "none")
 _MODEL_ONLY = (40, 140, 255)  # blue: garment the label leaves out
 _LABEL_ONLY = (255, 40, 60)  # red: background the label covers
@@ -79,17 +84,31 @@ def _encloses(mask: np.ndarray, component: np.ndarray) -> bool:
     return not on_frame and bool(ring.any()) and bool(mask[ring].all())
 
 
+def _along_edge(component: np.ndarray, area: int, thickness: float, other: np.ndarray) -> bool:
+    """A strip lying along `other`'s edge: long for its thickness, and much of its rim on `other`."""
+    long = area >= BAND_ELONGATION * thickness**2
+    return long and float(other[_ring(component)].mean()) >= BAND_CONTACT
+
+
 def _kind(
-    side: str, component: np.ndarray, thickness: float, label: np.ndarray, pred: np.ndarray, band_px: float
+    side: str,
+    component: np.ndarray,
+    area: int,
+    thickness: float,
+    label: np.ndarray,
+    pred: np.ndarray,
+    band_px: float,
 ) -> str:
     thin = thickness <= band_px
     if side == "model_only":
         if _encloses(label, component):
             return "hole"
-        return "band" if thin and bool(label[_ring(component)].any()) else "missing"
+        if (thin and bool(label[_ring(component)].any())) or _along_edge(component, area, thickness, label):
+            return "band"
+        return "missing"
     if _encloses(pred, component):
         return "filled"
-    return "band" if thin else "spill"
+    return "band" if thin or _along_edge(component, area, thickness, pred) else "spill"
 
 
 def regions(
@@ -112,7 +131,7 @@ def regions(
             ys, xs = np.nonzero(component)
             found.append(
                 Region(
-                    kind=_kind(side, component, thickness, label, pred, band_px),
+                    kind=_kind(side, component, area, thickness, label, pred, band_px),
                     side=side,
                     area=area,
                     thickness=thickness,
