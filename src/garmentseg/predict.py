@@ -16,7 +16,7 @@ import numpy as np
 
 from garmentseg.cliopts import config_options
 from garmentseg.config import load_config
-from garmentseg.data.contract import ContractError, parse_shot_name, printable_name
+from garmentseg.data.contract import ContractError, is_text_name, parse_shot_name, printable_name
 from garmentseg.imageio import ImageError, read_image, write_png
 from garmentseg.inference import (
     CutoutModel,
@@ -122,7 +122,7 @@ def cut_out_folder(
             ["file", "manual_cutout_score", "needs_manual_cutout", "dice_estimate", "needs_review"]
         )
         for path in shots:
-            if printable_name(path.name) != path.name:  # no text can name its outputs or its queue item
+            if not is_text_name(path.name):  # no text can name its outputs or its queue item
                 result.skipped.append((printable_name(path.name), "file name is not UTF-8 text; rename it"))
                 continue
             try:

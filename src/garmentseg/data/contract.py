@@ -60,9 +60,14 @@ def printable_name(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
+def is_text_name(name: str) -> bool:
+    """Whether text can name this file: a name that is not UTF-8 can name no output, queue item or row."""
+    return printable_name(name) == name
+
+
 def parse_shot_name(name: str) -> ShotKey:
     """`<uuid>_<View>.png` -> ShotKey, or ContractError naming the file and the broken rule."""
-    if printable_name(name) != name:
+    if not is_text_name(name):
         raise ContractError(
             f"{printable_name(name)}: file name is not UTF-8 text (written by an old archiver?); "
             "name it <garment_uuid>_<View>.png"

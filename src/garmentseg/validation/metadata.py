@@ -28,6 +28,7 @@ from garmentseg.data.contract import (
     RAW_DIR,
     ContractError,
     ShotKey,
+    is_text_name,
     os_junk,
     parse_shot_name,
     printable_name,
@@ -230,7 +231,7 @@ def _list_side(batch_dir: Path, side: str, source_name: str, source: SourceConfi
         if junk:
             listing.rows.append(_row(rel, side, os_junk=junk))
             continue
-        if printable_name(path.name) != path.name:  # reported by name; a file no text can name is not read
+        if not is_text_name(path.name):  # reported by name; a file no text can name is not read
             listing.rows.append(_row(rel, side, name_error=_shot_key(path.name, source_name, source)[1]))
             continue
         if path.is_dir() or path.is_symlink():
