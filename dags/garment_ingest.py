@@ -86,6 +86,7 @@ def garment_landing_scan():
     schedule=None,
     start_date=START,
     catchup=False,
+    max_active_runs=1,  # validation checks against the dataset: a batch admitted meanwhile would go unseen
     default_args=default_args(CFG),
     params={"batch_id": Param(type="string", description="Folder name of the batch under the landing dir.")},
     tags=["garmentseg", "data", "validation"],

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from garmentseg.cli import main
 from garmentseg.config import Config
 from garmentseg.data.index import INGEST_RECORD
+from garmentseg.data.plane import DatasetError
 from garmentseg.orchestration import tasks
 from garmentseg.orchestration.embedded import EmbeddedAirflow
 from garmentseg.validation import ingest_batch
@@ -204,3 +205,27 @@ def test_os_junk_beside_a_clean_delivery_is_left_out_of_the_dataset(project):
         "exactly the delivery's shots and cutouts"
     )
     assert (batch / ".DS_Store").is_file(), "the landed folder is never touched"
+
+
+def test_a_delivery_changed_after_validation_is_refused_and_the_dataset_is_untouched(project):
+    """A studio still uploading: validation read one content, the folder holds another by the time it is
+    admitted (here the DAG's two tasks, route then ingest). Only validated bytes may enter."""
+    batch = landed(project, "b-uploading", broken=False)
+    routed = tasks.route_landed_batch(project, "b-uploading")
+    assert routed["action"] == Action.INGEST and routed["validated_digest"]
+    late = sorted((batch / "cutouts").iterdir())[0]
+    late.write_bytes(late.read_bytes()[:3000])  # the rest of the file is still on its way
+    with pytest.raises(DatasetError, match="changed after validation read them"):
+        tasks.ingest_landed_batch(project, routed)
+    assert not (project.path(project.paths.data_dir) / "batches" / "b-uploading").exists()
+
+
+def test_a_folder_of_the_dataset_itself_is_left_alone(project):
+    """Ingesting the dataset's own batch would quarantine (move) it out of the dataset on any finding."""
+    batch = landed(project, "b-good", broken=False)
+    assert ingest_batch(batch, project).status == "ingested"
+    own = project.path(project.paths.data_dir) / "batches" / "b-good"
+    before = tree_digest(own)
+    outcome = ingest_batch(own, project, batch_id="b-other")
+    assert (outcome.status, outcome.exit_code) == ("unreadable", 2)
+    assert "inside the dataset's own batches" in outcome.message and tree_digest(own) == before

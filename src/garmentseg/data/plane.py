@@ -21,6 +21,7 @@ tracked, tracked but not pushed) and completes it, and removes staging folders a
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -222,6 +223,11 @@ def contract_files(batch_dir: Path) -> dict[str, str]:
     return files
 
 
+def files_digest(files: dict[str, str]) -> str:
+    """One sha256 for a delivery's `contract_files`: what it holds, whatever its folder is called."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
 def _check_batch(batch_dir: Path, batch_id: str) -> int:
     problem = batch_id_problem(batch_id)
     if problem:
@@ -240,6 +246,7 @@ def _copy_in(source: Path, dest: Path, files: dict[str, str]) -> None:
     """Copy the contract files to a staging folder beside dest, verify every byte, record the time of
     ingest (which delivery of a view is the latest), rename into place."""
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=STAGING_SUFFIX, dir=dest.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the batch from the other users of a shared node
     try:
         for rel in files:
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -269,10 +276,17 @@ class _Snapshot:
 
 
 def add_batch(
-    batch_dir: Path, cfg: Config, *, batch_id: str | None = None, push: bool = True
+    batch_dir: Path,
+    cfg: Config,
+    *,
+    batch_id: str | None = None,
+    push: bool = True,
+    validated_digest: str | None = None,
 ) -> AddBatchResult:
     """Copy a batch into data/batches/<batch_id>/, index, track and push it; all or nothing on an error,
-    completed by the retry after a kill. `already_present` when there was nothing left to do."""
+    completed by the retry after a kill. `already_present` when there was nothing left to do. With
+    `validated_digest` (`files_digest` of the folder as validation read it), a folder changed since then
+    (a studio still uploading into it) is refused: only validated bytes enter."""
     source = Path(batch_dir).resolve()
     batch_id = batch_id or batch_id_of(source)
     n_pairs = _check_batch(source, batch_id)
@@ -285,6 +299,11 @@ def add_batch(
             log.warning("removing %s, left by an interrupted add", stale)
             shutil.rmtree(stale, ignore_errors=True)
         files = contract_files(source)
+        if validated_digest is not None and files_digest(files) != validated_digest:
+            raise DatasetError(
+                f"{source}: its files changed after validation read them (still being delivered?); nothing "
+                "ingested: ingest it again once the delivery is complete"
+            )
         present = dest.exists()
         if present and contract_files(dest) != files:
             raise DatasetError(

@@ -91,6 +91,7 @@ def route_landed_batch(cfg: Config, batch_id: str) -> dict[str, Any]:
         "data_docs": data_docs,
         "errors": sum(1 for f in result.findings if f["severity"] == "error"),
         "warnings": sum(1 for f in result.findings if f["severity"] == "warning"),
+        "validated_digest": route.validated_digest,
     }
 
 
@@ -106,6 +107,7 @@ def ingest_landed_batch(cfg: Config, routed: dict[str, Any]) -> dict[str, Any]:
         batch_id=routed["batch_id"],
         report_dir=Path(routed["report_dir"]),
         data_docs_page=Path(routed["data_docs"]) if routed["data_docs"] else None,
+        validated_digest=routed.get("validated_digest"),
     )
     return {
         "batch_id": outcome.batch_id,

@@ -9,9 +9,9 @@ moves it into quarantine (or, across file systems, after every byte of the copy 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -23,6 +23,7 @@ from typing import Any
 
 from garmentseg.config import Config
 from garmentseg.data.contract import batch_id_of, batch_id_problem, printable_name
+from garmentseg.locks import exclusive
 from garmentseg.validation.metadata import REPORT_DIR_NAME
 from garmentseg.validation.validate import (
     EXIT_FAILED,
@@ -56,6 +57,7 @@ class Route:
 
     action: Action
     reason: str
+    validated_digest: str | None = None  # `delivery_digest` before validation read it: admit checks it
 
 
 def route_batch(result: ValidationResult) -> Route:
@@ -71,17 +73,20 @@ def route_batch(result: ValidationResult) -> Route:
 def check_batch(
     batch_dir: Path, cfg: Config, source: str | None = None, *, batch_id: str | None = None
 ) -> tuple[ValidationResult, Route]:
-    """Validate a landed batch (report in <reports_dir>/<batch_id>) and route it: ingest's first step."""
+    """Validate a landed batch (report in <reports_dir>/<batch_id>) and route it: ingest's first step. The
+    route carries the delivery's digest taken before validation read it, so admitting it later can refuse
+    a folder that changed in between."""
     batch_id = batch_id or batch_id_of(Path(batch_dir))
+    digest = delivery_digest(Path(batch_dir)) if Path(batch_dir).is_dir() else None
     result = validate_batch(batch_dir, cfg, cfg.path(cfg.paths.reports_dir) / batch_id, source=source)
-    return result, route_batch(result)
+    return result, dataclasses.replace(route_batch(result), validated_digest=digest)
 
 
 def delivery_digest(batch_dir: Path) -> str:
     """sha256 of what a delivery holds (its contract files' hashes), whatever its folder is called."""
-    from garmentseg.data.plane import contract_files
+    from garmentseg.data.plane import contract_files, files_digest
 
-    return hashlib.sha256(json.dumps(contract_files(Path(batch_dir)), sort_keys=True).encode()).hexdigest()
+    return files_digest(contract_files(Path(batch_dir)))
 
 
 def quarantined_deliveries(cfg: Config, batch_id: str) -> list[Path]:
@@ -135,13 +140,32 @@ def ingest_batch(
     push: bool = True,
 ) -> IngestOutcome:
     """Validate the batch and act on `route_batch`: ingest, quarantine whole, or leave it where it is (also
-    when its folder's name cannot be a batch id: nothing is wrong with its content)."""
+    when its folder's name cannot be a batch id, or it is one of the dataset's own batches: nothing is
+    wrong with its content). One ingest at a time on a machine, validation included: the checks against
+    the dataset (duplicates, reused ids) must see every batch admitted before."""
     batch_dir = Path(batch_dir)
     batch_id = batch_id or batch_id_of(batch_dir)
     unnameable = batch_id_problem(batch_id)
     if unnameable:
         name = printable_name(batch_id)
         return IngestOutcome(UNREADABLE, name, EXIT_UNREADABLE, None, None, f"{batch_dir}: {unnameable}")
+    batches = cfg.path(cfg.paths.data_dir) / "batches"
+    if batch_dir.resolve().is_relative_to(batches.resolve()):
+        return IngestOutcome(
+            UNREADABLE,
+            batch_id,
+            EXIT_UNREADABLE,
+            None,
+            None,
+            f"{batch_dir}: inside the dataset's own batches ({batches}); a delivery lands elsewhere",
+        )
+    with exclusive(cfg.path(cfg.paths.state_dir) / "locks" / "ingest.lock"):
+        return _ingest_unlocked(batch_dir, cfg, source, batch_id, push)
+
+
+def _ingest_unlocked(
+    batch_dir: Path, cfg: Config, source: str | None, batch_id: str, push: bool
+) -> IngestOutcome:
     earlier = where_is(cfg, batch_id)
     if not batch_dir.exists() and earlier and earlier[0] == QUARANTINED:
         report_dir = cfg.path(cfg.paths.reports_dir) / batch_id
@@ -167,6 +191,7 @@ def ingest_batch(
         report_dir=result.report_dir,
         push=push,
         data_docs_page=result.data_docs_page,
+        validated_digest=route.validated_digest,
     )
 
 
@@ -178,11 +203,13 @@ def admit_batch(
     report_dir: Path | None = None,
     push: bool = True,
     data_docs_page: Path | None = None,
+    validated_digest: str | None = None,
 ) -> IngestOutcome:
-    """Hand a validated batch to the dataset (copied atomically, indexed, versioned; input untouched)."""
+    """Hand a validated batch to the dataset (copied atomically, indexed, versioned; input untouched),
+    refused when its files changed since validation (`Route.validated_digest`)."""
     from garmentseg.data.plane import add_batch
 
-    added = add_batch(Path(batch_dir), cfg, batch_id=batch_id, push=push)
+    added = add_batch(Path(batch_dir), cfg, batch_id=batch_id, push=push, validated_digest=validated_digest)
     status = ALREADY_INGESTED if added.already_present else INGESTED
     log.info("batch %s: %s (%d pairs) at %s", added.batch_id, status, added.n_pairs, added.dataset_path)
     return IngestOutcome(
