@@ -350,6 +350,7 @@ class RetentionConfig(_Section):
     quarantine_days: float = Field(ge=0)
     reports_days: float = Field(ge=0)
     mlflow_run_days: float = Field(ge=0)
+    data_version_days: float = Field(ge=0)
 
 
 # The maps a Dice estimate may read (review.estimate_map); review/estimate.py checks stored estimates by it.

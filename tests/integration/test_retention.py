@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,9 @@ def _project(root: Path, remote: str) -> Config:
     params["registry"].update(
         tracking_uri=f"sqlite:///{root}/mlflow.db", artifact_root=str(root / "artifacts")
     )
-    params["retention"].update(landed_days=0, quarantine_days=30, reports_days=30, mlflow_run_days=30)
+    params["retention"].update(
+        landed_days=0, quarantine_days=30, reports_days=30, mlflow_run_days=30, data_version_days=0
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     versioning.dvc(["init", "--quiet"], root)
@@ -162,6 +165,21 @@ def test_dry_run_lists_what_would_go_and_why_and_deletes_nothing(world) -> None:
 
     text = CliRunner().invoke(gc_cmd, ["--dry-run", "--params", str(cfg.root / "params.yaml")]).output
     assert "would remove" in text and "dvc-manifest: 1" in text and f"data versions {v1}" in text
+
+
+def test_a_data_version_another_node_just_published_is_kept_with_its_objects(world) -> None:
+    """No registered model names v2 and it is not this tree's: another node may have pushed it an hour ago
+    and be training on it. Within `retention.data_version_days` neither its manifest nor its objects go."""
+    cfg, (_v1, v2, _v3) = world["cfg"], world["versions"]
+    patient = cfg.model_copy(update={"retention": cfg.retention.model_copy(update={"data_version_days": 1})})
+    summary = gc(patient, dry_run=True)
+    assert not _targets(summary, "would_remove", "dvc-manifest"), summary["would_remove"]
+    v2_objects = {e.md5 for e in store.manifest(cfg, v2).values()}
+    assert not v2_objects & _targets(summary, "would_remove", "dvc-remote-object")
+    a_week_on = gc(
+        patient, dry_run=True, now=datetime.now(UTC) + timedelta(days=7)
+    )  # the remote's clock read
+    assert [Path(m).name for m in _targets(a_week_on, "would_remove", "dvc-manifest")] == [f"{v2}.json"]
 
 
 def test_gc_removes_the_plan_and_every_registered_version_still_checks_out(world, tmp_path) -> None:

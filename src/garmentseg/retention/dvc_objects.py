@@ -13,7 +13,7 @@ a manifest still in the remote names (a version published since the plan was mad
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from garmentseg.retention.plan import Item, Lineage
@@ -73,13 +73,30 @@ def _workspace_md5s(repo: Any) -> set[str]:
     return {h.value for objs in repo.used_objs(force=True).values() for h in objs}
 
 
-def _kept_md5s(cfg: Config, repo: Any, remote: Any, lineage: Lineage) -> tuple[set[str], set[str]]:
-    """(kept data versions, their md5s before expansion); raises UnknownContents for a version it cannot list."""
+def _age_days(remote: Any, path: str, now: datetime) -> float:
+    """How long ago a manifest was published, from the remote's own modification time (0 when the remote
+    does not say: kept, on the safe side)."""
+    info = remote.fs.info(path)
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+    if stamp is None:
+        return 0.0
+    if not isinstance(stamp, datetime):
+        stamp = datetime.fromtimestamp(float(stamp), UTC)
+    return (now - (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC))).total_seconds() / 86400
+
+
+def _kept_md5s(
+    cfg: Config, repo: Any, remote: Any, lineage: Lineage, recent: set[str]
+) -> tuple[set[str], set[str]]:
+    """(kept data versions, their md5s before expansion); raises UnknownContents for a version it cannot list.
+    `recent`: versions published within `retention.data_version_days`, which another node may have just
+    pushed or be training on; no registry or tree here can know of them yet."""
     from garmentseg.data import plane, store, versioning
 
     current = versioning.data_version(cfg)
     # a model trained on a folder outside the dataset names "index:<hash>": nothing in DVC to keep for it
     versions = {v for v in lineage.data_versions if not v.startswith("index:")} | ({current} - {"empty"})
+    versions |= recent
     md5s = set(lineage.md5s) | _workspace_md5s(repo)
     for version in sorted(versions):
         entries = store.read_manifest(remote, version)
@@ -93,16 +110,23 @@ def _kept_md5s(cfg: Config, repo: Any, remote: Any, lineage: Lineage) -> tuple[s
     return versions, md5s
 
 
-def collect(cfg: Config, lineage: Lineage, now: datetime) -> tuple[list[Item], list[str]]:  # noqa: ARG001 - a collector's signature
+def collect(cfg: Config, lineage: Lineage, now: datetime) -> tuple[list[Item], list[str]]:
     from garmentseg.data import store
 
+    days = cfg.retention.data_version_days
     try:
         with store.stores(cfg) as (repo, remote):
-            versions, md5s = _kept_md5s(cfg, repo, remote, lineage)
-            kept = _expand(md5s, [repo.cache.local, remote.odb])
             manifests = _manifest_versions(remote)
+            recent = {v for v, path in manifests.items() if _age_days(remote, path, now) < days}
+            versions, md5s = _kept_md5s(cfg, repo, remote, lineage, recent)
+            kept = _expand(md5s, [repo.cache.local, remote.odb])
             items = [
-                Item(MANIFEST, path, f"data version {v}: no registered model names it, not the tree's")
+                Item(
+                    MANIFEST,
+                    path,
+                    f"data version {v}: no registered model names it, not the tree's, published over "
+                    f"{days:g} days ago",
+                )
                 for v, path in sorted(manifests.items())
                 if v not in versions
             ]
