@@ -279,7 +279,7 @@ def send_to_retouch(cfg: Config, delivery: str, truths: Path, folder: Path) -> l
     if not queued:
         return []
     queue.decide(queued[0].id, "retouch", by=DEMO_REVIEWER)
-    export_items(queue, folder, pending=True, max_pixels=cfg.validation.max_pixels)
+    export_items(queue, folder, cfg, pending=True)
     for exported in sorted(folder.glob("*/*.png")):  # other open items are not this retoucher's
         if exported.stem not in mine:
             exported.unlink()

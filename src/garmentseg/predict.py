@@ -92,7 +92,7 @@ def queue_cutout(
     except ContractError as exc:
         return str(exc) if made.needs_review else None
     queue.record_cutout(
-        file=f"{key.garment_id}_{key.view}",
+        file=key.stem,
         shot=shot,
         cutout=cutout_png,
         estimate=made.estimate,

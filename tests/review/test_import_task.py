@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 def _returned(cfg: Config, folder: Path) -> list[str]:
     """Export the open items; the true cutouts (the ingested batch's) stand in for the retoucher's."""
-    items = export_items(ReviewQueue.from_config(cfg), folder, pending=True, max_pixels=10**7)
+    items = export_items(ReviewQueue.from_config(cfg), folder, cfg, pending=True)
     truths = cfg.path(cfg.paths.data_dir) / "batches" / "b-base" / "cutouts"
     for item in items:
         shutil.copyfile(truths / f"{item.file}.png", folder / "cutouts" / f"{item.file}.png")

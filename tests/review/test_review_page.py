@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from garmentseg.config import load_config
 from garmentseg.deploy import free_port
 from garmentseg.imageio import write_png
-from garmentseg.review.store import ReviewQueue
-from garmentseg.review.web import SESSION_COOKIE, Sessions, create_app, mask_edge, reviewer_name
+from garmentseg.review.store import MAX_ITEM_ID, ReviewQueue, reviewer_name
+from garmentseg.review.web import SESSION_COOKIE, Sessions, create_app, mask_edge
 
 TOKEN = "review-token-for-tests"
 REVIEWER = "Ana Retoucher"
@@ -130,6 +130,7 @@ def _images_loaded(browser) -> bool:
 def test_reviewer_signs_in_and_decides_by_click_and_by_key(
     chromium, page_url: str, queue: ReviewQueue
 ) -> None:
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -160,7 +161,8 @@ def test_reviewer_signs_in_and_decides_by_click_and_by_key(
     assert chromium.find_element(By.ID, "item").get_attribute("data-id") == str(middle.id)
 
     chromium.find_element(By.TAG_NAME, "body").send_keys("r")  # by key: send to retouch
-    WebDriverWait(chromium, 10).until(
+    # The key starts a navigation: the notice found may belong to the page being replaced (stale).
+    WebDriverWait(chromium, 10, ignored_exceptions=(WebDriverException,)).until(
         lambda b: f"#{middle.id}" in b.find_element(By.ID, "last-decision").text
     )
     assert f"retouch by {REVIEWER}" in chromium.find_element(By.ID, "last-decision").text
@@ -250,6 +252,66 @@ def test_bad_decisions_are_refused_with_the_reason(client: httpx.Client, queue: 
     closed = client.post(f"/items/{item.id}", data={"decision": "reject"})
     assert closed.status_code == 409 and "closed" in closed.text
     assert queue.get(item.id).state == "closed"
+
+
+@pytest.mark.parametrize(
+    "item_id",
+    ["99999999999999999999999", str(MAX_ITEM_ID + 1), str(MAX_ITEM_ID), "1" * 5000, "\u00b2", "\u0661", "x"],
+)
+def test_an_id_no_item_can_have_is_not_found(client: httpx.Client, queue: ReviewQueue, item_id: str) -> None:
+    _signed_in(client)  # "\u0661" is Arabic-Indic one: int() reads it as 1, an item the queue has
+    assert client.get(f"/items/{item_id}").status_code == 404
+    assert client.post(f"/items/{item_id}", data={"decision": "accept"}).status_code == 404
+    assert client.get(f"/items/{item_id}/shot.png").status_code == 404
+    assert {i.state for i in queue.items()} == {"pending"}
+
+
+def test_a_garbled_decided_notice_is_dropped(client: httpx.Client, queue: ReviewQueue) -> None:
+    _signed_in(client)
+    item = queue.items()[0]
+    for decided in ("\u00b2", "99999999999999999999999", "-1", "1" * 5000):
+        answer = client.get(f"/items/{item.id}", params={"decided": decided})
+        assert answer.status_code == 200 and 'id="last-decision"' not in answer.text
+
+
+def _own_origin(client: httpx.Client) -> str:
+    return str(client.base_url).rstrip("/")
+
+
+def _elsewhere(client: httpx.Client) -> str:
+    """Another port on the same host: the same site, so a SameSite=Strict cookie still goes along."""
+    return f"http://127.0.0.1:{client.base_url.port + 1}"
+
+
+def test_a_post_from_another_origin_is_refused(client: httpx.Client, queue: ReviewQueue) -> None:
+    item = queue.items()[0]
+    login = {"token": TOKEN, "name": REVIEWER}
+    forged_login = client.post("/login", data=login, headers={"Origin": _elsewhere(client)})
+    assert forged_login.status_code == 403 and "set-cookie" not in forged_login.headers
+    assert _elsewhere(client) in forged_login.text
+    _signed_in(client)
+    accept = {"decision": "accept"}
+    for headers in (
+        {"Origin": _elsewhere(client)},
+        {"Origin": "null"},
+        {"Origin": f"https://{client.base_url.host}:{client.base_url.port}"},  # another scheme
+        {"Referer": f"{_elsewhere(client)}/items/{item.id}"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": _own_origin(client), "Sec-Fetch-Site": "cross-site"},
+    ):
+        refused = client.post(f"/items/{item.id}", data=accept, headers=headers)
+        assert refused.status_code == 403 and "refused" in refused.text, headers
+    assert queue.get(item.id).state == "pending"
+    logout = client.post("/logout", headers={"Origin": _elsewhere(client)})
+    assert logout.status_code == 403 and "set-cookie" not in logout.headers
+
+    same = {"Origin": _own_origin(client), "Sec-Fetch-Site": "same-origin"}
+    assert client.post(f"/items/{item.id}", data=accept, headers=same).status_code == 303
+    referred = {"Referer": f"{_own_origin(client)}/items/{item.id}"}
+    assert client.post(f"/items/{item.id}", data={"decision": "reject"}, headers=referred).status_code == 303
+    assert queue.get(item.id).state == "rejected"
+    assert client.post("/logout", headers=same).status_code == 303
 
 
 def test_a_decision_records_the_signed_in_name(client: httpx.Client, queue: ReviewQueue) -> None:

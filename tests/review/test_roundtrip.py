@@ -18,6 +18,7 @@ from garmentseg.config import Config
 from garmentseg.data import versioning
 from garmentseg.data.index import read_index
 from garmentseg.imageio import read_image, write_png
+from garmentseg.labels.decisions import send_to_retouch
 from garmentseg.review.store import ReviewQueue
 from garmentseg.validation import ingest_batch
 from garmentseg.validation.defects import write_clean_batch
@@ -61,6 +62,13 @@ def _cli(cfg: Config, *args: str) -> tuple[int, str, str]:
 
 def _index(cfg: Config):
     return read_index(cfg.path(cfg.paths.data_dir) / "index.parquet")
+
+
+def _corrected(cfg: Config, returned: Path) -> None:
+    """The retoucher puts the studio's true cutout in place of every proposal."""
+    truths = cfg.path(cfg.paths.data_dir) / "batches" / "b-base" / "cutouts"
+    for proposed in (returned / "cutouts").iterdir():
+        proposed.write_bytes((truths / proposed.name).read_bytes())
 
 
 def test_export_retouch_import_supersedes_the_labels_and_closes_the_items(
@@ -123,6 +131,7 @@ def test_a_returned_cutout_that_fails_validation_is_refused_by_name_and_kept(
 ) -> None:
     returned = tmp_path / "returned"
     _cli(project, "review", "export", str(returned), "--pending")
+    _corrected(project, returned)
     bad = sorted((returned / "cutouts").iterdir())[0]
     cutout = read_image(bad, max_pixels=10**7, alpha=True)
     cutout[..., 3] = 255 - cutout[..., 3]  # the retoucher inverted the mask
@@ -145,6 +154,7 @@ def test_an_import_folder_with_a_stray_folder_a_dead_link_or_no_files_is_refused
     validation (quarantined, named), and a folder with nothing to import is an error, not a traceback."""
     exported = tmp_path / "exported"
     assert _cli(project, "review", "export", str(exported), "--pending")[0] == 0
+    _corrected(project, exported)
     (exported / "raw" / "extra").mkdir()
     (exported / "cutouts" / "gone.png").symlink_to(tmp_path / "nowhere.png")
     code, out, err = _cli(project, "review", "import", str(exported), "--no-push")
@@ -160,30 +170,124 @@ def test_an_import_folder_with_a_stray_folder_a_dead_link_or_no_files_is_refused
 
 def test_a_second_round_of_corrections_wins_over_the_first_and_the_original(tmp_path: Path) -> None:
     """The original batch's id sorts after the imports' ("studio-" > "review-") and the first round replaces
-    every pair it held: the latest delivery is still the active label, on a fresh reindex too."""
+    every pair it held: the latest delivery is still the active label, on a fresh reindex too. The second
+    round answers the audit sending the first round's labels back to retouch, their items closed before."""
     cfg = small_project(tmp_path / "project")
     subprocess.run(["git", "init", "-q"], cwd=cfg.root, check=True)
     versioning.init(cfg.root, cfg.path(cfg.paths.dvc_remote))
     original = tmp_path / "landing" / "studio-0601"
-    write_clean_batch(original, 1, width=W, height=H, seed=5)
+    keys = write_clean_batch(original, 1, width=W, height=H, seed=5)
     assert ingest_batch(original, cfg).status == "ingested"
-    data = cfg.path(cfg.paths.data_dir)
+    data, queue = cfg.path(cfg.paths.data_dir), ReviewQueue.from_config(cfg)
+    for key in keys:  # the model's cutouts, queued: the true ones eroded
+        proposed = tmp_path / "proposed" / key.filename
+        write_png(
+            proposed, _eroded(read_image(original / "cutouts" / key.filename, max_pixels=10**7, alpha=True))
+        )
+        queue.record(
+            file=key.stem,
+            shot=original / "raw" / key.filename,
+            cutout=proposed,
+            estimate=0.5,
+            model_version="1",
+            source="predict",
+        )
     sent: dict[str, bytes] = {}
-    for level in (1, 9):  # two rounds: the same pixels in other bytes, so each is a delivery of its own
-        delivery = tmp_path / f"round-{level}"
+    for round_ in (1, 2):
+        delivery = tmp_path / f"round-{round_}"
         for side in ("raw", "cutouts"):
             (delivery / side).mkdir(parents=True)
-            for shot in sorted((data / "batches" / "studio-0601" / side).iterdir()):
+            for shot in sorted((original / side).iterdir()):
                 image = cv2.imread(str(shot), cv2.IMREAD_UNCHANGED)
-                png = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, level])[1].tobytes()
+                if side == "cutouts" and round_ == 2:  # the second retoucher softens one pixel
+                    alpha = image[..., 3]
+                    alpha.flat[np.flatnonzero(alpha == 255)[0]] = 254
+                png = cv2.imencode(".png", image)[1].tobytes()
                 (delivery / side / shot.name).write_bytes(png)
                 sent[f"{side}/{shot.name}"] = png
         code, out, err = _cli(cfg, "review", "import", str(delivery), "--no-push")
-        assert code == 0, out + err
+        assert code == 0 and f"{len(keys)} queue items closed" in out, out + err
         index = _index(cfg)
         assert index["batch_id"].nunique() == 1 and index["batch_id"].iloc[0].startswith("review-"), index
         for row in index.itertuples():
             assert (data / row.cutout_path).read_bytes() == sent[f"cutouts/{Path(row.cutout_path).name}"]
+            # the audit confirms the label wrong: its closed item goes back to retouch with it
+            entry = {"by": "steward"}
+            item = send_to_retouch(
+                cfg, f"{row.garment_id}_{row.view}", data / row.raw_path, data / row.cutout_path, entry
+            )
+            assert item["state"] == "retouch"
     latest = _index(cfg)
     assert _cli(cfg, "data", "index", "--fresh")[0] == 0
     assert _index(cfg).equals(latest), "a fresh reindex picks the same rows"
+
+
+def _eroded(cutout: np.ndarray) -> np.ndarray:
+    cutout[..., 3] = cv2.erode(cutout[..., 3], np.ones((5, 5), np.uint8))
+    return cutout
+
+
+def test_an_import_takes_only_corrections_of_open_items_and_leaves_the_folder_otherwise(
+    project: Config, tmp_path: Path
+) -> None:
+    """Refused by name, exit 2, nothing moved or ingested, items still open: an untouched proposal, an edited
+    shot, a pair of a rejected item, a pair nobody queued. Corrected alone, the same folder goes in."""
+    queue = ReviewQueue.from_config(project)
+    returned = tmp_path / "returned"
+    assert _cli(project, "review", "export", str(returned), "--pending")[0] == 0
+    first, second = sorted(queue.items(), key=lambda i: i.id)
+    shot = returned / "raw" / f"{first.file}.png"
+    edited = read_image(shot, max_pixels=10**7)
+    edited[:8] = 255 - edited[:8]
+    write_png(shot, edited)
+    stranger = tmp_path / "stranger"
+    stranger_key = write_clean_batch(stranger, 1, width=W, height=H, seed=11)[0]
+    for side in ("raw", "cutouts"):
+        (returned / side / stranger_key.filename).write_bytes(
+            (stranger / side / stranger_key.filename).read_bytes()
+        )
+    digest, version = tree_digest(returned), versioning.data_version(project)
+    code, out, err = _cli(project, "review", "import", str(returned), "--no-push")
+    assert code == 2, out + err
+    assert f"raw/{first.file}.png: not the shot queued as item {first.id}" in err
+    assert f"cutouts/{second.file}.png: the proposed cutout of item {second.id}, unchanged" in err
+    assert f"cutouts/{stranger_key.filename}: no review item for {stranger_key.stem}" in err
+    assert tree_digest(returned) == digest and versioning.data_version(project) == version
+    assert not any(project.path(project.paths.quarantine_dir).glob("*"))
+
+    assert _cli(project, "review", "decide", str(second.id), "--reject", "--by", "ana")[0] == 0
+    code, out, err = _cli(project, "review", "import", str(returned), "--no-push")
+    assert code == 2 and f"review item {second.id} for {second.file} was rejected by ana" in err, out + err
+    assert {i.state for i in queue.items()} == {"pending", "rejected"}
+
+    for side in ("raw", "cutouts"):
+        (returned / side / stranger_key.filename).unlink()
+        (returned / side / f"{second.file}.png").unlink()
+    shot.write_bytes(
+        (project.path(project.paths.data_dir) / "batches" / "b-base" / "raw" / shot.name).read_bytes()
+    )
+    _corrected(project, returned)
+    code, out, err = _cli(project, "review", "import", str(returned), "--no-push")
+    assert code == 0 and "1 queue items closed" in out, out + err
+    assert {(i.id, i.state) for i in queue.items()} == {(first.id, "closed"), (second.id, "rejected")}
+
+
+def test_export_writes_over_nothing_it_did_not_write_nor_into_the_platforms_folders(
+    project: Config, tmp_path: Path
+) -> None:
+    returned = tmp_path / "returned"
+    assert _cli(project, "review", "export", str(returned), "--pending")[0] == 0
+    assert _cli(project, "review", "export", str(returned), "--pending")[0] == 0  # the same files: fine
+    _corrected(project, returned)
+    edits = tree_digest(returned)
+    code, out, err = _cli(project, "review", "export", str(returned), "--pending")
+    assert code == 1 and "would write over files that hold something else" in err, out + err
+    assert tree_digest(returned) == edits
+    inside = project.path(project.paths.data_dir) / "batches" / "b-base"
+    code, out, err = _cli(project, "review", "export", str(inside), "--pending")
+    assert code == 1 and "inside the dataset's batches" in err and not (inside / "raw" / "x").exists()
+    item = ReviewQueue.from_config(project).items()[0]
+    item.cutout_path.unlink()
+    fresh = tmp_path / "fresh"
+    code, out, err = _cli(project, "review", "export", str(fresh), "--pending")
+    assert code == 1 and f"review item {item.id} ({item.file}): its stored file" in err and not fresh.exists()

@@ -42,8 +42,13 @@ class ShotKey:
     view: str
 
     @property
+    def stem(self) -> str:
+        """`<garment>_<View>`: how the review queue and reports name a shot."""
+        return f"{self.garment_id}_{self.view}"
+
+    @property
     def filename(self) -> str:
-        return f"{self.garment_id}_{self.view}{SUFFIX}"
+        return f"{self.stem}{SUFFIX}"
 
 
 @dataclass(frozen=True)

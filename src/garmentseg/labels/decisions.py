@@ -105,7 +105,9 @@ def send_to_retouch(cfg: Config, file: str, shot: Path, label: Path, entry: dict
         model_version="",
         source="label-audit",
     )
-    item = queue.decide(item.id, "retouch", by=entry["by"])
+    item = queue.send_back(
+        item.id, label, by=entry["by"]
+    )  # the shot may have been queued, even closed, before
     return {"review_item": item.id, "state": item.state, "queue": queue.location}
 
 

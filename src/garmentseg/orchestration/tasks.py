@@ -442,12 +442,24 @@ def cut_out_delivery(cfg: Config, model: Any, queue: Any, delivery: str) -> dict
 def import_returned_corrections(cfg: Config, folder: str, by: str) -> dict[str, Any]:
     """`garmentseg review import` as a task: the retouched folder validated and ingested as a new batch,
     its queue items closed. `changed` is False when this folder was imported before; a refused folder (`ok`
-    False) is quarantined whole, nothing lost, and `refused` names each file and reason."""
-    from garmentseg.review.roundtrip import import_corrections
+    False) is quarantined whole (or, answering no open item, left where it is), nothing lost, and `refused`
+    names each file and reason."""
+    from garmentseg.review.roundtrip import ReturnedFolderError, import_corrections
     from garmentseg.review.store import ReviewQueue
     from garmentseg.validation.ingest import INGESTED
 
-    result = import_corrections(cfg, ReviewQueue.from_config(cfg), Path(folder), by=by)
+    try:
+        result = import_corrections(cfg, ReviewQueue.from_config(cfg), Path(folder), by=by)
+    except ReturnedFolderError as exc:
+        return {
+            "ok": False,
+            "batch_id": None,
+            "message": str(exc).splitlines()[0],
+            "refused": exc.problems,
+            "changed": False,
+            "closed": [],
+            "data_version": None,
+        }
     return {
         "ok": result.ok,
         "batch_id": result.outcome.batch_id,

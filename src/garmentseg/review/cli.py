@@ -13,7 +13,7 @@ import click
 
 from garmentseg.cliopts import config_options
 from garmentseg.config import load_config
-from garmentseg.review.store import STATES, ReviewItem, ReviewQueue
+from garmentseg.review.store import STATES, ReviewItem, ReviewQueue, reviewer_name
 from garmentseg.review.web import serve_cmd
 
 if TYPE_CHECKING:
@@ -37,8 +37,19 @@ def item_json(item: ReviewItem) -> dict[str, object]:
     }
 
 
+def _reviewer(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """`--by` under the review page's rule for names, so the CLI records no name the page would refuse."""
+    try:
+        return None if value is None else reviewer_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 by_option = click.option(
-    "--by", default=None, help="Who decides (default: the login name); recorded on the item."
+    "--by",
+    default=None,
+    callback=_reviewer,
+    help="Who decides (default: the login name); recorded on the item. 1-64 printable characters.",
 )
 
 
@@ -85,16 +96,25 @@ def stats_cmd(profile: str | None, params: str | None, as_json: bool) -> None:
 @review.command("decide")
 @config_options
 @click.argument("item_id", type=int)
-@click.option("--accept", "decision", flag_value="accept", help="The cutout is good as it is.")
-@click.option("--retouch", "decision", flag_value="retouch", help="Send it to a retoucher.")
-@click.option("--reject", "decision", flag_value="reject", help="The shot is not worth a cutout.")
+@click.option("--accept", is_flag=True, help="The cutout is good as it is.")
+@click.option("--retouch", is_flag=True, help="Send it to a retoucher.")
+@click.option("--reject", is_flag=True, help="The shot is not worth a cutout.")
 @by_option
 def decide_cmd(
-    profile: str | None, params: str | None, item_id: int, decision: str | None, by: str | None
+    profile: str | None,
+    params: str | None,
+    item_id: int,
+    accept: bool,
+    retouch: bool,
+    reject: bool,
+    by: str | None,
 ) -> None:
     """Record a decision on queue item ITEM_ID."""
-    if decision is None:
-        raise click.UsageError("give one of --accept, --retouch, --reject")
+    given = [name for name, flag in (("accept", accept), ("retouch", retouch), ("reject", reject)) if flag]
+    if len(given) != 1:
+        conflict = f"{' and '.join(f'--{name}' for name in given)} conflict: " if given else ""
+        raise click.UsageError(f"{conflict}give one of --accept, --retouch, --reject")
+    (decision,) = given
     _, queue = _queue(profile, params)
     try:
         item = queue.decide(item_id, decision, by or getpass.getuser())
@@ -112,10 +132,14 @@ def decide_cmd(
 def export_cmd(profile: str | None, params: str | None, out_dir: Path, pending: bool) -> None:
     """Write the items sent to retouch to OUT_DIR: raw/<garment>_<View>.png and the proposed
     cutouts/<garment>_<View>.png, to be edited in place and imported back."""
+    from garmentseg.data.plane import DatasetError
     from garmentseg.review.roundtrip import export_items
 
     cfg, queue = _queue(profile, params)
-    items = export_items(queue, out_dir, pending=pending, max_pixels=cfg.validation.max_pixels)
+    try:
+        items = export_items(queue, out_dir, cfg, pending=pending)
+    except DatasetError as exc:  # checked before anything is written
+        raise click.ClickException(str(exc)) from None
     click.echo(f"{len(items)} items exported to {out_dir}")
 
 
@@ -126,15 +150,20 @@ def export_cmd(profile: str | None, params: str | None, out_dir: Path, pending: 
 @click.option("--push/--no-push", default=True, show_default=True, help="Publish to paths.dvc_remote.")
 def import_cmd(profile: str | None, params: str | None, folder: Path, by: str | None, push: bool) -> None:
     """Validate the retouched FOLDER, ingest it as a new batch (corrections supersede the dataset's
-    labels) and close its queue items. Exit 1 when validation refuses it (it is quarantined whole)."""
+    labels) and close its queue items. Exit 1 when validation refuses it (it is quarantined whole); exit 2
+    when a pair answers no open item (its shot edited, its cutout unchanged, the item closed or rejected):
+    the folder is left where it is, each such file named."""
     from garmentseg.data.contract import ContractError
     from garmentseg.data.plane import DatasetError
     from garmentseg.data.versioning import DvcError
-    from garmentseg.review.roundtrip import import_corrections
+    from garmentseg.review.roundtrip import ReturnedFolderError, import_corrections
 
     cfg, queue = _queue(profile, params)
     try:
         result = import_corrections(cfg, queue, folder, by=by or getpass.getuser(), push=push)
+    except ReturnedFolderError as exc:  # answers no open item: left where it is, like an unreadable batch
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     except (DatasetError, DvcError, ContractError) as exc:  # refused or rolled back: nothing half-ingested
         raise click.ClickException(str(exc)) from exc
     click.echo(result.outcome.message)

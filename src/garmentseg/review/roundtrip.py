@@ -2,22 +2,28 @@
 in as a batch through the one ingest path (validation, routing, the data plane, the asset), queue closed.
 
 Export writes `raw/<garment>_<View>.png` (the shot) beside `cutouts/<garment>_<View>.png` (the proposed
-cutout) so a retoucher edits the cutout in place. Import is an ingest under a batch id named by the folder's
-content (`review-<sha256 of its contract files>`), so importing the same folder twice changes nothing; a
-corrected pair for a shot already in the dataset supersedes the indexed one (data/index.py).
+cutout) so a retoucher edits the cutout in place; it never writes over a file it did not write, nor into the
+platform's own folders. Import is an ingest under a batch id named by the folder's content
+(`review-<sha256 of its contract files>`), so importing the same folder twice changes nothing; a corrected
+pair for a shot already in the dataset supersedes the indexed one (data/index.py). Only corrections enter:
+each returned pair must answer an open item (pending or sent to retouch) with the very shot that was queued
+and a cutout that differs from the proposal, or the folder is left where it is with every such file named.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR, SUFFIX, discover_pairs
+import numpy as np
+
+from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR, SUFFIX, Pair, discover_pairs
+from garmentseg.data.index import BATCHES_DIR
 from garmentseg.data.plane import DatasetError, contract_files
-from garmentseg.imageio import encode_png, read_image
+from garmentseg.imageio import ImageError, encode_png, read_image
 from garmentseg.review.store import ReviewItem, ReviewQueue
 from garmentseg.validation.ingest import (
     ALREADY_INGESTED,
@@ -25,6 +31,7 @@ from garmentseg.validation.ingest import (
     IngestOutcome,
     delivery_digest,
     ingest_batch,
+    where_is,
 )
 from garmentseg.validation.report import FINDINGS_JSON
 
@@ -36,22 +43,70 @@ PENDING_STATES = ("pending", "retouch")
 BATCH_PREFIX = "review-"
 
 
+class ReturnedFolderError(DatasetError):
+    """A returned folder with pairs that answer no open queue item; it is left where it is."""
+
+    def __init__(self, folder: Path, problems: list[str]):
+        super().__init__(
+            f"{folder}: not imported, left where it is; each returned pair must answer an open review item "
+            "(`garmentseg review export` writes them):\n  " + "\n  ".join(problems)
+        )
+        self.problems = problems
+
+
 def export_items(
-    queue: ReviewQueue, out_dir: Path, *, pending: bool = False, max_pixels: int
+    queue: ReviewQueue, out_dir: Path, cfg: Config, *, pending: bool = False
 ) -> list[ReviewItem]:
-    """Write the items sent to retouch (with `pending`, also every undecided one) in the data contract."""
+    """Write the items sent to retouch (with `pending`, also every undecided one) in the data contract. All
+    is checked before the first byte is written: the folder is none of the platform's own, every item's
+    stored files are there, and no file in the way holds something else (a retoucher's edit)."""
+    _refuse_platform_folder(out_dir, cfg)
     items = queue.items(PENDING_STATES if pending else EXPORTED_STATES)
-    for item in items:
-        raw = out_dir / RAW_DIR / f"{item.file}{SUFFIX}"
-        raw.parent.mkdir(parents=True, exist_ok=True)
-        if item.shot_path.suffix.lower() == SUFFIX:
-            shutil.copyfile(item.shot_path, raw)
-        else:  # a JPEG shot: the contract holds PNGs
-            raw.write_bytes(encode_png(read_image(item.shot_path, max_pixels=max_pixels)))
-        cutout = out_dir / CUTOUT_DIR / f"{item.file}{SUFFIX}"
-        cutout.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(item.cutout_path, cutout)
+    files = {item: _export_bytes(item, out_dir, cfg.validation.max_pixels) for item in items}
+    in_the_way = [
+        str(path)
+        for written in files.values()
+        for path, data in written.items()
+        if path.exists() and (not path.is_file() or path.read_bytes() != data)
+    ]
+    if in_the_way:
+        raise DatasetError(
+            f"{out_dir}: would write over files that hold something else (a retoucher's edits?); nothing "
+            f"exported. Import them or export to an empty folder: {', '.join(in_the_way)}"
+        )
+    for written in files.values():
+        for path, data in written.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
     return items
+
+
+def _refuse_platform_folder(out_dir: Path, cfg: Config) -> None:
+    paths = cfg.paths
+    own = {
+        "the dataset's batches": cfg.path(paths.data_dir) / BATCHES_DIR,
+        "the landing folder": cfg.path(paths.landing_dir),
+        "the quarantine": cfg.path(paths.quarantine_dir),
+        "the review storage": cfg.path(cfg.review.storage_dir),
+    }
+    target = Path(out_dir).resolve()
+    for what, folder in own.items():
+        if target.is_relative_to(folder.resolve()):
+            raise DatasetError(f"{out_dir}: inside {what} ({folder}); export to a folder of its own")
+
+
+def _export_bytes(item: ReviewItem, out_dir: Path, max_pixels: int) -> dict[Path, bytes]:
+    """The two files an item is exported as, by path; a JPEG shot becomes a PNG (the contract holds PNGs)."""
+    for stored in (item.shot_path, item.cutout_path):
+        if not stored.is_file():
+            raise DatasetError(
+                f"review item {item.id} ({item.file}): its stored file {stored} is missing; nothing exported"
+            )
+    shot = item.shot_path.read_bytes()
+    if item.shot_path.suffix.lower() != SUFFIX:
+        shot = encode_png(read_image(item.shot_path, max_pixels=max_pixels))
+    name = f"{item.file}{SUFFIX}"
+    return {out_dir / RAW_DIR / name: shot, out_dir / CUTOUT_DIR / name: item.cutout_path.read_bytes()}
 
 
 def import_batch_id(folder: Path) -> str:
@@ -88,16 +143,80 @@ def _refusals(outcome: IngestOutcome) -> list[str]:
 def import_corrections(
     cfg: Config, queue: ReviewQueue, folder: Path, *, by: str, push: bool = True
 ) -> ImportResult:
-    """Validate the returned folder with the GX suite and ingest it as a new batch (a failing one is
-    quarantined whole, nothing lost); once in the dataset, close the queue items of its shots."""
+    """Check the returned folder answers the queue, validate it with the GX suite and ingest it as a new
+    batch (a failing one is quarantined whole, nothing lost); once in the dataset, close the items it
+    answers. A folder already ingested is not checked again: importing it twice changes nothing."""
     folder = Path(folder)
-    pairs, _ = discover_pairs(folder)
-    files = {f"{p.key.garment_id}_{p.key.view}" for p in pairs}
-    outcome = ingest_batch(folder, cfg, batch_id=import_batch_id(folder), push=push)
+    batch_id = import_batch_id(folder)
+    answered, problems = answered_items(queue, folder, max_pixels=cfg.validation.max_pixels)
+    earlier = where_is(cfg, batch_id)
+    if problems and not (earlier and earlier[0] == INGESTED):
+        raise ReturnedFolderError(folder, problems)
+    outcome = ingest_batch(folder, cfg, batch_id=batch_id, push=push)
     if outcome.status not in (INGESTED, ALREADY_INGESTED):
         return ImportResult(outcome, [], _refusals(outcome))
-    open_items = [
-        i.id for i in queue.items(("pending", "retouch", "accepted", "rejected")) if i.file in files
-    ]
-    queue.close(open_items, by=by)
-    return ImportResult(outcome, open_items, [])
+    queue.close(answered, by=by)
+    return ImportResult(outcome, answered, [])
+
+
+def answered_items(queue: ReviewQueue, folder: Path, *, max_pixels: int) -> tuple[list[int], list[str]]:
+    """(the open items the folder's pairs correct, why each other pair corrects none). A pair answers an
+    item when the item is open, its shot has the queued shot's pixels (re-saving is fine, editing is not)
+    and its cutout's alpha differs from the proposal's (an untouched proposal is no label anyone checked).
+    A pair missing a side or unreadable is left to validation, which names it."""
+    pairs, _ = discover_pairs(folder)
+    items_by_file: dict[str, list[ReviewItem]] = defaultdict(list)
+    for item in queue.items():
+        items_by_file[item.file].append(item)
+    answered, problems = [], []
+    for pair in pairs:
+        if pair.raw is None or pair.cutout is None:
+            continue
+        try:
+            item, problem = _answered_item(pair, folder, items_by_file[pair.key.stem], max_pixels)
+        except (ImageError, OSError):
+            continue
+        if item is not None:
+            answered.append(item.id)
+        else:
+            problems.append(problem)
+    return answered, problems
+
+
+def _answered_item(
+    pair: Pair, folder: Path, items: list[ReviewItem], max_pixels: int
+) -> tuple[ReviewItem | None, str]:
+    open_items = [i for i in items if i.state in PENDING_STATES]
+    if not open_items:
+        return None, f"{pair.cutout}: {_why_not_open(pair.key.stem, items)}"
+    shot = read_image(folder / pair.raw, max_pixels=max_pixels)
+    item = next(
+        (i for i in open_items if np.array_equal(read_image(i.shot_path, max_pixels=max_pixels), shot)), None
+    )
+    if item is None:
+        ids = ", ".join(str(i.id) for i in open_items)
+        return (
+            None,
+            f"{pair.raw}: not the shot queued as item {ids}; return the shot as exported, edit only the cutout",
+        )
+    returned = read_image(folder / pair.cutout, max_pixels=max_pixels, alpha=True)
+    proposed = read_image(item.cutout_path, max_pixels=max_pixels, alpha=True)
+    if returned.shape == proposed.shape and np.array_equal(returned[..., 3], proposed[..., 3]):
+        return None, (
+            f"{pair.cutout}: the proposed cutout of item {item.id}, unchanged; if it is right as it is, "
+            f"`garmentseg review decide {item.id} --accept` and take it out of the folder"
+        )
+    return item, ""
+
+
+def _why_not_open(file: str, items: list[ReviewItem]) -> str:
+    if not items:
+        return f"no review item for {file}; new shots are delivered with `garmentseg ingest`"
+    last = max(items, key=lambda i: i.id)
+    if last.state == "closed":
+        return f"review item {last.id} for {file} is closed: its correction is in the dataset already"
+    verb = "rejected" if last.state == "rejected" else "accepted as it is"
+    return (
+        f"review item {last.id} for {file} was {verb} by {last.decided_by}; to import a correction, "
+        f"`garmentseg review decide {last.id} --retouch` first"
+    )

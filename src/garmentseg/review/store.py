@@ -34,6 +34,9 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK_KEY = 0x6761726D  # "garm"
 # How long a SQLite writer waits for another's lock before failing (several workers write at once).
 SQLITE_BUSY_TIMEOUT_S = 60
+# The largest id an item can have: SQLite's INTEGER is 64-bit, and its driver overflows on a larger number.
+MAX_ITEM_ID = 2**63 - 1
+MAX_NAME = 64  # characters of a reviewer's name; the column holds 128
 
 _metadata = sa.MetaData()
 items_table = sa.Table(
@@ -84,6 +87,15 @@ class ReviewItem:
     decided_by: str | None
     decided_at: datetime | None
     source: str  # what made the cutout: predict, service, the weekly job
+
+
+def reviewer_name(raw: str) -> str:
+    """A name as it will be recorded on decisions: trimmed, 1-64 printable characters (one rule for the page
+    and the CLI, so a name a reviewer signs in with can always be recorded, and a recorded one shown)."""
+    name = " ".join(raw.split())
+    if not name or len(name) > MAX_NAME or not name.isprintable():
+        raise ValueError(f"name {raw!r}: give 1-{MAX_NAME} printable characters")
+    return name
 
 
 def sha256_file(path: Path) -> str:
@@ -304,8 +316,10 @@ class ReviewQueue:
 
     def get(self, item_id: int) -> ReviewItem:
         """The item with this id; KeyError naming the id when there is none."""
-        with self.engine.connect() as conn:
-            row = conn.execute(items_table.select().where(items_table.c.id == item_id)).one_or_none()
+        row = None
+        if 0 < item_id <= MAX_ITEM_ID:  # ids count up from 1; no item has one the database cannot hold
+            with self.engine.connect() as conn:
+                row = conn.execute(items_table.select().where(items_table.c.id == item_id)).one_or_none()
         if row is None:
             raise KeyError(f"review item {item_id} does not exist")
         return self._item(row)
@@ -315,17 +329,38 @@ class ReviewQueue:
         replaces an earlier one until the item is closed."""
         if decision not in DECISIONS:
             raise ValueError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
-        if not by.strip():
-            raise ValueError(f"review item {item_id}: a decision needs the name of who took it")
-        with self.engine.begin() as conn:
-            changed = conn.execute(
-                items_table.update()
-                .where(items_table.c.id == item_id, items_table.c.state != "closed")
-                .values(state=DECISIONS[decision], decided_by=by.strip(), decided_at=datetime.now(UTC))
-            ).rowcount
+        name = reviewer_name(by)
+        changed = 0
+        if 0 < item_id <= MAX_ITEM_ID:  # beyond it no item exists, and get() below says so
+            with self.engine.begin() as conn:
+                changed = conn.execute(
+                    items_table.update()
+                    .where(items_table.c.id == item_id, items_table.c.state != "closed")
+                    .values(state=DECISIONS[decision], decided_by=name, decided_at=datetime.now(UTC))
+                ).rowcount
         if not changed:
             item = self.get(item_id)  # KeyError when absent
             raise ValueError(f"review item {item_id} ({item.file}) is closed; it takes no more decisions")
+        return self.get(item_id)
+
+    def send_back(self, item_id: int, cutout: Path, by: str) -> ReviewItem:
+        """Send an item to retouch with `cutout` as the one to fix, whatever its state, closed included: a
+        label confirmed wrong by the audit after an earlier correction of the same shot went in."""
+        folder = self.get(item_id).shot_path.parent  # the item's own folder in the storage
+        cutout_rel = (folder / f"cutout-{sha256_file(cutout)[:16]}.png").relative_to(self.storage_dir)
+        _copy_atomic(cutout, self.storage_dir / cutout_rel)
+        with self.engine.begin() as conn:
+            conn.execute(
+                items_table.update()
+                .where(items_table.c.id == item_id)
+                .values(
+                    state="retouch",
+                    cutout_path=cutout_rel.as_posix(),
+                    decided_by=reviewer_name(by),
+                    decided_at=datetime.now(UTC),
+                    closed_at=None,
+                )
+            )
         return self.get(item_id)
 
     def close(self, item_ids: Iterable[int], by: str) -> None:

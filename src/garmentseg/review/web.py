@@ -5,7 +5,8 @@ for each item the shot, the cutout over a checkerboard and over the shot, and th
 to retouch or reject by button or key. Protected like the Bento by the `serving.auth_token_env` token: a
 reviewer signs in once with it and a name and gets an HttpOnly session cookie (SameSite=Strict, signed with
 a key derived from the token, so changing the token signs everyone out), and each decision records that
-name. Templates, CSS and JS ship in the package: the page needs no network.
+name. SameSite does not tell apart two ports of one host, so every POST from a browser must also come from
+the page's own origin. Templates, CSS and JS ship in the package: the page needs no network.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 import jinja2
@@ -31,6 +33,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from garmentseg.cliopts import params_option, profile_option
+from garmentseg.review.store import MAX_ITEM_ID, MAX_NAME, reviewer_name
 
 if TYPE_CHECKING:
     from garmentseg.review.store import ReviewItem, ReviewQueue
@@ -42,7 +45,6 @@ SESSION_COOKIE = "garmentseg_review"
 SESSION_SECONDS = 12 * 3600  # one working day
 DECISIONS = ("accept", "retouch", "reject")
 STATES = ("pending", "retouch", "accepted", "rejected", "closed")
-MAX_NAME = 64
 THUMB_HEIGHT = 96  # px: the queue shows many items; a full-resolution cutout each would be megabytes
 EDGE_COLOUR = (255, 0, 200)  # magenta: seen on any garment colour and on the studio's grey
 
@@ -78,12 +80,39 @@ class Sessions:
         return base64.urlsafe_b64decode(encoded.encode()).decode()
 
 
-def reviewer_name(raw: str) -> str:
-    """A name as it will be recorded on decisions: trimmed, 1-64 printable characters."""
-    name = " ".join(raw.split())
-    if not name or len(name) > MAX_NAME or not name.isprintable():
-        raise ValueError(f"name {raw!r}: give 1-{MAX_NAME} printable characters")
-    return name
+def parse_item_id(text: str) -> int:
+    """The item id a URL names; KeyError for text no item's id can be: only ASCII digits up to the largest
+    id the database holds (`int()` reads '٣' as 3, fails on '²', and a larger number overflows the driver)."""
+    if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_ITEM_ID)) and int(text) <= MAX_ITEM_ID:
+        return int(text)
+    raise KeyError(f"no review item {text}")
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """Scheme, host and port of a URL, the port filled in for http and https so that equal origins compare
+    equal; None for one no page is served from (`Origin: null`, a port that is not a number)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+    return (parts.scheme, parts.hostname, port) if parts.scheme and parts.hostname and port else None
+
+
+def cross_origin(request: Request) -> str | None:
+    """Why a state-changing request did not come from this page's own origin, or None when it did (or when it
+    says nothing, as curl and scripts do): SameSite=Strict cookies still go along from another port."""
+    site = request.headers.get("sec-fetch-site", "")
+    if site in {"cross-site", "same-site"}:
+        return f"the browser says this request came from a {site} page"
+    sender = request.headers.get("origin") or request.headers.get("referer")
+    if sender is None:
+        return None
+    own = f"{request.url.scheme}://{request.url.netloc}"  # the netloc is the Host header's
+    sent = _origin(sender)
+    if sent is None or sent != _origin(own):
+        return f"this request came from {sender}, not from the review page at {own}"
+    return None
 
 
 def mask_edge(shot: Any, cutout: Any) -> Any:
@@ -131,12 +160,13 @@ class ReviewPage:
         return self.sessions.reviewer(request.cookies.get(SESSION_COOKIE))
 
     def _item(self, request: Request) -> ReviewItem:
-        return self.queue.get(int(request.path_params["item_id"]))
+        return self.queue.get(parse_item_id(request.path_params["item_id"]))
 
     def _last_decision(self, decided: str) -> ReviewItem | None:
-        """The item the reviewer just decided (`?decided=<id>` after a decision), shown as a notice."""
+        """The item the reviewer just decided (`?decided=<id>` after a decision), shown as a notice; a stale or
+        garbled id shows none."""
         try:
-            return self.queue.get(int(decided)) if decided.isdigit() else None
+            return self.queue.get(parse_item_id(decided))
         except KeyError:
             return None
 
@@ -227,9 +257,8 @@ class ReviewPage:
             message = f"decision {decision!r} is not one of {', '.join(DECISIONS)}"
             return self.render("error.html", 400, reviewer=who, title="Bad decision", message=message)
         try:
-            item = await run_in_threadpool(
-                self.queue.decide, int(request.path_params["item_id"]), decision, who
-            )
+            item_id = parse_item_id(request.path_params["item_id"])
+            item = await run_in_threadpool(self.queue.decide, item_id, decision, who)
         except KeyError:
             return self._not_found(request, who)
         except ValueError as exc:  # e.g. an item already closed by an import
@@ -272,6 +301,23 @@ def _media_type(path: Path) -> str:
     return "image/jpeg" if path.suffix.lower() in {".jpg", ".jpeg"} else "image/png"
 
 
+class _SameOrigin:
+    """Refuses a POST another site's page made a browser send (403): the session cookie would go along."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") not in {"GET", "HEAD", "OPTIONS"}:
+            reason = cross_origin(Request(scope))
+            if reason is not None:
+                log.warning("review page: %s %s refused: %s", scope["method"], scope.get("path"), reason)
+                message = f"refused: {reason}; open the review page itself and act there"
+                await Response(message, 403, media_type="text/plain")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class _SignedIn:
     """Lets only signed-in reviewers past: a page asks for the sign-in, anything else is a 401."""
 
@@ -309,13 +355,13 @@ def create_app(queue: ReviewQueue, token: str, *, max_pixels: int = 40_000_000) 
         Route("/login", page.login, methods=["POST"]),
         Route("/logout", page.logout, methods=["POST"]),
         Route("/", page.queue_page, methods=["GET"]),
-        Route("/items/{item_id:int}", page.item_page, methods=["GET"]),
-        Route("/items/{item_id:int}", page.decide, methods=["POST"]),
-        Route("/items/{item_id:int}/{kind:str}.png", page.image, methods=["GET"]),
+        Route("/items/{item_id}", page.item_page, methods=["GET"]),
+        Route("/items/{item_id}", page.decide, methods=["POST"]),
+        Route("/items/{item_id}/{kind}.png", page.image, methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes)
-    return _SignedIn(app, page)
+    return _SameOrigin(_SignedIn(app, page))
 
 
 def review_token(env_var: str) -> tuple[str, bool]:

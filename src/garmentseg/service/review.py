@@ -62,7 +62,7 @@ def queued_file(filename: str | None, model: CutoutModel) -> str:
             "no_estimate",
             f"model version {model.model_version or 'unregistered'} carries no Dice estimate; nothing can be queued",
         )
-    return f"{key.garment_id}_{key.view}"
+    return key.stem
 
 
 def review_headers(estimate: float, needs_review: bool) -> dict[str, str]:
