@@ -56,6 +56,14 @@ class LazyGroup(click.Group):
         module_name, attr = SUBCOMMANDS[cmd_name][0].split(":")
         return getattr(importlib.import_module(module_name), attr)
 
+    def invoke(self, ctx: click.Context) -> object:
+        from garmentseg.config import ConfigError
+
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:  # params.yaml or an override: the message says what to fix, no traceback
+            raise click.ClickException(str(exc)) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, SUBCOMMANDS[name][1]) for name in self.list_commands(ctx)])

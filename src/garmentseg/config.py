@@ -505,6 +505,8 @@ def load_config(
     profiles = raw.pop("profiles", {}) or {}
     default_profile = raw.pop("profile", "demo")
     name = profile or os.environ.get(PROFILE_ENV) or default_profile
+    if not isinstance(name, str) or not isinstance(profiles, dict):
+        raise ConfigError(f"{path}: `profile` must name one of `profiles` (got profile {name!r})")
     if name not in profiles:
         raise ConfigError(f"{path}: profile {name!r} is not defined; profiles: {sorted(profiles)}")
     merged = deep_merge(raw, profiles[name] or {})
@@ -518,4 +520,6 @@ def load_config(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
             for err in exc.errors()
         )
-        raise ConfigError(f"{path} (profile {name}): {problems}") from exc
+        from_env = sorted(k for k in os.environ if k.startswith(OVERRIDE_ENV_PREFIX))
+        env_note = f"; with {', '.join(from_env)} from the environment" if from_env else ""
+        raise ConfigError(f"{path} (profile {name}{env_note}): {problems}") from exc

@@ -3,6 +3,7 @@ import sys
 import time
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from garmentseg.cli import SUBCOMMANDS, main
@@ -36,3 +37,21 @@ def test_every_table_entry_resolves_to_the_command_of_that_name() -> None:
             command = main.get_command(ctx, name)
             assert isinstance(command, click.Command) and command.name == name, name
         assert main.get_command(ctx, "nope") is None
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "said"),
+    [
+        (["train", "--profile", "demoo"], {}, "profile 'demoo' is not defined"),
+        (
+            ["ingest", "nowhere"],
+            {"GARMENTSEG__TRAINING__EPOCHS": "abc"},
+            "GARMENTSEG__TRAINING__EPOCHS from the",
+        ),
+        (["review", "list"], {"GARMENTSEG__NOT_A_SECTION": "1"}, "not_a_section"),
+    ],
+)
+def test_a_configuration_problem_is_one_line_naming_it_in_every_command(args, env, said) -> None:
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 1 and said in result.output, result.output
+    assert isinstance(result.exception, SystemExit), "a clean exit, not a traceback"
