@@ -175,6 +175,28 @@ def _headline(summary: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k: v for k, v in out.items() if np.isfinite(v)}
 
 
+class NotTrainable(ValueError):
+    """A dataset no model can be trained and judged on; said before any minute of training is spent."""
+
+
+def check_splits(frame: pd.DataFrame, source: str) -> None:
+    """Train, valid and test each need a garment: the model learns on one, is tuned on one, judged on one."""
+    sizes = {split: int((frame["split"] == split).sum()) for split in prep.SPLITS}
+    if not all(sizes.values()):
+        counts = ", ".join(f"{split} {n}" for split, n in sizes.items())
+        raise NotTrainable(
+            f"{source}: pairs per split {counts}; training needs every split (splits are by garment, "
+            f"data.splits in params.yaml): deliver more garments"
+        )
+
+
+def check_has_garment(prepared: prep.Prepared, source: str) -> None:
+    """Masks that are all background train a model that answers 'nothing' and scores Dice 1 on them."""
+    for split in ("train", "test"):
+        if not prepared.splits[split].y.any():
+            raise NotTrainable(f"{source}: every {split} mask is empty (all background); no garment to learn")
+
+
 def train_on_frame(
     cfg: Config,
     frame: pd.DataFrame,
@@ -195,9 +217,11 @@ def train_on_frame(
 
     if screening:
         frame = drop_excluded(frame, screening["exclusions"])
+    check_splits(frame, source or str(root))
     started = time.monotonic()
     prepared = prep.prepare_for(cfg, frame, root)
     prepare_seconds = time.monotonic() - started
+    check_has_garment(prepared, source or str(root))
     experiment_id = ensure_experiment(cfg)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params(cfg.flat())
@@ -367,7 +391,10 @@ def train_cmd(
 
     # Keras prints its epoch lines on stdout; keep stdout for the result (a URI or one JSON object)
     with contextlib.redirect_stdout(sys.stderr):
-        result = train(load_config(profile, params), dataset, out_dir=out)
+        try:
+            result = train(load_config(profile, params), dataset, out_dir=out)
+        except NotTrainable as exc:
+            raise click.ClickException(str(exc)) from None
     if as_json:
         payload = {"run_id": result.run_id, "model_uri": result.model_uri, "metrics": result.metrics}
         click.echo(json.dumps(finite(payload), indent=2, sort_keys=True))

@@ -242,3 +242,21 @@ def test_the_gpu_profiles_mixed_precision_under_mirrored_strategy_trains_here_to
     assert model.get_layer("block1_stem").kernel.dtype == "float32"  # its variables stay float32
     out = np.asarray(model(np.zeros((1, 32, 32, 3), np.float32)))
     assert out.dtype == np.float32 and len(history["loss"]) == 2 and np.isfinite(history["val_loss"]).all()
+
+
+def test_a_dataset_no_model_can_be_judged_on_is_refused_before_training(tmp_path, project_root):
+    """A split without a garment, or masks that are all background (a model answering 'nothing' would score
+    Dice 1 on them), is said at once, naming the dataset, not after the whole time budget."""
+    from garmentseg.training import NotTrainable
+
+    frame = make_studio(tmp_path / "studio", garments=6, height=48, width=32, seed=1)
+    cfg = load_config("demo", project_root / "params.yaml", overrides=tiny_overrides(tmp_path))
+    without_test = frame[frame["split"] != "test"]
+    with pytest.raises(NotTrainable, match=r"pairs per split train \d+, valid \d+, test 0"):
+        train_on_frame(cfg, without_test, tmp_path / "studio", source="studio-without-test")
+    for cutout in (tmp_path / "studio" / "cutouts").glob("*.png"):
+        blank = read_image(cutout, max_pixels=10**7, alpha=True)
+        blank[..., 3] = 0
+        write_png(cutout, blank)
+    with pytest.raises(NotTrainable, match="every train mask is empty"):
+        train_on_frame(cfg, frame, tmp_path / "studio", source="blank-studio")
