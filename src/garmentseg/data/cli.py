@@ -95,7 +95,9 @@ def index(cfg: Config, data_dir: Path | None, fresh: bool) -> None:
 @click.option("--push/--no-push", default=True, show_default=True, help="publish to paths.dvc_remote")
 @_with_config
 def add(cfg: Config, batch_dir: Path, batch_id: str | None, push: bool) -> None:
-    """Copy BATCH_DIR into the dataset, index, track and push it (all or nothing; a retry completes it)."""
+    """Copy BATCH_DIR into the dataset, index, track and push it (all or nothing; a retry completes it).
+    No validation: for batches the platform made itself (the synthetic studio); a delivery goes through
+    `garmentseg ingest`."""
     from garmentseg.data.plane import add_batch
 
     r = add_batch(batch_dir, cfg, batch_id=batch_id, push=push)
