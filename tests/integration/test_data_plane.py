@@ -204,6 +204,11 @@ def test_a_worker_materialises_the_runs_data_version(
     assert _delivered(worker / "data" / "batches" / "b-0001") == _tree(incoming)
     assert versioning.data_version(cfg) == version
     assert not plane.materialise(cfg, version), "a worker that holds it does nothing"
+    shots = sorted((worker / "data" / "batches" / "b-0001" / "raw").iterdir())
+    for shot in shots[1:]:  # a checkout killed midway: the folder is there with one shot of many
+        shot.unlink()
+    assert plane.materialise(cfg, version), "a worker missing files of its version checks it out again"
+    assert _delivered(worker / "data" / "batches" / "b-0001") == _tree(incoming)
 
 
 def test_a_dvc_failure_carries_dvcs_own_message(origin: Path, tmp_path: Path) -> None:

@@ -398,7 +398,19 @@ def materialise(cfg: Config, version: str) -> bool:
     on another machine, a fresh pod); True when it had to."""
     index = cfg.path(cfg.paths.data_dir) / INDEX_FILE
     held = index.is_file() and versioning.data_version(cfg) == version
-    if held and all(path.exists() for path in dataset_paths(cfg).values()):
+    if (
+        held
+        and all(path.exists() for path in dataset_paths(cfg).values())
+        and _every_pair_present(cfg, index)
+    ):
         return False
     checkout(cfg, version)
     return True
+
+
+def _every_pair_present(cfg: Config, index: Path) -> bool:
+    """Whether every file the index names is on disk: a checkout killed midway leaves batch folders that
+    exist with some of their files, and training would fail on the first missing one, retry after retry."""
+    data = cfg.path(cfg.paths.data_dir)
+    frame = read_index(index)
+    return all((data / rel).is_file() for rel in (*frame["raw_path"], *frame["cutout_path"]))
