@@ -186,7 +186,8 @@ def push(cfg: Config, version: str, entries: dict[str, Entry]) -> bool:
                 )
                 raise StoreError(
                     f"DVC remote {url}: data version {version} is already there with other content "
-                    f"({', '.join(differs[:3])})"
+                    f"({', '.join(differs[:3])}): another node published these labels first; "
+                    f"`garmentseg data checkout {version}` takes its copy"
                 )
     return bool(done.transferred) or existing is None
 
