@@ -29,7 +29,7 @@ from garmentseg.inference import (
 
 if TYPE_CHECKING:
     from garmentseg.config import Config
-    from garmentseg.review.store import ReviewQueue
+    from garmentseg.review.store import ReviewItem, ReviewQueue
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SCORES_FILE = "scores.csv"
@@ -41,7 +41,8 @@ class FolderResult:
     and for every doubtful one that could not be queued."""
 
     written: int = 0
-    queued: int = 0
+    queued: int = 0  # doubtful, and open in the queue (pending or sent to retouch)
+    decided_before: int = 0  # doubtful, but the same shot's item was decided or closed before
     skipped: list[tuple[str, str]] = field(default_factory=list)
     not_queued: list[tuple[str, str]] = field(default_factory=list)
 
@@ -81,17 +82,18 @@ def cut_out(model: CutoutModel, image: np.ndarray, alpha: str = "binary") -> Cut
 
 def queue_cutout(
     queue: ReviewQueue, model: CutoutModel, shot: Path, cutout_png: Path, made: Cutout, source: str
-) -> str | None:
-    """Log the cutout with its estimate and queue it when doubtful. None when done; for a doubtful cutout that
-    could not be queued, why (a cutout that needs no review and cannot be logged is let go silently)."""
+) -> tuple[ReviewItem | None, str | None]:
+    """Log the cutout with its estimate and queue it when doubtful: (the shot's queue item, None), where the
+    item may be one decided or closed before (the same shot cut out again); for a doubtful cutout that could
+    not be queued, (None, why). A cutout that needs no review and cannot be logged is let go silently."""
     if math.isnan(made.estimate):
         reason = "the model carries no Dice estimate (logged before the review loop): retrain it to queue"
-        return reason if made.needs_review else None
+        return None, reason if made.needs_review else None
     try:
         key = parse_shot_name(f"{shot.stem}.png")
     except ContractError as exc:
-        return str(exc) if made.needs_review else None
-    queue.record_cutout(
+        return None, str(exc) if made.needs_review else None
+    item = queue.record_cutout(
         file=key.stem,
         shot=shot,
         cutout=cutout_png,
@@ -100,7 +102,7 @@ def queue_cutout(
         model_version=model.model_version or model.model_uri or "unregistered",
         source=source,
     )
-    return None
+    return item, None
 
 
 def cut_out_folder(
@@ -114,6 +116,8 @@ def cut_out_folder(
     """out_dir/cutouts/<stem>.png (RGBA, alpha as `alpha` says), out_dir/masks/<stem>.png (0/255) and
     out_dir/scores.csv for every shot, and the doubtful ones into `queue` when given; a shot that cannot be
     read, or whose name is not text, is skipped and named, the others still cut out."""
+    from garmentseg.review.store import OPEN_STATES
+
     out_dir.mkdir(parents=True, exist_ok=True)
     result = FolderResult()
     with (out_dir / SCORES_FILE).open("w", newline="") as fh:
@@ -139,10 +143,13 @@ def cut_out_folder(
             )
             result.written += 1
             if queue is not None:
-                if (reason := queue_cutout(queue, model, path, cutout_png, made, "predict")) is None:
-                    result.queued += made.needs_review
-                else:
+                item, reason = queue_cutout(queue, model, path, cutout_png, made, "predict")
+                if reason:
                     result.not_queued.append((path.name, reason))
+                elif item is not None and item.state in OPEN_STATES:
+                    result.queued += 1
+                elif item is not None:
+                    result.decided_before += 1
     return result
 
 
@@ -177,7 +184,10 @@ def predict_cmd(
     )
     click.echo(f"{result.written} cutouts written to {out_dir}")
     if review_queue is not None:
-        click.echo(f"{result.queued} doubtful cutouts in the review queue ({review_queue.location})")
+        before = f"; {result.decided_before} more of shots reviewed before" if result.decided_before else ""
+        click.echo(
+            f"{result.queued} doubtful cutouts open in the review queue{before} ({review_queue.location})"
+        )
     for name, reason in result.not_queued:
         click.echo(f"not queued {name}: {reason}", err=True)
     for name, reason in result.skipped:

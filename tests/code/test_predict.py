@@ -106,3 +106,8 @@ def test_the_doubtful_cutouts_are_queued_once_by_contract_name(tmp_path):
     # contract name, neither queued nor logged.
     assert sum(r["cutouts"] for r in queue.cutout_stats()) == 2 * 3
     assert sum(r["doubtful"] for r in queue.cutout_stats()) == 2 * 2
+    queue.decide(items[0].id, "accept", by="ana")  # cut out once more: one still open, one decided before
+    again = predict.cut_out_folder(
+        _reviewing_model(0.99), predict.list_shots(shots), tmp_path / "o3", 10**6, queue
+    )
+    assert (again.queued, again.decided_before) == (1, 1)

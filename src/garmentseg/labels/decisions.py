@@ -114,10 +114,10 @@ def send_to_retouch(cfg: Config, file: str, shot: Path, label: Path, entry: dict
 def withdraw_retouch(cfg: Config, file: str, by: str) -> list[int]:
     """A label released as right after it was confirmed wrong: its open retouch item (source label-audit)
     is accepted as it stands, so the retouchers no longer get it. The ids of the items withdrawn."""
-    from garmentseg.review.store import ReviewQueue
+    from garmentseg.review.store import OPEN_STATES, ReviewQueue
 
     queue = ReviewQueue.from_config(cfg)
-    waiting = [i for i in queue.items(("pending", "retouch")) if i.file == file and i.source == "label-audit"]
+    waiting = [i for i in queue.items(OPEN_STATES) if i.file == file and i.source == "label-audit"]
     return [queue.decide(item.id, "accept", by=by).id for item in waiting]
 
 

@@ -24,7 +24,7 @@ from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR, SUFFIX, Pair, discover
 from garmentseg.data.index import BATCHES_DIR
 from garmentseg.data.plane import DatasetError, contract_files
 from garmentseg.imageio import ImageError, encode_png, read_image
-from garmentseg.review.store import ReviewItem, ReviewQueue
+from garmentseg.review.store import OPEN_STATES, ReviewItem, ReviewQueue
 from garmentseg.validation.ingest import (
     ALREADY_INGESTED,
     INGESTED,
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from garmentseg.config import Config
 
 EXPORTED_STATES = ("retouch",)
-PENDING_STATES = ("pending", "retouch")
 BATCH_PREFIX = "review-"
 
 
@@ -61,7 +60,7 @@ def export_items(
     is checked before the first byte is written: the folder is none of the platform's own, every item's
     stored files are there, and no file in the way holds something else (a retoucher's edit)."""
     _refuse_platform_folder(out_dir, cfg)
-    items = queue.items(PENDING_STATES if pending else EXPORTED_STATES)
+    items = queue.items(OPEN_STATES if pending else EXPORTED_STATES)
     files = {item: _export_bytes(item, out_dir, cfg.validation.max_pixels) for item in items}
     in_the_way = [
         str(path)
@@ -186,7 +185,7 @@ def answered_items(queue: ReviewQueue, folder: Path, *, max_pixels: int) -> tupl
 def _answered_item(
     pair: Pair, folder: Path, items: list[ReviewItem], max_pixels: int
 ) -> tuple[ReviewItem | None, str]:
-    open_items = [i for i in items if i.state in PENDING_STATES]
+    open_items = [i for i in items if i.state in OPEN_STATES]
     if not open_items:
         return None, f"{pair.cutout}: {_why_not_open(pair.key.stem, items)}"
     shot = read_image(folder / pair.raw, max_pixels=max_pixels)

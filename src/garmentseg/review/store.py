@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from garmentseg.config import Config
 
 STATES = ("pending", "retouch", "accepted", "rejected", "closed")
+OPEN_STATES = ("pending", "retouch")  # waiting for a person: a decision, or a retoucher's correction
 DECISIONS = {"accept": "accepted", "retouch": "retouch", "reject": "rejected"}
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any constant the other users of a shared PostgreSQL do not take: serialises the schema upgrade.
