@@ -324,6 +324,7 @@ class TimeoutConfig(_Section):
 class AirflowConfig(_Section):
     retrain_schedule: str
     ingest_schedule: str
+    landing_settle_minutes: float = Field(ge=0)
     placement: Literal["celery", "kubernetes", "local"]
     gpu_queue: str
     dvc_pool: str

@@ -229,3 +229,20 @@ def test_a_folder_of_the_dataset_itself_is_left_alone(project):
     outcome = ingest_batch(own, project, batch_id="b-other")
     assert (outcome.status, outcome.exit_code) == ("unreadable", 2)
     assert "inside the dataset's own batches" in outcome.message and tree_digest(own) == before
+
+
+def test_a_delivery_still_arriving_is_scanned_once_it_settles(tmp_path):
+    """A studio uploading into the landing folder: scanned now, half a batch would go in and the rest be
+    refused as other content. Nothing changed for `airflow.landing_settle_minutes`: it is scanned."""
+    import os
+    import time
+
+    cfg = small_project(tmp_path / "project")
+    cfg = cfg.model_copy(update={"airflow": cfg.airflow.model_copy(update={"landing_settle_minutes": 5})})
+    batch = landed(cfg, "b-uploading", broken=False)
+    assert tasks.new_landed_batches(cfg) == []
+    later = time.time() + 6 * 60
+    assert tasks.new_landed_batches(cfg, now=later) == ["b-uploading"]
+    newest = sorted((batch / "cutouts").iterdir())[-1]
+    os.utime(newest, (later, later))  # one more file arrives at that moment
+    assert tasks.new_landed_batches(cfg, now=later) == []

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,9 @@ def _landing(cfg: Config) -> Path:
     return cfg.path(cfg.paths.landing_dir)
 
 
-def new_landed_batches(cfg: Config) -> list[str]:
-    """Batch folders in the landing dir that ingest has put nowhere yet (neither dataset nor quarantine).
+def new_landed_batches(cfg: Config, now: float | None = None) -> list[str]:
+    """Batch folders in the landing dir that ingest has put nowhere yet (neither dataset nor quarantine),
+    and that nothing changed in for `airflow.landing_settle_minutes` (a delivery still arriving waits).
 
     A batch left in place as unreadable stays listed; its `batch__<id>` run exists, so it is not run again.
     """
@@ -58,11 +60,25 @@ def new_landed_batches(cfg: Config) -> list[str]:
     landing = _landing(cfg)
     if not landing.is_dir():
         return []
-    return sorted(
-        p.name
-        for p in landing.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and where_is(cfg, p.name, p) is None
-    )
+    settled_before = (now or time.time()) - 60 * cfg.airflow.landing_settle_minutes
+    found = []
+    for p in sorted(landing.iterdir()):
+        if not p.is_dir() or p.name.startswith(".") or where_is(cfg, p.name, p) is not None:
+            continue
+        if _last_change(p) > settled_before:
+            log.info(
+                "landed %s: changed in the last %g minutes, still arriving",
+                p.name,
+                cfg.airflow.landing_settle_minutes,
+            )
+            continue
+        found.append(p.name)
+    return found
+
+
+def _last_change(folder: Path) -> float:
+    """The newest modification time of the folder and everything in it."""
+    return max(p.stat().st_mtime for p in (folder, *folder.rglob("*")))
 
 
 def ingest_run_id(cfg: Config, batch_id: str) -> str:
