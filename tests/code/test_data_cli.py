@@ -36,3 +36,14 @@ def test_errors_exit_non_zero_naming_the_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["data", "add", str(tmp_path), "--params", PARAMS])
     assert result.exit_code == 1
     assert "not-a-uuid_Front.png" in result.output and "error:" in result.output
+
+
+def test_indexing_a_contract_folder_as_a_data_dir_is_refused_not_an_empty_index(tmp_path: Path) -> None:
+    batch = tmp_path / "batch"
+    args = ["data", "synth", "--params", PARAMS, "--out", str(batch), "--garments", "1"]
+    assert (
+        CliRunner().invoke(main, [*args, "--workers", "1", "--width", "64", "--height", "96"]).exit_code == 0
+    )
+    result = CliRunner().invoke(main, ["data", "index", "--params", PARAMS, "--data-dir", str(batch)])
+    assert result.exit_code == 1 and "a batch in the data contract, not a data dir" in result.output
+    assert not (batch / "index.parquet").exists()

@@ -81,9 +81,17 @@ def synth(
 @_with_config
 def index(cfg: Config, data_dir: Path | None, fresh: bool) -> None:
     """(Re)build DATA_DIR/index.parquet over synth/* and batches/*."""
-    from garmentseg.data.index import INDEX_FILE, reindex
+    from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR
+    from garmentseg.data.index import BATCHES_DIR, INDEX_FILE, SYNTH_DIR, reindex
 
     root = data_dir or cfg.path(cfg.paths.data_dir)
+    holds = {name for name in (RAW_DIR, CUTOUT_DIR, BATCHES_DIR, SYNTH_DIR) if (root / name).is_dir()}
+    if holds & {RAW_DIR, CUTOUT_DIR} and not holds & {BATCHES_DIR, SYNTH_DIR}:
+        # its index would hold nothing and shadow the folder for `--dataset`
+        raise ValueError(
+            f"{root}: a batch in the data contract, not a data dir (which holds {BATCHES_DIR}/ or "
+            f"{SYNTH_DIR}/); commands take it as it is with --dataset {root}"
+        )
     df = reindex(root, cfg, fresh=fresh)
     counts = df.drop_duplicates("garment_id")["split"].value_counts().to_dict()
     click.echo(f"{len(df)} pairs, {df['garment_id'].nunique()} garments {counts} -> {root / INDEX_FILE}")
