@@ -345,6 +345,20 @@ def test_add_killed_then_retried_ends_consistent(
     assert again.returncode == 0 and "already present" in again.stdout, again.stdout + again.stderr
 
 
+def test_an_add_killed_before_tracking_does_not_block_a_corrected_redelivery(
+    seeded: Path, incoming: Path, tmp_path: Path
+) -> None:
+    """The killed add copied the first delivery into place but never tracked it: it is in no data version,
+    so the corrected delivery under the same id replaces it (the first one is still where it landed)."""
+    root = shutil.copytree(seeded, tmp_path / "proj", symlinks=True)
+    leftover = shutil.copytree(incoming, root / "data" / "batches" / "b-0001")
+    first_shot = sorted((leftover / "raw").iterdir())[0]
+    first_shot.write_bytes(first_shot.read_bytes() + b"the first delivery's bytes")
+    retry = _garmentseg(root, _env("", "var/dvc-remote"), "data", "add", str(incoming))
+    assert retry.returncode == 0 and "b-0001 added" in retry.stdout, retry.stdout + retry.stderr
+    _assert_added_once(root, incoming, re.search(r"data version (\w+)", retry.stdout).group(1))
+
+
 def _ingest_env() -> dict[str, str]:
     """The local remote, and the studio contract at the tiny batches' size, so that they pass validation."""
     return {

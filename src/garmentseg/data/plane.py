@@ -305,6 +305,11 @@ def add_batch(
                 "ingested: ingest it again once the delivery is complete"
             )
         present = dest.exists()
+        if present and contract_files(dest) != files and not (batches / f"{batch_id}.dvc").exists():
+            # copied by an add killed before it was tracked: in no data version, so no history to keep
+            log.warning("removing %s, left untracked by an interrupted add of other content", dest)
+            shutil.rmtree(dest)
+            present = False
         if present and contract_files(dest) != files:
             raise DatasetError(
                 f"{dest}: batch {batch_id} is already in the dataset with other content; "
