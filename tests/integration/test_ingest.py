@@ -97,6 +97,8 @@ def test_a_batch_landed_on_another_file_system_is_copied_verified_then_removed(t
         write_clean_batch(batch, GARMENTS, width=W, height=H, seed=3)
         inject_defects(batch)
         before = tree_digest(batch)
+        killed = cfg.path(cfg.paths.quarantine_dir) / ".b-bad.staging-x1y2"  # a copy a kill cut short
+        (killed / "raw").mkdir(parents=True)
         outcome = ingest_batch(batch, cfg)
         quarantine = cfg.path(cfg.paths.quarantine_dir)
         assert outcome.destination == quarantine / "b-bad" and not batch.exists()

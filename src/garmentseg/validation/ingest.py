@@ -292,6 +292,9 @@ def _move_into_quarantine(source: Path, root: Path, batch_id: str) -> Path:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
+    for stale in root.glob(f".{batch_id}.staging-*"):  # a killed copy's: quarantines go one at a time
+        log.warning("removing %s, left by an interrupted quarantine", stale)
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{batch_id}.staging-"))
     shutil.copytree(source, staging, dirs_exist_ok=True, copy_function=shutil.copy2)
     if tree_digest(source) != tree_digest(staging):
