@@ -146,6 +146,10 @@ def test_a_returned_cutout_that_fails_validation_is_refused_by_name_and_kept(
     assert versioning.data_version(project) == version
     assert {i.state for i in ReviewQueue.from_config(project).items()} == {"pending"}
 
+    _corrected(project, kept)  # the retoucher fixes it where it sits, beside its report, and imports it
+    code, out, err = _cli(project, "review", "import", str(kept))
+    assert code == 0 and "2 queue items closed" in out, out + err
+
 
 def test_an_import_folder_with_a_stray_folder_a_dead_link_or_no_files_is_refused_by_name(
     project: Config, tmp_path: Path

@@ -24,6 +24,9 @@ SUFFIX = ".png"
 # Optional per-garment metadata a batch may carry (garment_id, garment_type, difficulty); the synthetic
 # studio writes it, real studios may.
 GARMENTS_CSV = "garments.csv"
+# Folder a quarantined batch carries its own report in; not part of the delivery, so a batch fixed where it
+# sits in quarantine can be delivered again as it is.
+REPORT_DIR_NAME = "_report"
 GARMENTS_COLUMNS = ("garment_id", "garment_type", "difficulty")
 _NAME = re.compile(r"^(?P<garment>[^_]+)_(?P<view>[^_.]+)\.png$")
 # A batch is named by its folder, and the name becomes a folder, a DVC pointer and a database key.
@@ -170,7 +173,7 @@ def _stray_top_level(batch_dir: Path) -> list[tuple[str, str]]:
     return [
         (printable_name(top.name), "unexpected entry at batch top level (expected raw/ and cutouts/)")
         for top in sorted(batch_dir.iterdir())
-        if top.name not in (RAW_DIR, CUTOUT_DIR, GARMENTS_CSV)
+        if top.name not in (RAW_DIR, CUTOUT_DIR, GARMENTS_CSV, REPORT_DIR_NAME)
         and not top.name.startswith(".")
         and not os_junk(top.name)
     ]

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from garmentseg.config import Config
-from garmentseg.data.contract import batch_id_of, batch_id_problem, printable_name
+from garmentseg.data.contract import REPORT_DIR_NAME, batch_id_of, batch_id_problem, printable_name
 from garmentseg.locks import exclusive
-from garmentseg.validation.metadata import REPORT_DIR_NAME
 from garmentseg.validation.validate import (
     EXIT_FAILED,
     EXIT_PASSED,

@@ -26,6 +26,7 @@ from garmentseg.data.contract import (
     CUTOUT_DIR,
     GARMENTS_CSV,
     RAW_DIR,
+    REPORT_DIR_NAME,
     ContractError,
     ShotKey,
     is_text_name,
@@ -46,8 +47,6 @@ if TYPE_CHECKING:  # workers import this module: keep pandas and the config mode
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Folder a quarantined batch carries its own report in; not part of the delivery.
-REPORT_DIR_NAME = "_report"
 # Contrast is measured on a copy whose short side is about this long: the bands stay several pixels wide
 # and the cost stays constant per image whatever the studio's resolution.
 CONTRAST_SHORT_SIDE = 288
