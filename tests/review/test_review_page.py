@@ -233,8 +233,9 @@ def test_a_session_cookie_is_signed_and_expires() -> None:
     cookie = sessions.issue("Bo", now=1000.0)
     assert sessions.reviewer(cookie, now=1001.0) == "Bo"
     assert sessions.reviewer(cookie, now=1000.0 + 13 * 3600) is None  # a working day later
-    encoded, expiry, signature = cookie.split(".")
-    assert sessions.reviewer(f"{encoded}.{int(expiry) + 999999}.{signature}", now=1001.0) is None
+    encoded, expiry, nonce, signature = cookie.split(".")
+    assert sessions.reviewer(f"{encoded}.{int(expiry) + 999999}.{nonce}.{signature}", now=1001.0) is None
+    assert sessions.issue("Bo", now=1000.0) != cookie, "each sign-in its own cookie, to sign out of alone"
     assert sessions.reviewer(cookie.replace(encoded, "QWxpY2U="), now=1001.0) is None
     assert sessions.reviewer(None) is None and sessions.reviewer("garbage") is None
 
@@ -409,3 +410,17 @@ def test_without_a_configured_token_serve_makes_one_for_the_run(monkeypatch: pyt
     assert generated and len(first) >= 32 and first != second
     with pytest.raises(ValueError, match="token"):
         create_app(None, "")  # an empty token would let anyone decide
+
+
+def test_a_cookie_signed_out_of_signs_nobody_in_again(client: httpx.Client, queue: ReviewQueue) -> None:
+    """A copy of the cookie (another tab, a shared machine's browser history) is refused after sign-out."""
+    _signed_in(client)
+    copy = client.cookies.get(SESSION_COOKIE)
+    assert client.get("/").status_code == 200
+    assert client.post("/logout").status_code == 303
+    item = queue.items()[0]
+    stolen = {"Cookie": f"{SESSION_COOKIE}={copy}"}
+    assert client.get("/", headers=stolen).headers["location"] == "/login"
+    assert client.post(f"/items/{item.id}", data={"decision": "accept"}, headers=stolen).status_code == 401
+    _signed_in(client)  # signing in again gives a new cookie that works
+    assert client.get("/").status_code == 200

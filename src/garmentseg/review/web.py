@@ -18,7 +18,7 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -51,9 +51,12 @@ EDGE_COLOUR = (255, 0, 200)  # magenta: seen on any garment colour and on the st
 
 @dataclass(frozen=True)
 class Sessions:
-    """Signed session cookies: `<name, base64>.<expiry>.<HMAC-SHA256>`; nothing is stored server-side."""
+    """Signed session cookies: `<name, base64>.<expiry>.<nonce>.<HMAC-SHA256>`, each sign-in its own. The
+    server keeps only the cookies signed out of, until they expire (a copy of a signed-out cookie must not
+    sign anyone in again); a restart forgets them."""
 
     key: bytes
+    signed_out: dict[str, float] = field(default_factory=dict)  # signature -> expiry
 
     @classmethod
     def for_token(cls, token: str) -> Sessions:
@@ -64,20 +67,35 @@ class Sessions:
 
     def issue(self, name: str, now: float | None = None) -> str:
         encoded = base64.urlsafe_b64encode(name.encode()).decode()
-        payload = f"{encoded}.{int((now or time.time()) + SESSION_SECONDS)}"
+        payload = f"{encoded}.{int((now or time.time()) + SESSION_SECONDS)}.{secrets.token_hex(8)}"
         return f"{payload}.{self._sign(payload)}"
+
+    def _checked(self, cookie: str | None, now: float | None) -> tuple[str, int, str] | None:
+        """(name, expiry, signature) of a cookie this server signed, unexpired and not signed out of."""
+        parts = (cookie or "").split(".")
+        if len(parts) != 4 or not all(parts) or not parts[1].isascii() or not parts[1].isdigit():
+            return None
+        encoded, expiry, nonce, signature = parts
+        if not hmac.compare_digest(signature, self._sign(f"{encoded}.{expiry}.{nonce}")):
+            return None
+        if int(expiry) < (now or time.time()) or signature in self.signed_out:
+            return None
+        return base64.urlsafe_b64decode(encoded.encode()).decode(), int(expiry), signature
 
     def reviewer(self, cookie: str | None, now: float | None = None) -> str | None:
         """The reviewer's name for a valid, unexpired cookie; None for anything else."""
-        encoded, _, rest = (cookie or "").partition(".")
-        expiry, _, signature = rest.partition(".")
-        if not (encoded and expiry.isdigit() and signature):
-            return None
-        if not hmac.compare_digest(signature, self._sign(f"{encoded}.{expiry}")):
-            return None
-        if int(expiry) < (now or time.time()):
-            return None
-        return base64.urlsafe_b64decode(encoded.encode()).decode()
+        checked = self._checked(cookie, now)
+        return checked[0] if checked else None
+
+    def sign_out(self, cookie: str | None, now: float | None = None) -> None:
+        """Refuse this cookie from now on (expired ones are dropped from the list as it goes)."""
+        checked = self._checked(cookie, now)
+        if checked is None:
+            return
+        moment = now or time.time()
+        for old in [s for s, until in self.signed_out.items() if until < moment]:
+            del self.signed_out[old]
+        self.signed_out[checked[2]] = checked[1]
 
 
 def parse_item_id(text: str) -> int:
@@ -201,7 +219,8 @@ class ReviewPage:
         log.info("review page: %s signed in", name)
         return response
 
-    async def logout(self, request: Request) -> Response:  # noqa: ARG002 - Starlette endpoint signature
+    async def logout(self, request: Request) -> Response:
+        self.sessions.sign_out(request.cookies.get(SESSION_COOKIE))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
         return response
