@@ -295,3 +295,24 @@ def test_export_writes_over_nothing_it_did_not_write_nor_into_the_platforms_fold
     fresh = tmp_path / "fresh"
     code, out, err = _cli(project, "review", "export", str(fresh), "--pending")
     assert code == 1 and f"review item {item.id} ({item.file}): its stored file" in err and not fresh.exists()
+
+
+def test_two_open_items_under_one_name_are_not_exported_over_each_other(
+    project: Config, tmp_path: Path
+) -> None:
+    """A studio re-shot a garment and view while the first shot's item is still open: two shots, one name."""
+    queue = ReviewQueue.from_config(project)
+    first = queue.items()[0]
+    reshot = tmp_path / "reshot.png"
+    shot = read_image(first.shot_path, max_pixels=10**7)
+    write_png(reshot, 255 - shot)
+    queue.record(
+        file=first.file,
+        shot=reshot,
+        cutout=first.cutout_path,
+        estimate=0.5,
+        model_version="1",
+        source="predict",
+    )
+    code, out, err = _cli(project, "review", "export", str(tmp_path / "out"), "--pending")
+    assert code == 1 and f"are both {first.file}" in err and not (tmp_path / "out").exists(), out + err

@@ -58,25 +58,37 @@ def export_items(
 ) -> list[ReviewItem]:
     """Write the items sent to retouch (with `pending`, also every undecided one) in the data contract. All
     is checked before the first byte is written: the folder is none of the platform's own, every item's
-    stored files are there, and no file in the way holds something else (a retoucher's edit)."""
+    stored files are there, no two items share a name, and no file in the way holds something else (a
+    retoucher's edit)."""
     _refuse_platform_folder(out_dir, cfg)
     items = queue.items(OPEN_STATES if pending else EXPORTED_STATES)
-    files = {item: _export_bytes(item, out_dir, cfg.validation.max_pixels) for item in items}
+    max_pixels = cfg.validation.max_pixels
+    planned: dict[Path, tuple[ReviewItem, Path]] = {}
+    for item in items:
+        for dest, stored in _export_plan(item, out_dir).items():
+            if not stored.is_file():
+                raise DatasetError(
+                    f"review item {item.id} ({item.file}): its stored file {stored} is missing; nothing exported"
+                )
+            if dest in planned:
+                raise DatasetError(
+                    f"review items {planned[dest][0].id} and {item.id} are both {item.file} (two shots under "
+                    "one name); decide one of them first; nothing exported"
+                )
+            planned[dest] = (item, stored)
     in_the_way = [
-        str(path)
-        for written in files.values()
-        for path, data in written.items()
-        if path.exists() and (not path.is_file() or path.read_bytes() != data)
+        str(dest)
+        for dest, (_item, stored) in planned.items()
+        if dest.exists() and (not dest.is_file() or dest.read_bytes() != _exported_bytes(stored, max_pixels))
     ]
     if in_the_way:
         raise DatasetError(
             f"{out_dir}: would write over files that hold something else (a retoucher's edits?); nothing "
             f"exported. Import them or export to an empty folder: {', '.join(in_the_way)}"
         )
-    for written in files.values():
-        for path, data in written.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+    for dest, (_item, stored) in planned.items():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(_exported_bytes(stored, max_pixels))
     return items
 
 
@@ -94,18 +106,17 @@ def _refuse_platform_folder(out_dir: Path, cfg: Config) -> None:
             raise DatasetError(f"{out_dir}: inside {what} ({folder}); export to a folder of its own")
 
 
-def _export_bytes(item: ReviewItem, out_dir: Path, max_pixels: int) -> dict[Path, bytes]:
-    """The two files an item is exported as, by path; a JPEG shot becomes a PNG (the contract holds PNGs)."""
-    for stored in (item.shot_path, item.cutout_path):
-        if not stored.is_file():
-            raise DatasetError(
-                f"review item {item.id} ({item.file}): its stored file {stored} is missing; nothing exported"
-            )
-    shot = item.shot_path.read_bytes()
-    if item.shot_path.suffix.lower() != SUFFIX:
-        shot = encode_png(read_image(item.shot_path, max_pixels=max_pixels))
+def _export_plan(item: ReviewItem, out_dir: Path) -> dict[Path, Path]:
+    """Where an item's two stored files go: the shot to raw/, the proposed cutout to cutouts/."""
     name = f"{item.file}{SUFFIX}"
-    return {out_dir / RAW_DIR / name: shot, out_dir / CUTOUT_DIR / name: item.cutout_path.read_bytes()}
+    return {out_dir / RAW_DIR / name: item.shot_path, out_dir / CUTOUT_DIR / name: item.cutout_path}
+
+
+def _exported_bytes(stored: Path, max_pixels: int) -> bytes:
+    """A stored file as exported: a JPEG shot becomes a PNG (the contract holds PNGs), the rest as it is."""
+    if stored.suffix.lower() == SUFFIX:
+        return stored.read_bytes()
+    return encode_png(read_image(stored, max_pixels=max_pixels))
 
 
 def import_batch_id(folder: Path) -> str:
