@@ -83,12 +83,13 @@ def test_failing_batch_is_quarantined_whole_with_its_report(tmp_path):
 
 
 OTHER_FILE_SYSTEM = Path("/dev/shm")
-
-
-@pytest.mark.skipif(
+on_another_file_system = pytest.mark.skipif(
     not OTHER_FILE_SYSTEM.is_dir() or OTHER_FILE_SYSTEM.stat().st_dev == Path(__file__).stat().st_dev,
     reason="needs /dev/shm on a file system other than the checkout's, to make rename(2) fail with EXDEV",
 )
+
+
+@on_another_file_system
 def test_a_batch_landed_on_another_file_system_is_copied_verified_then_removed(tmp_path):
     cfg = small_project(tmp_path / "project")
     landing = Path(tempfile.mkdtemp(dir=OTHER_FILE_SYSTEM, prefix="garmentseg-landing-"))
@@ -104,6 +105,38 @@ def test_a_batch_landed_on_another_file_system_is_copied_verified_then_removed(t
         assert outcome.destination == quarantine / "b-bad" and not batch.exists()
         assert as_delivered(tree_digest(outcome.destination)) == before
         assert [p.name for p in quarantine.iterdir()] == ["b-bad"], "no staging folder is left behind"
+    finally:
+        shutil.rmtree(landing, ignore_errors=True)
+
+
+@on_another_file_system
+def test_a_failing_batch_on_a_read_only_share_is_quarantined_whole_with_its_report(tmp_path, monkeypatch):
+    """The landing folder is a share this node may read but not change: the quarantine gets every byte and
+    the report, the delivery stays where it is, and the outcome is no traceback."""
+    from garmentseg.validation import ingest
+
+    cfg = small_project(tmp_path / "project")
+    landing = Path(tempfile.mkdtemp(dir=OTHER_FILE_SYSTEM, prefix="garmentseg-landing-"))
+    try:
+        batch = landing / "b-bad"
+        write_clean_batch(batch, GARMENTS, width=W, height=H, seed=3)
+        inject_defects(batch)
+        before = tree_digest(batch)
+        removing = shutil.rmtree
+
+        def read_only(path, *args, **kwargs):
+            if Path(path) == batch:
+                raise OSError(30, "Read-only file system", str(path))
+            return removing(path, *args, **kwargs)
+
+        monkeypatch.setattr(ingest.shutil, "rmtree", read_only)
+        outcome = ingest_batch(batch, cfg)
+        assert (outcome.status, outcome.destination) == (
+            "quarantined",
+            cfg.path(cfg.paths.quarantine_dir) / "b-bad",
+        )
+        assert as_delivered(tree_digest(outcome.destination)) == before and tree_digest(batch) == before
+        assert (outcome.destination / "_report" / "findings.json").is_file()
     finally:
         shutil.rmtree(landing, ignore_errors=True)
 

@@ -299,7 +299,12 @@ def _move_into_quarantine(source: Path, root: Path, batch_id: str) -> Path:
     if tree_digest(source) != tree_digest(staging):
         raise OSError(f"{staging}: copy of {source} does not match byte for byte; source kept")
     destination = _rename_to_free_slot(staging, root, batch_id)
-    shutil.rmtree(source)
+    try:
+        shutil.rmtree(source)
+    except OSError as exc:  # a read-only landing share: every byte is in quarantine; the delivery stays
+        log.warning(
+            "%s: quarantined whole at %s, but not removed (%s); remove it by hand", source, destination, exc
+        )
     return destination
 
 
