@@ -89,56 +89,54 @@ on_another_file_system = pytest.mark.skipif(
 )
 
 
-@on_another_file_system
-def test_a_batch_landed_on_another_file_system_is_copied_verified_then_removed(tmp_path):
+@pytest.fixture
+def failing_batch_elsewhere(tmp_path):
+    """(project, a failing batch landed on another file system, its digest); the landing folder goes after."""
     cfg = small_project(tmp_path / "project")
     landing = Path(tempfile.mkdtemp(dir=OTHER_FILE_SYSTEM, prefix="garmentseg-landing-"))
-    try:
-        batch = landing / "b-bad"
-        write_clean_batch(batch, GARMENTS, width=W, height=H, seed=3)
-        inject_defects(batch)
-        before = tree_digest(batch)
-        killed = cfg.path(cfg.paths.quarantine_dir) / ".b-bad.staging-x1y2"  # a copy a kill cut short
-        (killed / "raw").mkdir(parents=True)
-        outcome = ingest_batch(batch, cfg)
-        quarantine = cfg.path(cfg.paths.quarantine_dir)
-        assert outcome.destination == quarantine / "b-bad" and not batch.exists()
-        assert as_delivered(tree_digest(outcome.destination)) == before
-        assert [p.name for p in quarantine.iterdir()] == ["b-bad"], "no staging folder is left behind"
-    finally:
-        shutil.rmtree(landing, ignore_errors=True)
+    batch = landing / "b-bad"
+    write_clean_batch(batch, GARMENTS, width=W, height=H, seed=3)
+    inject_defects(batch)
+    yield cfg, batch, tree_digest(batch)
+    shutil.rmtree(landing, ignore_errors=True)
 
 
 @on_another_file_system
-def test_a_failing_batch_on_a_read_only_share_is_quarantined_whole_with_its_report(tmp_path, monkeypatch):
+def test_a_batch_landed_on_another_file_system_is_copied_verified_then_removed(failing_batch_elsewhere):
+    cfg, batch, before = failing_batch_elsewhere
+    killed = cfg.path(cfg.paths.quarantine_dir) / ".b-bad.staging-x1y2"  # a copy a kill cut short
+    (killed / "raw").mkdir(parents=True)
+    outcome = ingest_batch(batch, cfg)
+    quarantine = cfg.path(cfg.paths.quarantine_dir)
+    assert outcome.destination == quarantine / "b-bad" and not batch.exists()
+    assert as_delivered(tree_digest(outcome.destination)) == before
+    assert [p.name for p in quarantine.iterdir()] == ["b-bad"], "no staging folder is left behind"
+
+
+@on_another_file_system
+def test_a_failing_batch_on_a_read_only_share_is_quarantined_whole_with_its_report(
+    failing_batch_elsewhere, monkeypatch
+):
     """The landing folder is a share this node may read but not change: the quarantine gets every byte and
     the report, the delivery stays where it is, and the outcome is no traceback."""
     from garmentseg.validation import ingest
 
-    cfg = small_project(tmp_path / "project")
-    landing = Path(tempfile.mkdtemp(dir=OTHER_FILE_SYSTEM, prefix="garmentseg-landing-"))
-    try:
-        batch = landing / "b-bad"
-        write_clean_batch(batch, GARMENTS, width=W, height=H, seed=3)
-        inject_defects(batch)
-        before = tree_digest(batch)
-        removing = shutil.rmtree
+    cfg, batch, before = failing_batch_elsewhere
+    removing = shutil.rmtree
 
-        def read_only(path, *args, **kwargs):
-            if Path(path) == batch:
-                raise OSError(30, "Read-only file system", str(path))
-            return removing(path, *args, **kwargs)
+    def read_only(path, *args, **kwargs):
+        if Path(path) == batch:
+            raise OSError(30, "Read-only file system", str(path))
+        return removing(path, *args, **kwargs)
 
-        monkeypatch.setattr(ingest.shutil, "rmtree", read_only)
-        outcome = ingest_batch(batch, cfg)
-        assert (outcome.status, outcome.destination) == (
-            "quarantined",
-            cfg.path(cfg.paths.quarantine_dir) / "b-bad",
-        )
-        assert as_delivered(tree_digest(outcome.destination)) == before and tree_digest(batch) == before
-        assert (outcome.destination / "_report" / "findings.json").is_file()
-    finally:
-        shutil.rmtree(landing, ignore_errors=True)
+    monkeypatch.setattr(ingest.shutil, "rmtree", read_only)
+    outcome = ingest_batch(batch, cfg)
+    assert (outcome.status, outcome.destination) == (
+        "quarantined",
+        cfg.path(cfg.paths.quarantine_dir) / "b-bad",
+    )
+    assert as_delivered(tree_digest(outcome.destination)) == before and tree_digest(batch) == before
+    assert (outcome.destination / "_report" / "findings.json").is_file()
 
 
 def unreadable(cfg: Config, name: str) -> Path:
