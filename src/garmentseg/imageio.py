@@ -154,6 +154,19 @@ def read_image(path: Path, *, max_pixels: int, alpha: bool = False) -> np.ndarra
         raise ImageError(exc.kind, f"{path}: {exc}") from None
 
 
+# A shot smaller than this on a side is a thumbnail or an icon, not a studio shot: refused (the service's
+# 400 too_small) or skipped (`predict`), never cut out and queued.
+MIN_SIDE_PX = 16
+
+
+def too_small(image: np.ndarray) -> str | None:
+    """Why an image is too small to be a shot, or None."""
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_SIDE_PX:
+        return f"image is {width}x{height}; a shot needs at least {MIN_SIDE_PX} px on each side"
+    return None
+
+
 def encode_png(image: np.ndarray) -> bytes:
     """RGB, RGBA or single-channel uint8 array -> PNG bytes."""
     import cv2

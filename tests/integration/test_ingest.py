@@ -261,7 +261,15 @@ def test_a_folder_of_the_dataset_itself_is_left_alone(project):
     before = tree_digest(own)
     outcome = ingest_batch(own, project, batch_id="b-other")
     assert (outcome.status, outcome.exit_code) == ("unreadable", 2)
-    assert "inside the dataset's own batches" in outcome.message and tree_digest(own) == before
+    assert "inside the dataset" in outcome.message and tree_digest(own) == before
+    data = project.path(project.paths.data_dir)
+    (data / "raw").mkdir()  # stray contract folders beside the dataset's: still not a delivery
+    (data / "cutouts").mkdir()
+    whole = ingest_batch(data, project, batch_id="b-data")
+    assert (whole.status, whole.exit_code) == ("unreadable", 2) and "inside the dataset" in whole.message
+    above = ingest_batch(project.root, project, batch_id="b-root")
+    assert above.exit_code == 2 and "holds the dataset" in above.message
+    assert (data / "index.parquet").is_file() and tree_digest(own) == before
 
 
 def test_a_delivery_still_arriving_is_scanned_once_it_settles(tmp_path):

@@ -289,7 +289,13 @@ def test_export_writes_over_nothing_it_did_not_write_nor_into_the_platforms_fold
     assert tree_digest(returned) == edits
     inside = project.path(project.paths.data_dir) / "batches" / "b-base"
     code, out, err = _cli(project, "review", "export", str(inside), "--pending")
-    assert code == 1 and "inside the dataset's batches" in err and not (inside / "raw" / "x").exists()
+    assert code == 1 and "inside the dataset" in err and not (inside / "raw" / "x").exists()
+    for ground in (project.root, project.path(project.paths.reports_dir) / "x", tmp_path / "linked"):
+        if ground.name == "linked":  # raw/ a link into the dataset: where it points is what counts
+            (ground / "raw").parent.mkdir(parents=True)
+            (ground / "raw").symlink_to(inside / "raw")
+        code, out, err = _cli(project, "review", "export", str(ground), "--pending")
+        assert code == 1 and ("holds the dataset" in err or "inside the" in err), out + err
     item = ReviewQueue.from_config(project).items()[0]
     item.cutout_path.unlink()
     fresh = tmp_path / "fresh"

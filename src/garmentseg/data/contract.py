@@ -73,6 +73,21 @@ def is_text_name(name: str) -> bool:
     return printable_name(name) == name
 
 
+SHOT_SUFFIXES = (".png", ".jpg", ".jpeg")  # what a new shot to cut out may be; a batch holds PNGs only
+
+
+def parse_shot_file(name: str) -> ShotKey:
+    """A new shot's file name, PNG or JPEG of any case (`predict`, the weekly job, `/cutout?queue=true`) ->
+    the ShotKey its cutout and queue item are named by; ContractError naming the file otherwise."""
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or f".{suffix.lower()}" not in SHOT_SUFFIXES:
+        raise ContractError(f"{name}: a shot is {' or '.join(SHOT_SUFFIXES)}, named <garment_uuid>_<View>")
+    try:
+        return parse_shot_name(f"{stem}{SUFFIX}")
+    except ContractError as exc:
+        raise ContractError(f"{name}: {str(exc).split(': ', 1)[1]}") from None
+
+
 def parse_shot_name(name: str) -> ShotKey:
     """`<uuid>_<View>.png` -> ShotKey, or ContractError naming the file and the broken rule."""
     if not is_text_name(name):

@@ -223,6 +223,31 @@ def contract_files(batch_dir: Path) -> dict[str, str]:
     return files
 
 
+def platform_ground(path: Path, cfg: Config, *, deliveries: bool) -> str | None:
+    """Why `path` is the platform's own ground, or None: the data dir or inside it, a folder holding the data
+    dir or the state dir (a project root, a home folder), or inside the reports, the review storage, the
+    new shots and their cutouts. With `deliveries` False (a folder written for people, such as a review
+    export) the landing and the quarantine count too; an ingest takes its deliveries from there."""
+    p = cfg.paths
+    inside = {
+        "the dataset": p.data_dir,
+        "the validation reports": p.reports_dir,
+        "the review storage": cfg.review.storage_dir,
+        "the new shots to cut out": p.deliveries_dir,
+        "the weekly cutouts": p.cutouts_dir,
+    }
+    if not deliveries:
+        inside |= {"the landing folder": p.landing_dir, "the quarantine": p.quarantine_dir}
+    target = Path(path).resolve()
+    for what, folder in inside.items():
+        if target.is_relative_to(cfg.path(folder).resolve()):
+            return f"inside {what} ({cfg.path(folder)})"
+    for what, folder in {"the dataset": p.data_dir, "the platform's state": p.state_dir}.items():
+        if cfg.path(folder).resolve().is_relative_to(target):
+            return f"holds {what} ({cfg.path(folder)})"
+    return None
+
+
 def files_digest(files: dict[str, str]) -> str:
     """One sha256 for a delivery's `contract_files`: what it holds, whatever its folder is called."""
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()

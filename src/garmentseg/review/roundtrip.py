@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR, SUFFIX, Pair, discover_pairs
-from garmentseg.data.index import BATCHES_DIR
-from garmentseg.data.plane import DatasetError, contract_files
+from garmentseg.data.plane import DatasetError, contract_files, platform_ground
 from garmentseg.imageio import ImageError, encode_png, read_image
 from garmentseg.review.store import OPEN_STATES, ReviewItem, ReviewQueue
 from garmentseg.validation.ingest import (
@@ -93,17 +92,11 @@ def export_items(
 
 
 def _refuse_platform_folder(out_dir: Path, cfg: Config) -> None:
-    paths = cfg.paths
-    own = {
-        "the dataset's batches": cfg.path(paths.data_dir) / BATCHES_DIR,
-        "the landing folder": cfg.path(paths.landing_dir),
-        "the quarantine": cfg.path(paths.quarantine_dir),
-        "the review storage": cfg.path(cfg.review.storage_dir),
-    }
-    target = Path(out_dir).resolve()
-    for what, folder in own.items():
-        if target.is_relative_to(folder.resolve()):
-            raise DatasetError(f"{out_dir}: inside {what} ({folder}); export to a folder of its own")
+    """Export writes for people, never onto the platform's ground; raw/ or cutouts/ linked elsewhere count
+    where they point."""
+    for folder in (out_dir, out_dir / RAW_DIR, out_dir / CUTOUT_DIR):
+        if ground := platform_ground(folder, cfg, deliveries=False):
+            raise DatasetError(f"{folder}: {ground}; export to a folder of its own")
 
 
 def _export_plan(item: ReviewItem, out_dir: Path) -> dict[Path, Path]:

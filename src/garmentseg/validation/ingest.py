@@ -148,16 +148,11 @@ def ingest_batch(
     if unnameable:
         name = printable_name(batch_id)
         return IngestOutcome(UNREADABLE, name, EXIT_UNREADABLE, None, None, f"{batch_dir}: {unnameable}")
-    batches = cfg.path(cfg.paths.data_dir) / "batches"
-    if batch_dir.resolve().is_relative_to(batches.resolve()):
-        return IngestOutcome(
-            UNREADABLE,
-            batch_id,
-            EXIT_UNREADABLE,
-            None,
-            None,
-            f"{batch_dir}: inside the dataset's own batches ({batches}); a delivery lands elsewhere",
-        )
+    from garmentseg.data.plane import platform_ground
+
+    if ground := platform_ground(batch_dir, cfg, deliveries=True):  # a quarantine would move it whole
+        message = f"{batch_dir}: {ground}; a delivery is a folder of its own, left here untouched"
+        return IngestOutcome(UNREADABLE, batch_id, EXIT_UNREADABLE, None, None, message)
     with exclusive(cfg.path(cfg.paths.state_dir) / "locks" / "ingest.lock"):
         return _ingest_unlocked(batch_dir, cfg, source, batch_id, push)
 
