@@ -287,3 +287,10 @@ def test_a_delivery_still_arriving_is_scanned_once_it_settles(tmp_path):
     newest = sorted((batch / "cutouts").iterdir())[-1]
     os.utime(newest, (later, later))  # one more file arrives at that moment
     assert tasks.new_landed_batches(cfg, now=later) == []
+    # a link to nowhere, and a studio clock a year ahead: neither keeps the batch waiting for ever
+    (batch / "raw" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    ahead = time.time() + 365 * 86400
+    for path in batch.rglob("*.png"):
+        if not path.is_symlink():
+            os.utime(path, (ahead, ahead))
+    assert tasks.new_landed_batches(cfg, now=later + 6 * 60) == ["b-uploading"]

@@ -18,7 +18,7 @@ from garmentseg.config import Config
 from garmentseg.data import versioning
 from garmentseg.data.index import read_index
 from garmentseg.imageio import read_image, write_png
-from garmentseg.labels.decisions import send_to_retouch
+from garmentseg.labels.decisions import send_to_retouch, withdraw_retouch
 from garmentseg.review.store import ReviewQueue
 from garmentseg.validation import ingest_batch
 from garmentseg.validation.defects import write_clean_batch
@@ -224,6 +224,13 @@ def test_a_second_round_of_corrections_wins_over_the_first_and_the_original(tmp_
     latest = _index(cfg)
     assert _cli(cfg, "data", "index", "--fresh")[0] == 0
     assert _index(cfg).equals(latest), "a fresh reindex picks the same rows"
+    # confirmed wrong again, then released: the closed predict item reopened by the audit is withdrawn
+    row = next(latest.itertuples())
+    file = f"{row.garment_id}_{row.view}"
+    sent_back = send_to_retouch(cfg, file, data / row.raw_path, data / row.cutout_path, {"by": "steward"})
+    reopened = queue.get(sent_back["review_item"])
+    assert (reopened.state, reopened.source, reopened.estimate) == ("retouch", "label-audit", 0.0)
+    assert withdraw_retouch(cfg, file, "steward") == [reopened.id]
 
 
 def _eroded(cutout: np.ndarray) -> np.ndarray:

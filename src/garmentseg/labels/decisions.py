@@ -34,6 +34,7 @@ CONFIRMED, RELEASED = "confirmed", "released"
 # The index a training run learnt from, logged beside its model (see the module docstring).
 TRAINING_INDEX_ARTIFACT = "data/index.parquet"
 SEEN_SPLITS = ("train", "valid")
+LABEL_AUDIT = "label-audit"  # the review queue's source for a label a steward confirmed wrong
 
 
 class DecisionError(ValueError):
@@ -103,10 +104,11 @@ def send_to_retouch(cfg: Config, file: str, shot: Path, label: Path, entry: dict
         cutout=label,
         estimate=0.0,
         model_version="",
-        source="label-audit",
+        source=LABEL_AUDIT,
     )
+    # the shot may have been queued, even closed, before: back to retouch with this label to fix
     item = queue.send_back(
-        item.id, label, by=entry["by"]
+        item.id, label, by=entry["by"], source=LABEL_AUDIT, estimate=0.0
     )  # the shot may have been queued, even closed, before
     return {"review_item": item.id, "state": item.state, "queue": queue.location}
 
@@ -117,7 +119,7 @@ def withdraw_retouch(cfg: Config, file: str, by: str) -> list[int]:
     from garmentseg.review.store import OPEN_STATES, ReviewQueue
 
     queue = ReviewQueue.from_config(cfg)
-    waiting = [i for i in queue.items(OPEN_STATES) if i.file == file and i.source == "label-audit"]
+    waiting = [i for i in queue.items(OPEN_STATES) if i.file == file and i.source == LABEL_AUDIT]
     return [queue.decide(item.id, "accept", by=by).id for item in waiting]
 
 

@@ -60,12 +60,13 @@ def new_landed_batches(cfg: Config, now: float | None = None) -> list[str]:
     landing = _landing(cfg)
     if not landing.is_dir():
         return []
-    settled_before = (now or time.time()) - 60 * cfg.airflow.landing_settle_minutes
+    moment = now or time.time()
+    settled_before = moment - 60 * cfg.airflow.landing_settle_minutes
     found = []
     for p in sorted(landing.iterdir()):
         if not p.is_dir() or p.name.startswith(".") or where_is(cfg, p.name, p) is not None:
             continue
-        if _last_change(p) > settled_before:
+        if _last_change(p, moment) > settled_before:
             log.info(
                 "landed %s: changed in the last %g minutes, still arriving",
                 p.name,
@@ -76,9 +77,19 @@ def new_landed_batches(cfg: Config, now: float | None = None) -> list[str]:
     return found
 
 
-def _last_change(folder: Path) -> float:
-    """The newest modification time of the folder and everything in it."""
-    return max(p.stat().st_mtime for p in (folder, *folder.rglob("*")))
+def _last_change(folder: Path, now: float) -> float:
+    """The newest modification time of the folder and everything in it, links as links. A file gone while
+    it is listed (an upload's temporary file, renamed) says nothing; nor does a time in the future (a
+    studio machine whose clock is ahead, its times kept by the copy): a folder of only such is settled."""
+    times = [0.0]
+    for path in (folder, *folder.rglob("*")):
+        try:
+            mtime = path.lstat().st_mtime
+        except FileNotFoundError:
+            continue
+        if mtime <= now:
+            times.append(mtime)
+    return max(times)
 
 
 def ingest_run_id(cfg: Config, batch_id: str) -> str:

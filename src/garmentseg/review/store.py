@@ -344,9 +344,10 @@ class ReviewQueue:
             raise ValueError(f"review item {item_id} ({item.file}) is closed; it takes no more decisions")
         return self.get(item_id)
 
-    def send_back(self, item_id: int, cutout: Path, by: str) -> ReviewItem:
+    def send_back(self, item_id: int, cutout: Path, by: str, *, source: str, estimate: float) -> ReviewItem:
         """Send an item to retouch with `cutout` as the one to fix, whatever its state, closed included: a
-        label confirmed wrong by the audit after an earlier correction of the same shot went in."""
+        label confirmed wrong by the audit after an earlier correction of the same shot went in. `source`
+        and `estimate` become the sender's (the label audit's: a label known wrong sorts first)."""
         folder = self.get(item_id).shot_path.parent  # the item's own folder in the storage
         cutout_rel = (folder / f"cutout-{sha256_file(cutout)[:16]}.png").relative_to(self.storage_dir)
         _copy_atomic(cutout, self.storage_dir / cutout_rel)
@@ -357,6 +358,8 @@ class ReviewQueue:
                 .values(
                     state="retouch",
                     cutout_path=cutout_rel.as_posix(),
+                    source=source,
+                    estimate=float(estimate),
                     decided_by=reviewer_name(by),
                     decided_at=datetime.now(UTC),
                     closed_at=None,
