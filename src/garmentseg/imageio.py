@@ -155,7 +155,8 @@ def read_image(path: Path, *, max_pixels: int, alpha: bool = False) -> np.ndarra
 
 
 # A shot smaller than this on a side is a thumbnail or an icon, not a studio shot: refused (the service's
-# 400 too_small) or skipped (`predict`), never cut out and queued.
+# 400 too_small) or skipped (`predict`), never cut out and queued; its cutout would come back "certain" (a
+# 1x1 image is one confident pixel). The model itself reads 128 px or more.
 MIN_SIDE_PX = 16
 
 

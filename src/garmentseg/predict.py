@@ -16,8 +16,15 @@ import numpy as np
 
 from garmentseg.cliopts import config_options
 from garmentseg.config import load_config
-from garmentseg.data.contract import ContractError, is_text_name, parse_shot_name, printable_name
-from garmentseg.imageio import ImageError, read_image, write_png
+from garmentseg.data.contract import (
+    SHOT_SUFFIXES,
+    ContractError,
+    is_text_name,
+    os_junk,
+    parse_shot_file,
+    printable_name,
+)
+from garmentseg.imageio import ImageError, read_image, too_small, write_png
 from garmentseg.inference import (
     CutoutModel,
     cutout_alpha,
@@ -31,7 +38,6 @@ if TYPE_CHECKING:
     from garmentseg.config import Config
     from garmentseg.review.store import ReviewItem, ReviewQueue
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SCORES_FILE = "scores.csv"
 
 
@@ -47,14 +53,36 @@ class FolderResult:
     not_queued: list[tuple[str, str]] = field(default_factory=list)
 
 
-def list_shots(in_dir: Path) -> list[Path]:
-    """The PNG and JPEG files directly inside `in_dir`, by name."""
-    return sorted(p for p in in_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def list_shots(in_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """(the PNG and JPEG files directly inside `in_dir`, by name; (name, why) for every other entry that is
+    no OS junk or dot-file, and for a shot whose name differs from another's only by its suffix: its
+    cutout would be written over the other's)."""
+    shots: dict[str, Path] = {}
+    ignored = []
+    for path in sorted(in_dir.iterdir()):
+        if os_junk(path.name) or path.name.startswith("."):
+            continue
+        if not path.is_file() or path.suffix.lower() not in SHOT_SUFFIXES:
+            what = "a folder: shots sit directly in it" if path.is_dir() else "not a PNG or JPEG shot"
+            ignored.append((printable_name(path.name), what))
+        elif path.stem in shots:
+            ignored.append(
+                (path.name, f"same name as {shots[path.stem].name}; its cutout would replace that one's")
+            )
+        else:
+            shots[path.stem] = path
+    return sorted(shots.values()), ignored
 
 
 def load_model(model_uri: str, cfg: Config) -> CutoutModel:
     """The model in the service's precision, so a folder cut out here matches the endpoint pixel for pixel."""
-    return in_precision(load_cutout_model(model_uri, cfg.tracking_uri), cfg.serving.precision)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = load_cutout_model(model_uri, cfg.tracking_uri)
+    except (MlflowException, OSError) as exc:
+        raise click.ClickException(f"model {model_uri}: cannot be loaded: {exc}") from None
+    return in_precision(model, cfg.serving.precision)
 
 
 @dataclass(frozen=True)
@@ -90,7 +118,7 @@ def queue_cutout(
         reason = "the model carries no Dice estimate (logged before the review loop): retrain it to queue"
         return None, reason if made.needs_review else None
     try:
-        key = parse_shot_name(f"{shot.stem}.png")
+        key = parse_shot_file(shot.name)
     except ContractError as exc:
         return None, str(exc) if made.needs_review else None
     item = queue.record_cutout(
@@ -134,6 +162,9 @@ def cut_out_folder(
             except (ImageError, OSError) as exc:
                 result.skipped.append((path.name, str(exc)))
                 continue
+            if problem := too_small(image):
+                result.skipped.append((path.name, problem))
+                continue
             made = cut_out(model, image, alpha)
             cutout_png = out_dir / "cutouts" / f"{path.stem}.png"
             write_png(cutout_png, made.rgba)
@@ -175,13 +206,20 @@ def predict_cmd(
 
     from garmentseg.review.store import ReviewQueue
 
+    written_into = {out_dir.resolve() / sub for sub in ("cutouts", "masks")}
+    if in_dir.resolve() in written_into:
+        raise click.UsageError(
+            f"{in_dir} is where the cutouts or masks go: OUT_DIR would write over the shots"
+        )
     cfg = load_config(profile, params)
     model = load_model(model_uri, cfg)
     review_queue = ReviewQueue.from_config(cfg) if queue else None
-    shots = tqdm(list_shots(in_dir), desc="predict", unit="img", disable=None)
+    listed, ignored = list_shots(in_dir)
+    shots = tqdm(listed, desc="predict", unit="img", disable=None)
     result = cut_out_folder(
         model, shots, out_dir, cfg.serving.max_pixels, review_queue, alpha=cfg.serving.alpha
     )
+    result.skipped[:0] = ignored
     click.echo(f"{result.written} cutouts written to {out_dir}")
     if review_queue is not None:
         before = f"; {result.decided_before} more of shots reviewed before" if result.decided_before else ""
@@ -192,5 +230,5 @@ def predict_cmd(
         click.echo(f"not queued {name}: {reason}", err=True)
     for name, reason in result.skipped:
         click.echo(f"skipped {name}: {reason}", err=True)
-    if result.skipped:
+    if result.skipped or result.not_queued:  # a script must see what was not cut out, or not queued
         raise SystemExit(1)

@@ -131,3 +131,15 @@ def test_a_folder_name_that_cannot_be_a_batch_id_says_how_to_fix_it(name: str) -
 @pytest.mark.parametrize("name", ["studio-0601", "b_2026.12.04", "A1"])
 def test_good_batch_ids_pass(name: str) -> None:
     assert batch_id_problem(name) is None
+
+
+def test_a_new_shot_is_named_as_a_contract_pair_whatever_its_image_suffix() -> None:
+    from garmentseg.data.contract import parse_shot_file
+
+    garment = "5d1c7a52-3c59-4d52-9a59-7a1f1f6e2a10"
+    for suffix in (".png", ".PNG", ".jpg", ".JPEG"):
+        assert parse_shot_file(f"{garment}_Front{suffix}").stem == f"{garment}_Front"
+    with pytest.raises(ContractError, match=r"^shot\.tif: a shot is \.png or \.jpg or \.jpeg"):
+        parse_shot_file("shot.tif")
+    with pytest.raises(ContractError, match=r"^IMG_0001\.jpg: "):
+        parse_shot_file("IMG_0001.jpg")

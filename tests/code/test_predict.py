@@ -27,11 +27,18 @@ def _model() -> CutoutModel:
 
 
 def test_list_shots_takes_png_and_jpeg_of_any_case_directly_inside_by_name(tmp_path):
-    for name in ("b.PNG", "a.jpg", "c.jpeg", "notes.txt"):
+    for name in ("b.PNG", "a.jpg", "c.jpeg", "notes.txt", "a.png", ".DS_Store", "shot.tif"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "nested").mkdir()
     (tmp_path / "nested" / "d.png").write_bytes(b"x")
-    assert [p.name for p in predict.list_shots(tmp_path)] == ["a.jpg", "b.PNG", "c.jpeg"]
+    shots, ignored = predict.list_shots(tmp_path)
+    assert [p.name for p in shots] == ["a.jpg", "b.PNG", "c.jpeg"]
+    assert dict(ignored) == {
+        "a.png": "same name as a.jpg; its cutout would replace that one's",
+        "nested": "a folder: shots sit directly in it",
+        "notes.txt": "not a PNG or JPEG shot",
+        "shot.tif": "not a PNG or JPEG shot",
+    }
 
 
 def test_cut_out_folder_writes_cutouts_masks_and_scores_and_names_what_it_skips(tmp_path):
@@ -42,7 +49,7 @@ def test_cut_out_folder_writes_cutouts_masks_and_scores_and_names_what_it_skips(
     (shots / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     write_png(shots / os.fsdecode(b"caf\xe9.png"), image)  # a Latin-1 name from an old archive
     out = tmp_path / "out"
-    result = predict.cut_out_folder(_model(), predict.list_shots(shots), out, max_pixels=10**6)
+    result = predict.cut_out_folder(_model(), predict.list_shots(shots)[0], out, max_pixels=10**6)
     assert result.written == 2
     assert result.skipped[0][0] == "broken.png"
     assert result.skipped[1] == ("caf\\xe9.png", "file name is not UTF-8 text; rename it")
@@ -86,7 +93,7 @@ def test_the_doubtful_cutouts_are_queued_once_by_contract_name(tmp_path):
     write_png(shots / "holiday.png", np.full((64, 48, 3), 10, np.uint8))
     for _ in range(2):  # the same shots cut out twice are queued once
         result = predict.cut_out_folder(
-            _reviewing_model(0.99), predict.list_shots(shots), tmp_path / "out", 10**6, queue
+            _reviewing_model(0.99), predict.list_shots(shots)[0], tmp_path / "out", 10**6, queue
         )
     assert result.written == 3 and result.queued == 2
     assert [name for name, _ in result.not_queued] == ["holiday.png"]
@@ -99,7 +106,7 @@ def test_the_doubtful_cutouts_are_queued_once_by_contract_name(tmp_path):
     assert all(r["needs_review"] == "True" for r in rows)
 
     confident = predict.cut_out_folder(
-        _reviewing_model(0.5), predict.list_shots(shots), tmp_path / "o2", 10**6, queue
+        _reviewing_model(0.5), predict.list_shots(shots)[0], tmp_path / "o2", 10**6, queue
     )
     assert confident.queued == 0 and confident.not_queued == []
     # Both contract shots logged on each of the three runs (doubtful on the first two); holiday.png, without a
@@ -108,6 +115,32 @@ def test_the_doubtful_cutouts_are_queued_once_by_contract_name(tmp_path):
     assert sum(r["doubtful"] for r in queue.cutout_stats()) == 2 * 2
     queue.decide(items[0].id, "accept", by="ana")  # cut out once more: one still open, one decided before
     again = predict.cut_out_folder(
-        _reviewing_model(0.99), predict.list_shots(shots), tmp_path / "o3", 10**6, queue
+        _reviewing_model(0.99), predict.list_shots(shots)[0], tmp_path / "o3", 10**6, queue
     )
     assert (again.queued, again.decided_before) == (1, 1)
+
+
+def test_predict_refuses_to_write_over_its_shots_and_names_a_model_it_cannot_load(tmp_path):
+    from click.testing import CliRunner
+
+    from garmentseg.cli import main
+
+    shots = tmp_path / "out" / "cutouts"
+    write_png(shots / "a.png", np.full((64, 48, 3), 200, np.uint8))
+    before = (shots / "a.png").read_bytes()
+    over = CliRunner().invoke(main, ["predict", "--model-uri", "x", str(shots), str(tmp_path / "out")])
+    assert over.exit_code == 2 and "would write over the shots" in over.output
+    assert (shots / "a.png").read_bytes() == before
+    missing = CliRunner().invoke(
+        main, ["predict", "--model-uri", str(tmp_path / "none"), str(shots), str(tmp_path / "o")]
+    )
+    assert missing.exit_code == 1 and f"model {tmp_path / 'none'}: cannot be loaded" in missing.output
+    assert isinstance(missing.exception, SystemExit), "one line, not a traceback"
+
+
+def test_a_thumbnail_is_skipped_by_name_not_cut_out(tmp_path):
+    write_png(tmp_path / "in" / "icon.png", np.full((10, 10, 3), 200, np.uint8))
+    result = predict.cut_out_folder(_model(), predict.list_shots(tmp_path / "in")[0], tmp_path / "out", 10**6)
+    assert result.written == 0 and result.skipped == [
+        ("icon.png", "image is 10x10; a shot needs at least 16 px on each side")
+    ]

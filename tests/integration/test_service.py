@@ -289,6 +289,14 @@ def test_cutout_answers_its_review_from_the_same_inference_and_queues_on_request
     assert (logged["cutouts"], logged["doubtful"]) == (2, 2), "both calls logged, the shot queued once"
     assert logged["mean_estimate"] == pytest.approx(estimate, abs=1e-4)
 
+    import cv2
+
+    jpeg_name = "5d1c7a52-3c59-4d52-9a59-7a1f1f6e2a10_Back.JPG"  # a camera's name: JPEG, upper case
+    jpeg = cv2.imencode(".jpg", cv2.cvtColor(_shot(96, 64, seed=6), cv2.COLOR_RGB2BGR))[1].tobytes()
+    as_shot = httpx.post(url, files={"image": (jpeg_name, jpeg)}, headers=server.auth, timeout=60)
+    assert as_shot.status_code == 200, as_shot.text
+    assert {i.file for i in queue.items()} == {name, name.replace("_Front", "_Back")}
+
     unclear = server.post("/cutout?queue=maybe", _png(rgb))
     assert unclear.status_code == 400 and "queue='maybe'" in unclear.json()["message"]
 

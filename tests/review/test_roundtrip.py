@@ -329,3 +329,29 @@ def test_two_open_items_under_one_name_are_not_exported_over_each_other(
     )
     code, out, err = _cli(project, "review", "export", str(tmp_path / "out"), "--pending")
     assert code == 1 and f"are both {first.file}" in err and not (tmp_path / "out").exists(), out + err
+
+
+def test_a_shot_queued_as_jpeg_bytes_under_a_png_name_is_exported_as_a_png(
+    project: Config, tmp_path: Path
+) -> None:
+    """predict names by suffix: a camera JPEG renamed .png is queued as it came; the contract holds PNGs."""
+    from garmentseg.imageio import sniff_format
+
+    queue = ReviewQueue.from_config(project)
+    item = queue.items()[0]
+    shot = read_image(item.shot_path, max_pixels=10**7)
+    disguised = tmp_path / "in" / f"{item.file}.png"
+    disguised.parent.mkdir()
+    disguised.write_bytes(cv2.imencode(".jpg", cv2.cvtColor(255 - shot, cv2.COLOR_RGB2BGR))[1].tobytes())
+    jpeg_item = queue.record(
+        file=item.file,
+        shot=disguised,
+        cutout=item.cutout_path,
+        estimate=0.4,
+        model_version="1",
+        source="predict",
+    )
+    queue.decide(item.id, "reject", by="ana")  # one open item under this name
+    assert _cli(project, "review", "export", str(tmp_path / "out"), "--pending")[0] == 0
+    exported = (tmp_path / "out" / "raw" / f"{item.file}.png").read_bytes()
+    assert sniff_format(exported) == "png" and jpeg_item.shot_path.read_bytes()[:2] == b"\xff\xd8"

@@ -22,7 +22,7 @@ import numpy as np
 
 from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR, SUFFIX, Pair, discover_pairs
 from garmentseg.data.plane import DatasetError, contract_files, platform_ground
-from garmentseg.imageio import ImageError, encode_png, read_image
+from garmentseg.imageio import ImageError, encode_png, read_image, sniff_format
 from garmentseg.review.store import OPEN_STATES, ReviewItem, ReviewQueue
 from garmentseg.validation.ingest import (
     ALREADY_INGESTED,
@@ -106,9 +106,11 @@ def _export_plan(item: ReviewItem, out_dir: Path) -> dict[Path, Path]:
 
 
 def _exported_bytes(stored: Path, max_pixels: int) -> bytes:
-    """A stored file as exported: a JPEG shot becomes a PNG (the contract holds PNGs), the rest as it is."""
-    if stored.suffix.lower() == SUFFIX:
-        return stored.read_bytes()
+    """A stored file as exported: a PNG as it is, anything else (a JPEG shot, under any name) re-encoded as
+    a PNG, since the contract holds PNGs and validation reads the bytes, not the name."""
+    data = stored.read_bytes()
+    if sniff_format(data) == "png":
+        return data
     return encode_png(read_image(stored, max_pixels=max_pixels))
 
 

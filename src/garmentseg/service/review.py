@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from garmentseg.data.contract import ContractError, parse_shot_name
+from garmentseg.data.contract import ContractError, parse_shot_file
 from garmentseg.service.errors import RequestError
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def queued_file(filename: str | None, model: CutoutModel) -> str:
     """The contract name (<garment>_<View>) a /cutout?queue=true shot is queued under, checked before the
     queue is opened and before inference: it needs a contract filename and a model with a Dice estimate."""
     try:
-        key = parse_shot_name(Path(filename or "").name)
+        key = parse_shot_file(Path(filename or "").name)
     except ContractError as exc:
         raise RequestError(
             400, "bad_filename", f"queue=true needs the upload's filename in the contract: {exc}"

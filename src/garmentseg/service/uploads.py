@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 from pydantic import Field, PlainValidator, ValidationError, WithJsonSchema
 
-from garmentseg.imageio import ImageError, check_size, decode, read_header
+from garmentseg.imageio import ImageError, check_size, decode, read_header, too_small
 from garmentseg.service.errors import KIND_STATUS, RequestError, refuse
 
 if TYPE_CHECKING:
@@ -32,9 +32,6 @@ if TYPE_CHECKING:
 
 # Parts a form may have: the endpoints take at most two fields.
 MAX_PARTS = 8
-# The smallest side an upload may have: a thumbnail this small holds no garment to cut out, and its cutout
-# would come back "certain" (a 1x1 image is one confident pixel). The model itself reads 128 px or more.
-MIN_SIDE_PX = 16
 
 
 class UploadBytes(bytes):
@@ -75,13 +72,8 @@ def read_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
         image = decode(data, max_pixels=max_pixels)
     except ImageError as exc:
         raise RequestError(KIND_STATUS.get(exc.kind, 400), exc.kind, f"image: {exc}") from None
-    if min(image.shape[:2]) < MIN_SIDE_PX:
-        height, width = image.shape[:2]
-        raise RequestError(
-            400,
-            "too_small",
-            f"image is {width}x{height}; a shot needs at least {MIN_SIDE_PX} px on each side",
-        )
+    if problem := too_small(image):
+        raise RequestError(400, "too_small", problem)
     return image
 
 
