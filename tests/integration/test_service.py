@@ -488,7 +488,7 @@ def test_metrics_count_statuses_and_expose_the_model(server: Server) -> None:
         )
 
     # BentoML counts a request once its response is sent: on a busy machine a scrape can come first.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while True:
         text = httpx.get(f"{server.url}/metrics").text
         lines = [line for line in text.splitlines() if not line.startswith("#")]
