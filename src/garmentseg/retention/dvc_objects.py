@@ -58,14 +58,16 @@ def _manifest_versions(remote: Any) -> dict[str, str]:
     return {remote.fs.name(p)[: -len(".json")]: p for p in paths}
 
 
-def _listing(odb: Any) -> dict[str, int]:
-    """oid -> bytes of every object in a store (one listing, sizes included)."""
+def _listing(odb: Any, now: datetime) -> dict[str, tuple[int, float]]:
+    """oid -> (bytes, age in days) of every object in a store (one listing, sizes and times included)."""
     if not odb.fs.exists(odb.path):
         return {}
     found = odb.fs.fs.find(odb.path, detail=True)  # fsspec (S3...): sizes come with the one listing
     if not isinstance(found, dict):  # DVC's local filesystem lists paths only; a stat each is cheap there
-        found = {path: {"size": odb.fs.size(path)} for path in found}
-    return {odb.path_to_oid(path): int(info.get("size") or 0) for path, info in found.items()}
+        found = {path: odb.fs.info(path) for path in found}
+    return {
+        odb.path_to_oid(path): (int(info.get("size") or 0), _age(info, now)) for path, info in found.items()
+    }
 
 
 def _workspace_md5s(repo: Any) -> set[str]:
@@ -74,9 +76,13 @@ def _workspace_md5s(repo: Any) -> set[str]:
 
 
 def _age_days(remote: Any, path: str, now: datetime) -> float:
-    """How long ago a manifest was published, from the remote's own modification time (0 when the remote
-    does not say: kept, on the safe side)."""
-    info = remote.fs.info(path)
+    """How long ago a manifest was published, from the remote's own modification time."""
+    return _age(remote.fs.info(path), now)
+
+
+def _age(info: dict[str, Any], now: datetime) -> float:
+    """Days since a listed file was written, from its store's own time (0 when the store does not say:
+    kept, on the safe side)."""
     stamp = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
     if stamp is None:
         return 0.0
@@ -131,8 +137,10 @@ def collect(cfg: Config, lineage: Lineage, now: datetime) -> tuple[list[Item], l
                 if v not in versions
             ]
             for kind, odb in ((REMOTE, remote.odb), (CACHE, repo.cache.local)):
-                reason = "in no kept data version, nor this revision's DVC files"
-                items += [Item(kind, o, reason, n) for o, n in sorted(_listing(odb).items()) if o not in kept]
+                # an object younger than a version's grace may be a publish under way, its manifest to come
+                reason = f"in no kept data version, nor this revision's DVC files; over {days:g} days old"
+                listed = sorted(_listing(odb, now).items())
+                items += [Item(kind, o, reason, n) for o, (n, age) in listed if o not in kept and age >= days]
     except (store.StoreError, UnknownContents) as exc:
         return [], [f"DVC objects kept: {exc}"]
     return items, []
