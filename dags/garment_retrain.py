@@ -70,9 +70,15 @@ def prepare(params=None) -> dict:
 
 @gpu_task(CFG)
 def train(data: dict, screening: dict) -> dict:
-    from garmentseg.orchestration import tasks  # a Kubernetes pod gets this function's source only
+    from airflow.sdk.exceptions import AirflowFailException
 
-    return tasks.train_candidate(tasks.config_for(data["run"]), data, screening)
+    from garmentseg.orchestration import tasks  # a Kubernetes pod gets this function's source only
+    from garmentseg.training import NotTrainable
+
+    try:
+        return tasks.train_candidate(tasks.config_for(data["run"]), data, screening)
+    except NotTrainable as exc:  # the data decides, so a retry could only say it again
+        raise AirflowFailException(str(exc)) from None
 
 
 @task
