@@ -139,8 +139,8 @@ def ingest_batch(
     push: bool = True,
 ) -> IngestOutcome:
     """Validate the batch and act on `route_batch`: ingest, quarantine whole, or leave it where it is (also
-    when its folder's name cannot be a batch id, or it is one of the dataset's own batches: nothing is
-    wrong with its content). One ingest at a time on a machine, validation included: the checks against
+    when its folder's name cannot be a batch id, or it is the platform's own ground, such as the dataset:
+    nothing is wrong with its content, and a quarantine would move it whole). One ingest at a time on a machine, validation included: the checks against
     the dataset (duplicates, reused ids) must see every batch admitted before."""
     batch_dir = Path(batch_dir)
     batch_id = batch_id or batch_id_of(batch_dir)
@@ -150,7 +150,7 @@ def ingest_batch(
         return IngestOutcome(UNREADABLE, name, EXIT_UNREADABLE, None, None, f"{batch_dir}: {unnameable}")
     from garmentseg.data.plane import platform_ground
 
-    if ground := platform_ground(batch_dir, cfg, deliveries=True):  # a quarantine would move it whole
+    if ground := platform_ground(batch_dir, cfg, deliveries=True):
         message = f"{batch_dir}: {ground}; a delivery is a folder of its own, left here untouched"
         return IngestOutcome(UNREADABLE, batch_id, EXIT_UNREADABLE, None, None, message)
     with exclusive(cfg.path(cfg.paths.state_dir) / "locks" / "ingest.lock"):
