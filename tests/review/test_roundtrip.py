@@ -19,7 +19,7 @@ from garmentseg.data import versioning
 from garmentseg.data.index import read_index
 from garmentseg.imageio import read_image, write_png
 from garmentseg.labels.decisions import send_to_retouch, withdraw_retouch
-from garmentseg.review.store import ReviewQueue
+from garmentseg.review.store import ReviewItem, ReviewQueue
 from garmentseg.validation import ingest_batch
 from garmentseg.validation.defects import write_clean_batch
 from garmentseg.validation.ingest import tree_digest
@@ -319,14 +319,7 @@ def test_two_open_items_under_one_name_are_not_exported_over_each_other(
     reshot = tmp_path / "reshot.png"
     shot = read_image(first.shot_path, max_pixels=10**7)
     write_png(reshot, 255 - shot)
-    queue.record(
-        file=first.file,
-        shot=reshot,
-        cutout=first.cutout_path,
-        estimate=0.5,
-        model_version="1",
-        source="predict",
-    )
+    _queue_another_shot(queue, first, reshot)
     code, out, err = _cli(project, "review", "export", str(tmp_path / "out"), "--pending")
     assert code == 1 and f"are both {first.file}" in err and not (tmp_path / "out").exists(), out + err
 
@@ -343,15 +336,15 @@ def test_a_shot_queued_as_jpeg_bytes_under_a_png_name_is_exported_as_a_png(
     disguised = tmp_path / "in" / f"{item.file}.png"
     disguised.parent.mkdir()
     disguised.write_bytes(cv2.imencode(".jpg", cv2.cvtColor(255 - shot, cv2.COLOR_RGB2BGR))[1].tobytes())
-    jpeg_item = queue.record(
-        file=item.file,
-        shot=disguised,
-        cutout=item.cutout_path,
-        estimate=0.4,
-        model_version="1",
-        source="predict",
-    )
+    jpeg_item = _queue_another_shot(queue, item, disguised)
     queue.decide(item.id, "reject", by="ana")  # one open item under this name
     assert _cli(project, "review", "export", str(tmp_path / "out"), "--pending")[0] == 0
     exported = (tmp_path / "out" / "raw" / f"{item.file}.png").read_bytes()
     assert sniff_format(exported) == "png" and jpeg_item.shot_path.read_bytes()[:2] == b"\xff\xd8"
+
+
+def _queue_another_shot(queue: ReviewQueue, item: ReviewItem, shot: Path) -> ReviewItem:
+    """Another shot queued under the item's name (a studio's re-shoot), with the item's proposal."""
+    return queue.record(
+        file=item.file, shot=shot, cutout=item.cutout_path, estimate=0.5, model_version="1", source="predict"
+    )
