@@ -208,8 +208,9 @@ def _answered_item(
     proposed = read_image(item.cutout_path, max_pixels=max_pixels, alpha=True)
     if returned.shape == proposed.shape and np.array_equal(returned[..., 3], proposed[..., 3]):
         return None, (
-            f"{pair.cutout}: the proposed cutout of item {item.id}, unchanged; if it is right as it is, "
-            f"`garmentseg review decide {item.id} --accept` and take it out of the folder"
+            f"{pair.cutout}: the proposed cutout of item {item.id}, unchanged; take the pair out of the "
+            f"folder to import the others (the item stays open for whoever works on it), or if it is right "
+            f"as it is, `garmentseg review decide {item.id} --accept`"
         )
     return item, ""
 
