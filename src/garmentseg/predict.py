@@ -140,14 +140,16 @@ def cut_out_folder(
     max_pixels: int,
     queue: ReviewQueue | None = None,
     alpha: str = "binary",
+    ignored: Iterable[tuple[str, str]] = (),
 ) -> FolderResult:
     """out_dir/cutouts/<stem>.png (RGBA, alpha as `alpha` says), out_dir/masks/<stem>.png (0/255) and
     out_dir/scores.csv for every shot, and the doubtful ones into `queue` when given; a shot that cannot be
-    read, or whose name is not text, is skipped and named, the others still cut out."""
+    read, or whose name is not text, is skipped and named, the others still cut out. `ignored`: what the
+    listing left out (`list_shots`), named first among the skipped."""
     from garmentseg.review.store import OPEN_STATES
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = FolderResult()
+    result = FolderResult(skipped=list(ignored))
     with (out_dir / SCORES_FILE).open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(
@@ -217,9 +219,8 @@ def predict_cmd(
     listed, ignored = list_shots(in_dir)
     shots = tqdm(listed, desc="predict", unit="img", disable=None)
     result = cut_out_folder(
-        model, shots, out_dir, cfg.serving.max_pixels, review_queue, alpha=cfg.serving.alpha
+        model, shots, out_dir, cfg.serving.max_pixels, review_queue, alpha=cfg.serving.alpha, ignored=ignored
     )
-    result.skipped[:0] = ignored
     click.echo(f"{result.written} cutouts written to {out_dir}")
     if review_queue is not None:
         before = f"; {result.decided_before} more of shots reviewed before" if result.decided_before else ""

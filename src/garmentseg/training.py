@@ -218,11 +218,12 @@ def train_on_frame(
 
     if screening:
         frame = drop_excluded(frame, screening["exclusions"])
-    check_splits(frame, source or str(root))
+    named = source or str(root)
+    check_splits(frame, named)
     started = time.monotonic()
     prepared = prep.prepare_for(cfg, frame, root)
     prepare_seconds = time.monotonic() - started
-    check_has_garment(prepared, source or str(root))
+    check_has_garment(prepared, named)
     experiment_id = ensure_experiment(cfg)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params(cfg.flat())

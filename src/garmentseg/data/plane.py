@@ -330,12 +330,13 @@ def add_batch(
                 "ingested: ingest it again once the delivery is complete"
             )
         present = dest.exists()
-        if present and contract_files(dest) != files and not (batches / f"{batch_id}.dvc").exists():
+        other_content = present and contract_files(dest) != files
+        if other_content and not (batches / f"{batch_id}.dvc").exists():
             # copied by an add killed before it was tracked: in no data version, so no history to keep
             log.warning("removing %s, left untracked by an interrupted add of other content", dest)
             shutil.rmtree(dest)
-            present = False
-        if present and contract_files(dest) != files:
+            present = other_content = False
+        if other_content:
             raise DatasetError(
                 f"{dest}: batch {batch_id} is already in the dataset with other content; "
                 "batches are immutable, give the new one another id"

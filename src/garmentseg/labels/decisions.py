@@ -107,9 +107,7 @@ def send_to_retouch(cfg: Config, file: str, shot: Path, label: Path, entry: dict
         source=LABEL_AUDIT,
     )
     # the shot may have been queued, even closed, before: back to retouch with this label to fix
-    item = queue.send_back(
-        item.id, label, by=entry["by"], source=LABEL_AUDIT, estimate=0.0
-    )  # the shot may have been queued, even closed, before
+    item = queue.send_back(item.id, label, by=entry["by"], source=LABEL_AUDIT, estimate=0.0)
     return {"review_item": item.id, "state": item.state, "queue": queue.location}
 
 

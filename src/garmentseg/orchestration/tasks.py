@@ -453,8 +453,9 @@ def cut_out_delivery(cfg: Config, model: Any, queue: Any, delivery: str) -> dict
 
     out = cfg.path(cfg.paths.cutouts_dir) / delivery
     shots, ignored = list_shots(cfg.path(cfg.paths.deliveries_dir) / delivery)
-    result = cut_out_folder(model, shots, out, cfg.serving.max_pixels, queue, alpha=cfg.serving.alpha)
-    result.skipped[:0] = ignored  # every file not cut out is named in the record
+    result = cut_out_folder(
+        model, shots, out, cfg.serving.max_pixels, queue, alpha=cfg.serving.alpha, ignored=ignored
+    )
     record = {
         "written": result.written,
         "queued": result.queued,

@@ -75,11 +75,6 @@ def _workspace_md5s(repo: Any) -> set[str]:
     return {h.value for objs in repo.used_objs(force=True).values() for h in objs}
 
 
-def _age_days(remote: Any, path: str, now: datetime) -> float:
-    """How long ago a manifest was published, from the remote's own modification time."""
-    return _age(remote.fs.info(path), now)
-
-
 def _age(info: dict[str, Any], now: datetime) -> float:
     """Days since a listed file was written, from its store's own time (0 when the store does not say:
     kept, on the safe side)."""
@@ -123,7 +118,7 @@ def collect(cfg: Config, lineage: Lineage, now: datetime) -> tuple[list[Item], l
     try:
         with store.stores(cfg) as (repo, remote):
             manifests = _manifest_versions(remote)
-            recent = {v for v, path in manifests.items() if _age_days(remote, path, now) < days}
+            recent = {v for v, path in manifests.items() if _age(remote.fs.info(path), now) < days}
             versions, md5s = _kept_md5s(cfg, repo, remote, lineage, recent)
             kept = _expand(md5s, [repo.cache.local, remote.odb])
             items = [

@@ -232,11 +232,9 @@ class ReviewQueue:
         shot_sha = shot_sha256 or sha256_file(shot)
         folder = Path(shot_sha[:2]) / shot_sha
         shot_rel = folder / f"shot{shot.suffix.lower()}"
-        # Named by its own hash: a second model's cutout of the same shot never overwrites the queued one.
-        cutout_rel = folder / f"cutout-{sha256_file(cutout)[:16]}.png"
         if not (self.storage_dir / shot_rel).is_file():
             _copy_atomic(shot, self.storage_dir / shot_rel)
-        _copy_atomic(cutout, self.storage_dir / cutout_rel)
+        cutout_rel = self._keep_cutout(folder, cutout)
         row = {
             "shot_sha256": shot_sha,
             "file": file,
@@ -294,6 +292,13 @@ class ReviewQueue:
             for row in rows
         ]
 
+    def _keep_cutout(self, folder: Path, cutout: Path) -> Path:
+        """Copy a cutout into an item's storage folder, named by its own hash (a second model's cutout of the
+        same shot never overwrites the queued one); its path relative to the storage."""
+        cutout_rel = folder / f"cutout-{sha256_file(cutout)[:16]}.png"
+        _copy_atomic(cutout, self.storage_dir / cutout_rel)
+        return cutout_rel
+
     def _cutout_in_use(self, cutout_rel: Path) -> bool:
         with self.engine.connect() as conn:
             used = conn.execute(
@@ -348,9 +353,8 @@ class ReviewQueue:
         """Send an item to retouch with `cutout` as the one to fix, whatever its state, closed included: a
         label confirmed wrong by the audit after an earlier correction of the same shot went in. `source`
         and `estimate` become the sender's (the label audit's: a label known wrong sorts first)."""
-        folder = self.get(item_id).shot_path.parent  # the item's own folder in the storage
-        cutout_rel = (folder / f"cutout-{sha256_file(cutout)[:16]}.png").relative_to(self.storage_dir)
-        _copy_atomic(cutout, self.storage_dir / cutout_rel)
+        folder = self.get(item_id).shot_path.parent.relative_to(self.storage_dir)  # the item's own folder
+        cutout_rel = self._keep_cutout(folder, cutout)
         with self.engine.begin() as conn:
             conn.execute(
                 items_table.update()
