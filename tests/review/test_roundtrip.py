@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -19,10 +21,11 @@ from garmentseg.data import versioning
 from garmentseg.data.index import read_index
 from garmentseg.imageio import read_image, write_png
 from garmentseg.labels.decisions import send_to_retouch, withdraw_retouch
+from garmentseg.review.roundtrip import ReturnedFolderError, import_corrections
 from garmentseg.review.store import ReviewItem, ReviewQueue
 from garmentseg.validation import ingest_batch
 from garmentseg.validation.defects import write_clean_batch
-from garmentseg.validation.ingest import tree_digest
+from garmentseg.validation.ingest import ingest_lock, tree_digest
 from tests.data.test_validation import H, W, small_project
 
 pytestmark = pytest.mark.slow
@@ -281,6 +284,49 @@ def test_an_import_takes_only_corrections_of_open_items_and_leaves_the_folder_ot
     code, out, err = _cli(project, "review", "import", str(returned), "--no-push")
     assert code == 0 and "1 queue items closed" in out, out + err
     assert {(i.id, i.state) for i in queue.items()} == {(first.id, "closed"), (second.id, "rejected")}
+
+
+def test_two_folders_correcting_one_item_at_once_let_only_the_first_in(
+    project: Config, tmp_path: Path
+) -> None:
+    """Two retouchers return the same item at the same moment: the queue is read under the ingest lock, so
+    the import that waited finds the item closed and is refused, instead of a second correction entering."""
+    queue = ReviewQueue.from_config(project)
+    first, second = sorted(queue.items(), key=lambda i: i.id)
+    folders = {name: tmp_path / name for name in ("ana", "ben")}
+    truths = project.path(project.paths.data_dir) / "batches" / "b-base" / "cutouts"
+    for name, folder in folders.items():
+        assert _cli(project, "review", "export", str(folder), "--pending")[0] == 0
+        for side in ("raw", "cutouts"):
+            (folder / side / f"{second.file}.png").unlink()
+        true = read_image(truths / f"{first.file}.png", max_pixels=10**7, alpha=True)
+        if name == "ben":
+            true[..., 3] = cv2.dilate(true[..., 3], np.ones((3, 3), np.uint8))
+        write_png(folder / "cutouts" / f"{first.file}.png", true)
+
+    outcome: dict[str, object] = {}
+
+    def import_ana() -> None:
+        try:
+            outcome["ana"] = import_corrections(
+                project, ReviewQueue.from_config(project), folders["ana"], by="ana", push=False
+            )
+        except ReturnedFolderError as exc:
+            outcome["ana"] = exc
+
+    waiting = threading.Thread(target=import_ana)
+    with ingest_lock(project):  # ben's import is under way: ana's waits for it
+        waiting.start()
+        time.sleep(3)
+        assert waiting.is_alive()
+        ben = import_corrections(project, queue, folders["ben"], by="ben", push=False)
+    waiting.join(timeout=300)
+    assert ben.ok and ben.closed == [first.id]
+    assert isinstance(outcome["ana"], ReturnedFolderError), outcome
+    assert f"review item {first.id} for {first.file} is closed" in str(outcome["ana"])
+    assert folders["ana"].is_dir()
+    batches = project.path(project.paths.data_dir) / "batches"
+    assert len([b for b in batches.iterdir() if b.is_dir() and b.name.startswith("review-")]) == 1
 
 
 def test_export_writes_over_nothing_it_did_not_write_nor_into_the_platforms_folders(

@@ -30,6 +30,7 @@ from garmentseg.validation.ingest import (
     IngestOutcome,
     delivery_digest,
     ingest_batch,
+    ingest_lock,
     where_is,
 )
 from garmentseg.validation.report import FINDINGS_JSON
@@ -153,14 +154,15 @@ def import_corrections(
     answers. A folder already ingested is not checked again: importing it twice changes nothing."""
     folder = Path(folder)
     batch_id = import_batch_id(folder)
-    answered, problems = answered_items(queue, folder, max_pixels=cfg.validation.max_pixels)
-    earlier = where_is(cfg, batch_id)
-    if problems and not (earlier and earlier[0] == INGESTED):
-        raise ReturnedFolderError(folder, problems)
-    outcome = ingest_batch(folder, cfg, batch_id=batch_id, push=push)
-    if outcome.status not in (INGESTED, ALREADY_INGESTED):
-        return ImportResult(outcome, [], _refusals(outcome))
-    queue.close(answered, by=by)
+    with ingest_lock(cfg):  # two folders correcting one item: the second sees it closed
+        answered, problems = answered_items(queue, folder, max_pixels=cfg.validation.max_pixels)
+        earlier = where_is(cfg, batch_id)
+        if problems and not (earlier and earlier[0] == INGESTED):
+            raise ReturnedFolderError(folder, problems)
+        outcome = ingest_batch(folder, cfg, batch_id=batch_id, push=push)
+        if outcome.status not in (INGESTED, ALREADY_INGESTED):
+            return ImportResult(outcome, [], _refusals(outcome))
+        queue.close(answered, by=by)
     return ImportResult(outcome, answered, [])
 
 

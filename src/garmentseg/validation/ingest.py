@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -153,8 +154,14 @@ def ingest_batch(
     if ground := platform_ground(batch_dir, cfg, deliveries=True):
         message = f"{batch_dir}: {ground}; a delivery is a folder of its own, left here untouched"
         return IngestOutcome(UNREADABLE, batch_id, EXIT_UNREADABLE, None, None, message)
-    with exclusive(cfg.path(cfg.paths.state_dir) / "locks" / "ingest.lock"):
+    with ingest_lock(cfg):
         return _ingest_unlocked(batch_dir, cfg, source, batch_id, push)
+
+
+def ingest_lock(cfg: Config) -> AbstractContextManager[None]:
+    """The machine's one-ingest-at-a-time lock; a caller that must check something against the dataset or
+    the review queue before its ingest and act on it after (review import) holds it around both."""
+    return exclusive(cfg.path(cfg.paths.state_dir) / "locks" / "ingest.lock")
 
 
 def _ingest_unlocked(
