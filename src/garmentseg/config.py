@@ -92,6 +92,25 @@ class SourceConfig(_Section):
             raise ValueError("give width+height (exact size) or min/max_width+min/max_height (range)")
         return self
 
+    def shot_problem(self, view: str, width: int, height: int) -> str | None:
+        """Why a shot of this view and size could never enter a batch from this source (the GX suite's
+        resolution and view rules, read off one shot), or None."""
+        if view not in self.views:
+            return f"view {view} is not one of {', '.join(self.views)}"
+        if self.exact_size:
+            if (width, height) != self.exact_size:
+                return f"{width}x{height}, expected {self.exact_size[0]}x{self.exact_size[1]}"
+            return None
+        assert None not in (self.min_width, self.max_width, self.min_height, self.max_height)
+        if not (self.min_width <= width <= self.max_width and self.min_height <= height <= self.max_height):
+            return (
+                f"{width}x{height}, expected {self.min_width}..{self.max_width} x "
+                f"{self.min_height}..{self.max_height}"
+            )
+        if self.aspect is not None and abs(width / height - self.aspect) > self.aspect_tolerance:
+            return f"{width}x{height}: aspect {width / height:.3f}, expected {self.aspect:g} ± {self.aspect_tolerance:g}"
+        return None
+
     @property
     def exact_size(self) -> tuple[int, int] | None:
         """(width, height) when the source demands one size, else None."""

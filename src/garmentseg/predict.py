@@ -121,6 +121,9 @@ def queue_cutout(
         key = parse_shot_file(shot.name)
     except ContractError as exc:
         return None, str(exc) if made.needs_review else None
+    height, width = made.rgba.shape[:2]
+    if problem := queue.shot_problem(key.stem, width, height):
+        return None, problem if made.needs_review else None
     item = queue.record_cutout(
         file=key.stem,
         shot=shot,

@@ -105,3 +105,15 @@ def test_environment_overrides_any_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GARMENTSEG__AIRFLOW__PLACEMENT", "mars")
     with pytest.raises(ConfigError, match=r"airflow\.placement"):
         load_config("demo", ROOT / "params.yaml")
+
+
+def test_a_sources_shot_rule_reads_the_suites_size_and_view_rules_off_one_shot() -> None:
+    """What the review queue asks before it queues a shot: would its correction pass the source's rules."""
+    sources = load_config("demo").sources
+    studio, street = sources["studio"], sources["ccp"]
+    assert studio.shot_problem("Back", 1152, 1728) is None
+    assert studio.shot_problem("Back", 1728, 1152) == "1728x1152, expected 1152x1728"
+    assert street.shot_problem("Front", 800, 1200) is None
+    assert street.shot_problem("Back", 800, 1200) == "view Back is not one of Front"
+    assert street.shot_problem("Front", 300, 450) == "300x450, expected 400..1200 x 600..1800"
+    assert street.shot_problem("Front", 900, 1200) == "900x1200: aspect 0.750, expected 0.6667 ± 0.06"

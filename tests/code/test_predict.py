@@ -82,7 +82,8 @@ def test_the_doubtful_cutouts_are_queued_once_by_contract_name(tmp_path):
     cfg = load_config(
         "demo",
         overrides={
-            "review": {"database": f"sqlite:///{tmp_path}/q.db", "storage_dir": str(tmp_path / "items")}
+            "review": {"database": f"sqlite:///{tmp_path}/q.db", "storage_dir": str(tmp_path / "items")},
+            "sources": {"studio": {"width": 48, "height": 64}},
         },
     )
     queue = ReviewQueue.from_config(cfg)
@@ -91,13 +92,18 @@ def test_the_doubtful_cutouts_are_queued_once_by_contract_name(tmp_path):
     write_png(shots / f"{garment}_Front.png", np.full((64, 48, 3), 200, np.uint8))
     write_png(shots / f"{garment}_Back.png", np.full((64, 48, 3), 90, np.uint8))
     write_png(shots / "holiday.png", np.full((64, 48, 3), 10, np.uint8))
+    # Shot on another camera: its correction would fail the studio's resolution rule on the way back in.
+    write_png(shots / f"{garment}_FrontRight.png", np.full((60, 48, 3), 120, np.uint8))
     for _ in range(2):  # the same shots cut out twice are queued once
         result = predict.cut_out_folder(
             _reviewing_model(0.99), predict.list_shots(shots)[0], tmp_path / "out", 10**6, queue
         )
-    assert result.written == 3 and result.queued == 2
-    assert [name for name, _ in result.not_queued] == ["holiday.png"]
-    assert "must be <garment_uuid>_<View>.png" in result.not_queued[0][1]
+    assert result.written == 4 and result.queued == 2
+    assert dict(result.not_queued).keys() == {"holiday.png", f"{garment}_FrontRight.png"}
+    assert "must be <garment_uuid>_<View>.png" in dict(result.not_queued)["holiday.png"]
+    assert dict(result.not_queued)[f"{garment}_FrontRight.png"] == (
+        "48x60, expected 48x64 (source studio): a correction of it could not enter the dataset"
+    )
     items = queue.items()
     assert sorted(i.file for i in items) == [f"{garment}_Back", f"{garment}_Front"]
     assert all(i.state == "pending" and abs(i.estimate - (1.005 - np.exp(LOG_ERROR))) < 1e-6 for i in items)
@@ -110,7 +116,7 @@ def test_the_doubtful_cutouts_are_queued_once_by_contract_name(tmp_path):
     )
     assert confident.queued == 0 and confident.not_queued == []
     # Both contract shots logged on each of the three runs (doubtful on the first two); holiday.png, without a
-    # contract name, neither queued nor logged.
+    # contract name, and the shot of another size neither queued nor logged.
     assert sum(r["cutouts"] for r in queue.cutout_stats()) == 2 * 3
     assert sum(r["doubtful"] for r in queue.cutout_stats()) == 2 * 2
     queue.decide(items[0].id, "accept", by="ana")  # cut out once more: one still open, one decided before

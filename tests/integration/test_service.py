@@ -145,6 +145,9 @@ def _start(
         "GARMENTSEG__SERVING__RELOAD_INTERVAL_S": "1",
         "GARMENTSEG__REVIEW__DATABASE": f"sqlite:///{tmp}/review.db",
         "GARMENTSEG__REVIEW__STORAGE_DIR": str(tmp / "review"),
+        # the studio's size for the small shots the tests queue: only shots of it can come back as a batch
+        "GARMENTSEG__SOURCES__STUDIO__WIDTH": "64",
+        "GARMENTSEG__SOURCES__STUDIO__HEIGHT": "96",
         WARMUP_DELAY_ENV: "4",
         **env,
     }
@@ -298,6 +301,14 @@ def test_cutout_answers_its_review_from_the_same_inference_and_queues_on_request
     as_shot = httpx.post(url, files={"image": (jpeg_name, jpeg)}, headers=server.auth, timeout=60)
     assert as_shot.status_code == 200, as_shot.text
     assert {i.file for i in queue.items()} == {name, name.replace("_Front", "_Back")}
+
+    other_size = _png(_shot(90, 64, seed=7))  # another camera: its correction could never be ingested
+    refused = httpx.post(
+        url, files={"image": (f"{name[:-6]}_FrontRight.png", other_size)}, headers=server.auth, timeout=60
+    )
+    assert refused.status_code == 422 and refused.json()["error"] == "not_queueable", refused.text
+    assert "64x90, expected 64x96 (source studio)" in refused.json()["message"]
+    assert len(queue.items()) == 2 and server.post("/cutout", other_size).status_code == 200
 
     unclear = server.post("/cutout?queue=maybe", _png(rgb))
     assert unclear.status_code == 400 and "queue='maybe'" in unclear.json()["message"]

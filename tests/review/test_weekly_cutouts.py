@@ -44,6 +44,7 @@ def cfg(tmp_path: Path) -> Config:
                 "cutouts_dir": str(tmp_path / "cutouts"),
             },
             "review": {"database": f"sqlite:///{tmp_path}/queue.db", "storage_dir": str(tmp_path / "items")},
+            "sources": {"studio": {"width": 48, "height": 64}},  # the deliveries' small shots
         },
     )
 

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from garmentseg.locks import exclusive
 
 if TYPE_CHECKING:
-    from garmentseg.config import Config
+    from garmentseg.config import Config, SourceConfig
 
 STATES = ("pending", "retouch", "accepted", "rejected", "closed")
 OPEN_STATES = ("pending", "retouch")  # waiting for a person: a decision, or a retoucher's correction
@@ -161,9 +161,23 @@ def _aware(moment: datetime | None) -> datetime | None:
 class ReviewQueue:
     """The queue of doubtful cutouts, over any SQLAlchemy database, with its files under `storage_dir`."""
 
-    def __init__(self, engine: sa.Engine, storage_dir: Path) -> None:
+    def __init__(
+        self, engine: sa.Engine, storage_dir: Path, source: tuple[str, SourceConfig] | None = None
+    ) -> None:
         self.engine = engine
         self.storage_dir = Path(storage_dir)
+        self.source = source  # (name, rules) of the batches corrections come back as; None: no rule
+
+    def shot_problem(self, file: str, width: int, height: int) -> str | None:
+        """Why a shot could not be queued: its correction would come back as a batch the source's rules
+        refuse (another size, a view it does not take), so a retoucher's work could never enter."""
+        if self.source is None:
+            return None
+        name, rules = self.source
+        view = file.rpartition("_")[2]
+        if problem := rules.shot_problem(view, width, height):
+            return f"{problem} (source {name}): a correction of it could not enter the dataset"
+        return None
 
     @property
     def location(self) -> str:
@@ -175,7 +189,7 @@ class ReviewQueue:
         """The configured queue (`review.database`, `review.storage_dir`), migrated on open."""
         engine = make_engine(cfg.review_database)
         migrate(engine)
-        return cls(engine, cfg.path(cfg.review.storage_dir))
+        return cls(engine, cfg.path(cfg.review.storage_dir), (cfg.data.source, cfg.source))
 
     def record_cutout(
         self,

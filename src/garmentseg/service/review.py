@@ -79,6 +79,14 @@ def cutout_answer(
     when doubtful, queued, when the caller asks for the queue."""
     from garmentseg.service.responses import cutout_png
 
+    if queue is not None:
+        height, width = p.image.shape[:2]
+        if problem := queue.queue.shot_problem(queue.file, width, height):
+            raise RequestError(
+                422,
+                "not_queueable",
+                f"{queue.file}: {problem}; send it without queue=true for the cutout alone",
+            )
     png = cutout_png(p, alpha)
     estimate, needs_review = p.model.review(p.maps)
     if queue is not None:
