@@ -73,6 +73,27 @@ def test_new_deliveries_are_those_without_a_finished_record(cfg: Config) -> None
     assert tasks.new_deliveries(cfg) == ["week-02"]
 
 
+def test_a_delivery_changed_after_it_was_cut_out_is_new_again(cfg: Config) -> None:
+    """The studio replaces a shot it fixed, or its upload was still running: the next weekly run redoes it."""
+    names = _deliver(cfg, "week-03", 1)
+    queue, folder = ReviewQueue.from_config(cfg), cfg.path(cfg.paths.deliveries_dir) / "week-03"
+    (folder / f"{names[0]}.png").write_bytes(b"\x89PNG\r\n\x1a\nhalf uploaded")
+    first = tasks.cut_out_delivery(cfg, _model(0.99), queue, "week-03")
+    assert len(first["skipped"]) == 1 and tasks.new_deliveries(cfg) == []
+
+    write_png(folder / f"{names[0]}.png", np.full((64, 48, 3), 150, np.uint8))  # the studio's fixed file
+    assert tasks.new_deliveries(cfg) == ["week-03"]
+    again = tasks.cut_out_delivery(cfg, _model(0.99), queue, "week-03")
+    assert (again["written"], again["skipped"]) == (2, []) and tasks.new_deliveries(cfg) == []
+    assert sorted(i.file for i in queue.items()) == sorted(names)
+
+    write_png(folder / f"{uuid.uuid4()}_Front.png", np.full((64, 48, 3), 60, np.uint8))  # one shot more
+    assert tasks.new_deliveries(cfg) == ["week-03"]
+    record = cfg.path(cfg.paths.cutouts_dir) / "week-03" / tasks.DELIVERY_RECORD
+    record.write_text('{"written": 2, "queu')  # a record cut short: not done
+    assert tasks.new_deliveries(cfg) == ["week-03"]
+
+
 def test_a_delivery_is_cut_out_and_its_doubtful_cutouts_queued_once(cfg: Config) -> None:
     names = _deliver(cfg, "week-07", 2)
     queue = ReviewQueue.from_config(cfg)

@@ -424,15 +424,37 @@ DELIVERY_RECORD = "delivery.json"
 
 
 def new_deliveries(cfg: Config) -> list[str]:
-    """Delivery folders under `paths.deliveries_dir` the weekly job has not finished cutting out."""
+    """Delivery folders under `paths.deliveries_dir` the weekly job has not finished cutting out as they are
+    now: never cut out, or changed since (a shot added, or replaced: the studio re-delivers a file it fixed,
+    or its upload was still running when the job last ran)."""
     root, done = cfg.path(cfg.paths.deliveries_dir), cfg.path(cfg.paths.cutouts_dir)
     if not root.is_dir():
         return []
     return sorted(
         p.name
         for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and not (done / p.name / DELIVERY_RECORD).exists()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and not _cut_out_as_it_is(p, done / p.name / DELIVERY_RECORD)
     )
+
+
+def delivery_fingerprint(folder: Path) -> str:
+    """The name, size and modification time of every file directly in a delivery: cheap to take weekly over
+    every delivery ever made, and changed by any file added, removed or replaced."""
+    entries = sorted(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()
+    )
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
+def _cut_out_as_it_is(delivery: Path, record_file: Path) -> bool:
+    try:
+        record = json.loads(record_file.read_text())
+    except (OSError, ValueError):
+        return False
+    # a record from before fingerprints were kept counts as done
+    return record.get("fingerprint", delivery_fingerprint(delivery)) == delivery_fingerprint(delivery)
 
 
 def cut_out_deliveries(cfg: Config, deliveries: list[str]) -> dict[str, Any]:
@@ -451,8 +473,9 @@ def cut_out_delivery(cfg: Config, model: Any, queue: Any, delivery: str) -> dict
     only unfinished deliveries (and the queue keeps one item per shot)."""
     from garmentseg.predict import cut_out_folder, list_shots
 
-    out = cfg.path(cfg.paths.cutouts_dir) / delivery
-    shots, ignored = list_shots(cfg.path(cfg.paths.deliveries_dir) / delivery)
+    out, folder = cfg.path(cfg.paths.cutouts_dir) / delivery, cfg.path(cfg.paths.deliveries_dir) / delivery
+    fingerprint = delivery_fingerprint(folder)  # before the listing: a change while it runs is seen next week
+    shots, ignored = list_shots(folder)
     result = cut_out_folder(
         model, shots, out, cfg.serving.max_pixels, queue, alpha=cfg.serving.alpha, ignored=ignored
     )
@@ -462,8 +485,12 @@ def cut_out_delivery(cfg: Config, model: Any, queue: Any, delivery: str) -> dict
         "skipped": [f"{name}: {reason}" for name, reason in result.skipped],
         "not_queued": [f"{name}: {reason}" for name, reason in result.not_queued],
         "model_version": model.model_version,
+        "fingerprint": fingerprint,
     }
-    (out / DELIVERY_RECORD).write_text(json.dumps(record, indent=2))
+    out.mkdir(parents=True, exist_ok=True)  # a delivery with no shot at all is done too, with its record
+    written = out / f".{DELIVERY_RECORD}.tmp"
+    written.write_text(json.dumps(record, indent=2))
+    written.replace(out / DELIVERY_RECORD)  # whole or absent: a kill mid-write leaves the delivery to redo
     log.info("delivery %s: %d cut out, %d queued for review", delivery, result.written, result.queued)
     return record
 
