@@ -39,6 +39,18 @@ if TYPE_CHECKING:
     from garmentseg.review.store import ReviewItem, ReviewQueue
 
 SCORES_FILE = "scores.csv"
+SCORE_COLUMNS = (
+    "file",
+    "manual_cutout_score",
+    "needs_manual_cutout",
+    "dice_estimate",
+    "needs_review",
+    "model",
+)
+
+
+class ScoresFileError(ValueError):
+    """OUT_DIR holds a scores.csv nobody but predict should write: refused, not overwritten."""
 
 
 @dataclass
@@ -98,6 +110,11 @@ class Cutout:
     needs_review: bool
 
 
+def model_label(model: CutoutModel) -> str:
+    """How scores.csv and the review queue name the model that made a cutout."""
+    return model.model_version or model.model_uri or "unregistered"
+
+
 def cut_out(model: CutoutModel, image: np.ndarray, alpha: str = "binary") -> Cutout:
     """One RGB shot at its own resolution, through one inference; `alpha`: serving.alpha."""
     maps = model.predict_maps([image])[0]
@@ -130,7 +147,7 @@ def queue_cutout(
         cutout=cutout_png,
         estimate=made.estimate,
         needs_review=made.needs_review,
-        model_version=model.model_version or model.model_uri or "unregistered",
+        model_version=model_label(model),
         source=source,
     )
     return item, None
@@ -152,41 +169,71 @@ def cut_out_folder(
     from garmentseg.review.store import OPEN_STATES
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = FolderResult(skipped=list(ignored))
-    with (out_dir / SCORES_FILE).open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(
-            ["file", "manual_cutout_score", "needs_manual_cutout", "dice_estimate", "needs_review"]
+    earlier = _earlier_scores(out_dir / SCORES_FILE)
+    result, scores = FolderResult(skipped=list(ignored)), []
+    for path in shots:
+        if not is_text_name(path.name):  # no text can name its outputs or its queue item
+            result.skipped.append((printable_name(path.name), "file name is not UTF-8 text; rename it"))
+            continue
+        try:
+            image = read_image(path, max_pixels=max_pixels)
+        except (ImageError, OSError) as exc:
+            result.skipped.append((path.name, str(exc)))
+            continue
+        if problem := too_small(image):
+            result.skipped.append((path.name, problem))
+            continue
+        made = cut_out(model, image, alpha)
+        cutout_png = out_dir / "cutouts" / f"{path.stem}.png"
+        write_png(cutout_png, made.rgba)
+        write_png(out_dir / "masks" / f"{path.stem}.png", made.mask)
+        scores.append(
+            {
+                "file": path.name,
+                "manual_cutout_score": f"{made.score:.4f}",
+                "needs_manual_cutout": made.flagged,
+                "dice_estimate": f"{made.estimate:.4f}",
+                "needs_review": made.needs_review,
+                "model": model_label(model),
+            }
         )
-        for path in shots:
-            if not is_text_name(path.name):  # no text can name its outputs or its queue item
-                result.skipped.append((printable_name(path.name), "file name is not UTF-8 text; rename it"))
-                continue
-            try:
-                image = read_image(path, max_pixels=max_pixels)
-            except (ImageError, OSError) as exc:
-                result.skipped.append((path.name, str(exc)))
-                continue
-            if problem := too_small(image):
-                result.skipped.append((path.name, problem))
-                continue
-            made = cut_out(model, image, alpha)
-            cutout_png = out_dir / "cutouts" / f"{path.stem}.png"
-            write_png(cutout_png, made.rgba)
-            write_png(out_dir / "masks" / f"{path.stem}.png", made.mask)
-            writer.writerow(
-                [path.name, f"{made.score:.4f}", made.flagged, f"{made.estimate:.4f}", made.needs_review]
-            )
-            result.written += 1
-            if queue is not None:
-                item, reason = queue_cutout(queue, model, path, cutout_png, made, "predict")
-                if reason:
-                    result.not_queued.append((path.name, reason))
-                elif item is not None and item.state in OPEN_STATES:
-                    result.queued += 1
-                elif item is not None:
-                    result.decided_before += 1
+        result.written += 1
+        if queue is not None:
+            item, reason = queue_cutout(queue, model, path, cutout_png, made, "predict")
+            if reason:
+                result.not_queued.append((path.name, reason))
+            elif item is not None and item.state in OPEN_STATES:
+                result.queued += 1
+            elif item is not None:
+                result.decided_before += 1
+    _write_scores(out_dir / SCORES_FILE, earlier, scores)
     return result
+
+
+def _earlier_scores(scores_file: Path) -> list[dict[str, str]]:
+    """The rows an earlier run into the same folder wrote, so its cutouts keep their scores; a file there
+    that is no scores file is refused before anything is cut out, never overwritten."""
+    if not scores_file.exists():
+        return []
+    with scores_file.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or reader.fieldnames[0] != "file":
+            raise ScoresFileError(
+                f"{scores_file}: not a {SCORES_FILE} `garmentseg predict` wrote; move it away (nothing cut out)"
+            )
+        return list(reader)
+
+
+def _write_scores(scores_file: Path, earlier: list[dict[str, str]], scores: list[dict[str, object]]) -> None:
+    """One row per cutout in the folder: this run's, and an earlier run's for shots not cut out again."""
+    fresh = {Path(str(row["file"])).stem for row in scores}  # a.jpg cut out again as a.png: one cutout
+    rows = [row for row in earlier if Path(row["file"]).stem not in fresh] + scores
+    partial = scores_file.with_name(f".{scores_file.name}.tmp")
+    with partial.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, SCORE_COLUMNS, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    partial.replace(scores_file)
 
 
 @click.command("predict")
@@ -221,9 +268,18 @@ def predict_cmd(
     review_queue = ReviewQueue.from_config(cfg) if queue else None
     listed, ignored = list_shots(in_dir)
     shots = tqdm(listed, desc="predict", unit="img", disable=None)
-    result = cut_out_folder(
-        model, shots, out_dir, cfg.serving.max_pixels, review_queue, alpha=cfg.serving.alpha, ignored=ignored
-    )
+    try:
+        result = cut_out_folder(
+            model,
+            shots,
+            out_dir,
+            cfg.serving.max_pixels,
+            review_queue,
+            alpha=cfg.serving.alpha,
+            ignored=ignored,
+        )
+    except ScoresFileError as exc:
+        raise click.UsageError(str(exc)) from None
     click.echo(f"{result.written} cutouts written to {out_dir}")
     if review_queue is not None:
         before = f"; {result.decided_before} more of shots reviewed before" if result.decided_before else ""

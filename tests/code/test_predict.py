@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import os
 
+import cv2
 import numpy as np
+import pytest
 
 from garmentseg import predict
 from garmentseg.imageio import read_image, write_png
@@ -150,3 +152,27 @@ def test_a_thumbnail_is_skipped_by_name_not_cut_out(tmp_path):
     assert result.written == 0 and result.skipped == [
         ("icon.png", "image is 10x10; a shot needs at least 16 px on each side")
     ]
+
+
+def test_scores_csv_keeps_an_earlier_runs_rows_and_refuses_a_file_it_did_not_write(tmp_path):
+    """Two folders cut out into one OUT: every cutout there keeps its row; a shot cut out again has one."""
+    out, image = tmp_path / "out", np.full((64, 48, 3), 200, np.uint8)
+    for folder, names in (("monday", ["a.png", "b.png"]), ("tuesday", ["c.png", "b.jpg"])):
+        for name in names:
+            if name.endswith(".png"):
+                write_png(tmp_path / folder / name, image)
+            else:  # write_png made the folder
+                (tmp_path / folder / name).write_bytes(cv2.imencode(".jpg", image)[1].tobytes())
+        predict.cut_out_folder(_model(), predict.list_shots(tmp_path / folder)[0], out, 10**6)
+    with (out / predict.SCORES_FILE).open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["file"] for r in rows] == ["a.png", "b.jpg", "c.png"]
+    assert sorted(p.name for p in (out / "cutouts").iterdir()) == ["a.png", "b.png", "c.png"]
+
+    foreign = tmp_path / "mine"
+    (foreign / predict.SCORES_FILE).parent.mkdir()
+    (foreign / predict.SCORES_FILE).write_text("garment;score\nx;1\n")
+    with pytest.raises(predict.ScoresFileError, match=r"not a scores\.csv `garmentseg predict` wrote"):
+        predict.cut_out_folder(_model(), predict.list_shots(tmp_path / "monday")[0], foreign, 10**6)
+    assert (foreign / predict.SCORES_FILE).read_text() == "garment;score\nx;1\n"
+    assert not (foreign / "cutouts").exists()
