@@ -322,6 +322,8 @@ def test_two_folders_correcting_one_item_at_once_let_only_the_first_in(
         ben = import_corrections(project, queue, folders["ben"], by="ben", push=False)
     waiting.join(timeout=300)
     assert ben.ok and ben.closed == [first.id]
+    # the steward finds the import's Data Docs run under its batch id, not the retoucher's folder name
+    assert f"/{ben.outcome.batch_id}/" in str(ben.outcome.data_docs_page)
     assert isinstance(outcome["ana"], ReturnedFolderError), outcome
     assert f"review item {first.id} for {first.file} is closed" in str(outcome["ana"])
     assert folders["ana"].is_dir()

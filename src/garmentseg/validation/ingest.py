@@ -78,7 +78,9 @@ def check_batch(
     a folder that changed in between."""
     batch_id = batch_id or batch_id_of(Path(batch_dir))
     digest = delivery_digest(Path(batch_dir)) if Path(batch_dir).is_dir() else None
-    result = validate_batch(batch_dir, cfg, cfg.path(cfg.paths.reports_dir) / batch_id, source=source)
+    result = validate_batch(
+        batch_dir, cfg, cfg.path(cfg.paths.reports_dir) / batch_id, source=source, batch_id=batch_id
+    )
     return result, dataclasses.replace(route_batch(result), validated_digest=digest)
 
 

@@ -140,8 +140,10 @@ def validate_batch(
     report_dir: Path | None = None,
     source: str | None = None,
     reference: Path | None = None,
+    batch_id: str | None = None,
 ) -> ValidationResult:
     """Validate a delivered batch; write its report; exit_code 0 pass, 1 fail, 2 not a batch at all.
+    `batch_id`: the id ingest gives the batch (its report, its Data Docs run), by default the folder's name.
 
     `reference` is a metadata.parquet to compare statistics against; by default the most recent passing
     batch's under the reports folder.
@@ -150,7 +152,7 @@ def validate_batch(
     source_name = source or cfg.data.source
     if source_name not in cfg.sources:
         raise ConfigError(f"source {source_name!r} is not one of sources: {sorted(cfg.sources)}")
-    batch_id = batch_id_of(batch_dir)
+    batch_id = batch_id or batch_id_of(batch_dir)
     reports_root = cfg.path(cfg.paths.reports_dir)
     report_dir = Path(report_dir) if report_dir else reports_root / batch_id
     report_dir.mkdir(parents=True, exist_ok=True)
