@@ -358,6 +358,26 @@ def test_export_writes_over_nothing_it_did_not_write_nor_into_the_platforms_fold
     assert code == 1 and f"review item {item.id} ({item.file}): its stored file" in err and not fresh.exists()
 
 
+def test_export_hands_each_retoucher_a_share_by_id_or_by_count(project: Config, tmp_path: Path) -> None:
+    worst, better = sorted(ReviewQueue.from_config(project).items(), key=lambda i: i.estimate)
+
+    def exported(folder: Path) -> list[str]:
+        return sorted(p.stem for p in (folder / "cutouts").iterdir())
+
+    assert _cli(project, "review", "export", str(tmp_path / "ana"), "--pending", "--limit", "1")[0] == 0
+    assert exported(tmp_path / "ana") == [worst.file]
+    assert (
+        _cli(project, "review", "export", str(tmp_path / "ben"), "--pending", "--id", str(better.id))[0] == 0
+    )
+    assert exported(tmp_path / "ben") == [better.file]
+
+    code, _, err = _cli(
+        project, "review", "export", str(tmp_path / "cleo"), "--id", str(better.id), "--id", "99"
+    )
+    assert code == 1 and f"review items {better.id}, 99: not sent to retouch" in err, err
+    assert not (tmp_path / "cleo").exists()
+
+
 def test_two_open_items_under_one_name_are_not_exported_over_each_other(
     project: Config, tmp_path: Path
 ) -> None:

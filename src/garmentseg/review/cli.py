@@ -129,15 +129,25 @@ def decide_cmd(
 @config_options
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--pending", is_flag=True, help="Also every item still undecided.")
-def export_cmd(profile: str | None, params: str | None, out_dir: Path, pending: bool) -> None:
+@click.option("--id", "ids", type=click.IntRange(min=1), multiple=True, help="Only this item (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many, worst estimate first.")
+def export_cmd(
+    profile: str | None,
+    params: str | None,
+    out_dir: Path,
+    pending: bool,
+    ids: tuple[int, ...],
+    limit: int | None,
+) -> None:
     """Write the items sent to retouch to OUT_DIR: raw/<garment>_<View>.png and the proposed
-    cutouts/<garment>_<View>.png, to be edited in place and imported back."""
+    cutouts/<garment>_<View>.png, to be edited in place and imported back. `--id`/`--limit` give each
+    retoucher a share of the queue."""
     from garmentseg.data.plane import DatasetError
     from garmentseg.review.roundtrip import export_items
 
     cfg, queue = _queue(profile, params)
     try:
-        items = export_items(queue, out_dir, cfg, pending=pending)
+        items = export_items(queue, out_dir, cfg, pending=pending, ids=ids, limit=limit)
     except DatasetError as exc:  # checked before anything is written
         raise click.ClickException(str(exc)) from None
     click.echo(f"{len(items)} items exported to {out_dir}")

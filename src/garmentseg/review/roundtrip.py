@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,14 +55,30 @@ class ReturnedFolderError(DatasetError):
 
 
 def export_items(
-    queue: ReviewQueue, out_dir: Path, cfg: Config, *, pending: bool = False
+    queue: ReviewQueue,
+    out_dir: Path,
+    cfg: Config,
+    *,
+    pending: bool = False,
+    ids: Sequence[int] = (),
+    limit: int | None = None,
 ) -> list[ReviewItem]:
-    """Write the items sent to retouch (with `pending`, also every undecided one) in the data contract. All
-    is checked before the first byte is written: the folder is none of the platform's own, every item's
-    stored files are there, no two items share a name, and no file in the way holds something else (a
-    retoucher's edit)."""
+    """Write the items sent to retouch (with `pending`, also every undecided one) in the data contract;
+    `ids` and `limit` (worst estimate first) hand each retoucher a share of them. All is checked before the
+    first byte is written: the folder is none of the platform's own, every item's stored files are there,
+    no two items share a name, and no file in the way holds something else (a retoucher's edit)."""
     _refuse_platform_folder(out_dir, cfg)
     items = queue.items(OPEN_STATES if pending else EXPORTED_STATES)
+    if ids:
+        exportable = {item.id: item for item in items}
+        if missing := [i for i in ids if i not in exportable]:
+            raise DatasetError(
+                f"review items {', '.join(map(str, missing))}: not "
+                + ("open" if pending else "sent to retouch (or give --pending for undecided ones)")
+                + "; nothing exported (`garmentseg review list` shows each item's state)"
+            )
+        items = [exportable[i] for i in dict.fromkeys(ids)]
+    items = items[:limit] if limit is not None else items
     max_pixels = cfg.validation.max_pixels
     planned: dict[Path, tuple[ReviewItem, Path]] = {}
     for item in items:
