@@ -94,9 +94,12 @@ class SourceConfig(_Section):
 
     def shot_problem(self, view: str, width: int, height: int) -> str | None:
         """Why a shot of this view and size could never enter a batch from this source (the GX suite's
-        resolution and view rules, read off one shot), or None."""
-        if view not in self.views:
+        resolution and view rules, read off one shot), or None; a rule the source only warns on refuses
+        nothing."""
+        if view not in self.views and "file_name" not in self.warn_only:
             return f"view {view} is not one of {', '.join(self.views)}"
+        if "resolution" in self.warn_only:
+            return None
         if self.exact_size:
             if (width, height) != self.exact_size:
                 return f"{width}x{height}, expected {self.exact_size[0]}x{self.exact_size[1]}"

@@ -212,16 +212,22 @@ def cut_out_folder(
 
 def _earlier_scores(scores_file: Path) -> list[dict[str, str]]:
     """The rows an earlier run into the same folder wrote, so its cutouts keep their scores; a file there
-    that is no scores file is refused before anything is cut out, never overwritten."""
+    that is no scores file (other columns, not UTF-8 text, a folder) is refused before anything is cut
+    out, never overwritten. A byte-order mark (a spreadsheet's "CSV UTF-8") is fine."""
     if not scores_file.exists():
         return []
-    with scores_file.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or reader.fieldnames[0] != "file":
-            raise ScoresFileError(
-                f"{scores_file}: not a {SCORES_FILE} `garmentseg predict` wrote; move it away (nothing cut out)"
-            )
-        return list(reader)
+    foreign = f"{scores_file}: not a {SCORES_FILE} `garmentseg predict` wrote"
+    try:
+        with scores_file.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = reader.fieldnames or []
+            if not columns or columns[0] != "file" or not set(columns) <= set(SCORE_COLUMNS):
+                raise ScoresFileError(
+                    f"{foreign} (columns {', '.join(columns) or 'none'}); move it away (nothing cut out)"
+                )
+            return list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ScoresFileError(f"{foreign} ({exc}); move it away (nothing cut out)") from None
 
 
 def _write_scores(scores_file: Path, earlier: list[dict[str, str]], scores: list[dict[str, object]]) -> None:

@@ -117,3 +117,6 @@ def test_a_sources_shot_rule_reads_the_suites_size_and_view_rules_off_one_shot()
     assert street.shot_problem("Back", 800, 1200) == "view Back is not one of Front"
     assert street.shot_problem("Front", 300, 450) == "300x450, expected 400..1200 x 600..1800"
     assert street.shot_problem("Front", 900, 1200) == "900x1200: aspect 0.750, expected 0.6667 ± 0.06"
+    relaxed = studio.model_copy(update={"warn_only": ("resolution", "file_name")})
+    assert relaxed.shot_problem("Front", 288, 448) is None  # validation would only warn: queue it
+    assert street.model_copy(update={"warn_only": ("file_name",)}).shot_problem("Back", 800, 1200) is None

@@ -169,10 +169,52 @@ def test_scores_csv_keeps_an_earlier_runs_rows_and_refuses_a_file_it_did_not_wri
     assert [r["file"] for r in rows] == ["a.png", "b.jpg", "c.png"]
     assert sorted(p.name for p in (out / "cutouts").iterdir()) == ["a.png", "b.png", "c.png"]
 
-    foreign = tmp_path / "mine"
-    (foreign / predict.SCORES_FILE).parent.mkdir()
-    (foreign / predict.SCORES_FILE).write_text("garment;score\nx;1\n")
-    with pytest.raises(predict.ScoresFileError, match=r"not a scores\.csv `garmentseg predict` wrote"):
-        predict.cut_out_folder(_model(), predict.list_shots(tmp_path / "monday")[0], foreign, 10**6)
-    assert (foreign / predict.SCORES_FILE).read_text() == "garment;score\nx;1\n"
-    assert not (foreign / "cutouts").exists()
+    resaved = tmp_path / "resaved"  # predict's own file, re-saved by a spreadsheet as "CSV UTF-8"
+    resaved.mkdir()
+    (resaved / predict.SCORES_FILE).write_bytes(b"\xef\xbb\xbf" + (out / predict.SCORES_FILE).read_bytes())
+    predict.cut_out_folder(_model(), predict.list_shots(tmp_path / "monday")[0], resaved, 10**6)
+    with (resaved / predict.SCORES_FILE).open() as fh:
+        assert [r["file"] for r in csv.DictReader(fh)] == ["c.png", "a.png", "b.png"]
+
+    for name, content in {
+        "semicolons": b"garment;score\nx;1\n",
+        "more-columns": b"file,owner,notes\nx.png,ana,keep this\n",
+        "utf-16": "file,dice_estimate\n".encode("utf-16"),
+    }.items():
+        foreign = tmp_path / name
+        foreign.mkdir()
+        (foreign / predict.SCORES_FILE).write_bytes(content)
+        with pytest.raises(predict.ScoresFileError, match=r"not a scores\.csv `garmentseg predict` wrote"):
+            predict.cut_out_folder(_model(), predict.list_shots(tmp_path / "monday")[0], foreign, 10**6)
+        assert (foreign / predict.SCORES_FILE).read_bytes() == content, name
+        assert not (foreign / "cutouts").exists()
+
+
+def test_a_confident_cutout_of_a_shot_that_could_not_be_queued_is_answered_all_the_same(tmp_path):
+    """/cutout?queue=true as predict: only a doubtful cutout of a shot the queue refuses is refused (422)."""
+    from garmentseg.config import load_config
+    from garmentseg.review.store import ReviewQueue
+    from garmentseg.service.errors import RequestError
+    from garmentseg.service.responses import Prediction
+    from garmentseg.service.review import QueueRequest, cutout_answer
+
+    cfg = load_config(
+        "demo",
+        overrides={
+            "review": {"database": f"sqlite:///{tmp_path}/q.db", "storage_dir": str(tmp_path / "items")}
+        },
+    )
+    request = QueueRequest(ReviewQueue.from_config(cfg), "0b7e7a52-3c59-4d52-9a59-7a1f1f6e2a10_Front")
+    image = np.full((64, 48, 3), 200, np.uint8)  # not the studio's 1152x1728
+    write_png(tmp_path / "shot.png", image)
+    png = (tmp_path / "shot.png").read_bytes()
+    for review_below, doubtful in ((0.5, False), (0.99, True)):
+        model = _reviewing_model(review_below)
+        made = Prediction(model, image, model.predict_maps([image])[0])
+        if doubtful:
+            with pytest.raises(RequestError, match="48x64, expected 1152x1728") as refused:
+                cutout_answer(made, shot=png, queue=request)
+            assert refused.value.status == 422
+        else:
+            assert cutout_answer(made, shot=png, queue=request).headers["X-Needs-Review"] == "false"
+    assert request.queue.items() == []

@@ -22,7 +22,7 @@ from garmentseg.data.index import read_index
 from garmentseg.imageio import read_image, write_png
 from garmentseg.labels.decisions import send_to_retouch, withdraw_retouch
 from garmentseg.review.roundtrip import ReturnedFolderError, import_corrections
-from garmentseg.review.store import ReviewItem, ReviewQueue
+from garmentseg.review.store import SUPERSEDED, ReviewItem, ReviewQueue
 from garmentseg.validation import ingest_batch
 from garmentseg.validation.defects import write_clean_batch
 from garmentseg.validation.ingest import ingest_lock, tree_digest
@@ -371,25 +371,61 @@ def test_export_hands_each_retoucher_a_share_by_id_or_by_count(project: Config, 
     )
     assert exported(tmp_path / "ben") == [better.file]
 
-    code, _, err = _cli(
-        project, "review", "export", str(tmp_path / "cleo"), "--id", str(better.id), "--id", "99"
-    )
-    assert code == 1 and f"review items {better.id}, 99: not sent to retouch" in err, err
+    both = ("--pending", "--id", str(better.id), "--id", str(worst.id), "--limit", "1")
+    assert _cli(project, "review", "export", str(tmp_path / "dan"), *both)[0] == 0
+    assert exported(tmp_path / "dan") == [worst.file]  # the ids given, still worst first
+
+    assert _cli(project, "review", "decide", str(worst.id), "--reject", "--by", "ana")[0] == 0
+    ids = ("--id", str(better.id), "--id", str(worst.id), "--id", "99")
+    code, _, err = _cli(project, "review", "export", str(tmp_path / "cleo"), *ids)
+    assert code == 1 and f"review item {better.id} is pending: give --pending" in err, err
+    assert f"review item {worst.id} is rejected: only open items" in err and "item 99 does not exist" in err
     assert not (tmp_path / "cleo").exists()
 
 
-def test_two_open_items_under_one_name_are_not_exported_over_each_other(
-    project: Config, tmp_path: Path
-) -> None:
-    """A studio re-shot a garment and view while the first shot's item is still open: two shots, one name."""
+def test_a_reshot_queued_under_an_open_items_name_supersedes_it(project: Config, tmp_path: Path) -> None:
+    """A studio re-shot a garment and view while the first shot's item is still open: the new shot is the
+    one to retouch; the old item is rejected by the platform, and a correction of it is refused as such."""
     queue = ReviewQueue.from_config(project)
     first = queue.items()[0]
+    old_export = tmp_path / "old"
+    assert _cli(project, "review", "export", str(old_export), "--pending")[0] == 0
     reshot = tmp_path / "reshot.png"
-    shot = read_image(first.shot_path, max_pixels=10**7)
-    write_png(reshot, 255 - shot)
-    _queue_another_shot(queue, first, reshot)
+    write_png(reshot, 255 - read_image(first.shot_path, max_pixels=10**7))
+    newer = _queue_another_shot(queue, first, reshot)
+    assert queue.get(first.id).state == "rejected" and queue.get(first.id).decided_by == SUPERSEDED
     code, out, err = _cli(project, "review", "export", str(tmp_path / "out"), "--pending")
-    assert code == 1 and f"are both {first.file}" in err and not (tmp_path / "out").exists(), out + err
+    assert code == 0, out + err
+    exported = read_image(tmp_path / "out" / "raw" / f"{first.file}.png", max_pixels=10**7)
+    assert np.array_equal(exported, read_image(newer.shot_path, max_pixels=10**7))
+
+    _corrected(project, old_export)  # the retoucher finishes the old shot anyway
+    code, out, err = _cli(project, "review", "import", str(old_export), "--no-push")
+    assert code == 2 and f"the shot of review item {first.id}, superseded" in err, out + err
+
+
+def test_a_grey_or_16_bit_shot_is_exported_as_the_8_bit_rgb_the_contract_takes(
+    project: Config, tmp_path: Path
+) -> None:
+    """The shot is queued as it came; the correction must come back in a mode validation takes."""
+    queue = ReviewQueue.from_config(project)
+    grey_item, deep_item = queue.items()
+    shots = tmp_path / "in"
+    shots.mkdir()
+    grey = cv2.cvtColor(read_image(grey_item.shot_path, max_pixels=10**7), cv2.COLOR_RGB2GRAY)
+    cv2.imwrite(str(shots / "grey.png"), grey)
+    deep = read_image(deep_item.shot_path, max_pixels=10**7).astype(np.uint16) * 257
+    cv2.imwrite(str(shots / "deep.png"), cv2.cvtColor(deep, cv2.COLOR_RGB2BGR))
+    _queue_another_shot(queue, grey_item, shots / "grey.png")
+    _queue_another_shot(queue, deep_item, shots / "deep.png")
+    returned = tmp_path / "returned"
+    assert _cli(project, "review", "export", str(returned), "--pending")[0] == 0
+    for name in (f"{grey_item.file}.png", f"{deep_item.file}.png"):
+        exported = cv2.imread(str(returned / "raw" / name), cv2.IMREAD_UNCHANGED)
+        assert exported.dtype == np.uint8 and exported.ndim == 3 and exported.shape[2] == 3
+    _corrected(project, returned)
+    code, out, err = _cli(project, "review", "import", str(returned), "--no-push")
+    assert code == 0 and "2 queue items closed" in out, out + err
 
 
 def test_a_shot_queued_as_jpeg_bytes_under_a_png_name_is_exported_as_a_png(
@@ -405,7 +441,7 @@ def test_a_shot_queued_as_jpeg_bytes_under_a_png_name_is_exported_as_a_png(
     disguised.parent.mkdir()
     disguised.write_bytes(cv2.imencode(".jpg", cv2.cvtColor(255 - shot, cv2.COLOR_RGB2BGR))[1].tobytes())
     jpeg_item = _queue_another_shot(queue, item, disguised)
-    queue.decide(item.id, "reject", by="ana")  # one open item under this name
+    assert queue.get(item.id).state == "rejected"  # superseded: one open item under this name
     assert _cli(project, "review", "export", str(tmp_path / "out"), "--pending")[0] == 0
     exported = (tmp_path / "out" / "raw" / f"{item.file}.png").read_bytes()
     assert sniff_format(exported) == "png" and jpeg_item.shot_path.read_bytes()[:2] == b"\xff\xd8"

@@ -87,11 +87,27 @@ def test_a_delivery_changed_after_it_was_cut_out_is_new_again(cfg: Config) -> No
     assert (again["written"], again["skipped"]) == (2, []) and tasks.new_deliveries(cfg) == []
     assert sorted(i.file for i in queue.items()) == sorted(names)
 
+    (folder / ".DS_Store").write_bytes(b"a file manager's")  # hidden files change nothing
+    assert tasks.new_deliveries(cfg) == []
     write_png(folder / f"{uuid.uuid4()}_Front.png", np.full((64, 48, 3), 60, np.uint8))  # one shot more
     assert tasks.new_deliveries(cfg) == ["week-03"]
     record = cfg.path(cfg.paths.cutouts_dir) / "week-03" / tasks.DELIVERY_RECORD
-    record.write_text('{"written": 2, "queu')  # a record cut short: not done
-    assert tasks.new_deliveries(cfg) == ["week-03"]
+    for broken in ('{"written": 2, "queu', "[]"):  # a record cut short, or not a record: not done
+        record.write_text(broken)
+        assert tasks.new_deliveries(cfg) == ["week-03"]
+
+
+def test_one_delivery_that_fails_holds_back_no_other(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    _deliver(cfg, "week-09", 1)
+    _deliver(cfg, "week-10", 1)
+    foreign = cfg.path(cfg.paths.cutouts_dir) / "week-09" / "scores.csv"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("garment;owner\n")  # someone's own file where the cutouts go
+    monkeypatch.setattr("garmentseg.predict.load_model", lambda *_: _model(0.99))  # the stand-in U-Net
+    with pytest.raises(RuntimeError, match=r"1 of 2 deliveries not cut out .* week-09: .*scores\.csv"):
+        tasks.cut_out_deliveries(cfg, tasks.new_deliveries(cfg))
+    assert tasks.new_deliveries(cfg) == ["week-09"]  # week-10 is done and queued
+    assert {i.file.rsplit("_", 1)[1] for i in ReviewQueue.from_config(cfg).items()} == {"Front", "Back"}
 
 
 def test_a_delivery_is_cut_out_and_its_doubtful_cutouts_queued_once(cfg: Config) -> None:

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from garmentseg.config import PARAMS_ENV, PROJECT_PARAMS, Config, load_config
@@ -440,12 +441,21 @@ def new_deliveries(cfg: Config) -> list[str]:
 
 
 def delivery_fingerprint(folder: Path) -> str:
-    """The name, size and modification time of every file directly in a delivery: cheap to take weekly over
-    every delivery ever made, and changed by any file added, removed or replaced."""
-    entries = sorted(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()
-    )
-    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+    """The name, size and modification time of every file directly in a delivery (hidden ones aside: a
+    file manager's .DS_Store, an upload's temporary file): cheap to take weekly over every delivery ever
+    made, and changed by any shot added, removed or replaced. A file that vanishes while it is read (an
+    upload renaming its temporary file) is left out, as the listing of shots leaves it out."""
+    entries = []
+    for path in folder.iterdir():
+        if path.name.startswith("."):
+            continue
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        if S_ISREG(stat.st_mode):
+            entries.append((path.name, stat.st_size, stat.st_mtime_ns))
+    return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
 
 
 def _cut_out_as_it_is(delivery: Path, record_file: Path) -> bool:
@@ -453,8 +463,13 @@ def _cut_out_as_it_is(delivery: Path, record_file: Path) -> bool:
         record = json.loads(record_file.read_text())
     except (OSError, ValueError):
         return False
-    # a record from before fingerprints were kept counts as done
-    return record.get("fingerprint", delivery_fingerprint(delivery)) == delivery_fingerprint(delivery)
+    if not isinstance(record, dict):
+        return False
+    try:
+        now = delivery_fingerprint(delivery)
+    except OSError:  # unreadable: listed, so the cut-out names why
+        return False
+    return record.get("fingerprint", now) == now  # a record from before fingerprints counts as done
 
 
 def cut_out_deliveries(cfg: Config, deliveries: list[str]) -> dict[str, Any]:
@@ -464,7 +479,18 @@ def cut_out_deliveries(cfg: Config, deliveries: list[str]) -> dict[str, Any]:
     from garmentseg.review.store import ReviewQueue
 
     model, queue = load_model(cfg.serving.model_uri, cfg), ReviewQueue.from_config(cfg)
-    done = {delivery: cut_out_delivery(cfg, model, queue, delivery) for delivery in deliveries}
+    done, failed = {}, {}
+    for delivery in deliveries:  # one delivery that fails does not hold back the others
+        try:
+            done[delivery] = cut_out_delivery(cfg, model, queue, delivery)
+        except (OSError, ValueError) as exc:
+            log.error("delivery %s not cut out: %s", delivery, exc)
+            failed[delivery] = str(exc)
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(deliveries)} deliveries not cut out (the others are, and queued): "
+            + "; ".join(f"{name}: {why}" for name, why in failed.items())
+        )
     return {"deliveries": done, "queued": sum(d["queued"] for d in done.values())}
 
 

@@ -23,8 +23,9 @@ import numpy as np
 
 from garmentseg.data.contract import CUTOUT_DIR, RAW_DIR, SUFFIX, Pair, discover_pairs
 from garmentseg.data.plane import DatasetError, contract_files, platform_ground
-from garmentseg.imageio import ImageError, encode_png, read_image, sniff_format
-from garmentseg.review.store import OPEN_STATES, ReviewItem, ReviewQueue
+from garmentseg.imageio import ImageError, encode_png, read_header, read_image, sniff_format
+from garmentseg.review.store import OPEN_STATES, SUPERSEDED, ReviewItem, ReviewQueue
+from garmentseg.validation.content import ACCEPTED_MODES, colour_mode
 from garmentseg.validation.ingest import (
     ALREADY_INGESTED,
     INGESTED,
@@ -70,14 +71,12 @@ def export_items(
     _refuse_platform_folder(out_dir, cfg)
     items = queue.items(OPEN_STATES if pending else EXPORTED_STATES)
     if ids:
-        exportable = {item.id: item for item in items}
-        if missing := [i for i in ids if i not in exportable]:
+        exportable = {item.id for item in items}
+        if missing := [i for i in dict.fromkeys(ids) if i not in exportable]:
             raise DatasetError(
-                f"review items {', '.join(map(str, missing))}: not "
-                + ("open" if pending else "sent to retouch (or give --pending for undecided ones)")
-                + "; nothing exported (`garmentseg review list` shows each item's state)"
+                "; ".join(_not_exportable(queue, i, pending) for i in missing) + "; nothing exported"
             )
-        items = [exportable[i] for i in dict.fromkeys(ids)]
+        items = [item for item in items if item.id in ids]  # still worst estimate first
     items = items[:limit] if limit is not None else items
     max_pixels = cfg.validation.max_pixels
     planned: dict[Path, tuple[ReviewItem, Path]] = {}
@@ -109,6 +108,18 @@ def export_items(
     return items
 
 
+def _not_exportable(queue: ReviewQueue, item_id: int, pending: bool) -> str:
+    try:
+        item = queue.get(item_id)
+    except KeyError as exc:
+        return str(exc.args[0])
+    if item.state == "pending" and not pending:
+        return (
+            f"review item {item_id} is pending: give --pending, or `review decide {item_id} --retouch` first"
+        )
+    return f"review item {item_id} is {item.state}: only open items are exported"
+
+
 def _refuse_platform_folder(out_dir: Path, cfg: Config) -> None:
     """Export writes for people, never onto the platform's ground; raw/ or cutouts/ linked elsewhere count
     where they point."""
@@ -125,9 +136,10 @@ def _export_plan(item: ReviewItem, out_dir: Path) -> dict[Path, Path]:
 
 def _exported_bytes(stored: Path, max_pixels: int) -> bytes:
     """A stored file as exported: a PNG as it is, anything else (a JPEG shot, under any name) re-encoded as
-    a PNG, since the contract holds PNGs and validation reads the bytes, not the name."""
+    a PNG, since the contract holds PNGs and validation reads the bytes, not the name; a grey, palette or
+    16-bit PNG as 8-bit RGB, the only modes the contract takes for a shot."""
     data = stored.read_bytes()
-    if sniff_format(data) == "png":
+    if sniff_format(data) == "png" and colour_mode(data, read_header(data)) in ACCEPTED_MODES:
         return data
     return encode_png(read_image(stored, max_pixels=max_pixels))
 
@@ -219,6 +231,17 @@ def _answered_item(
     )
     if item is None:
         ids = ", ".join(str(i.id) for i in open_items)
+        superseded = [
+            i
+            for i in items
+            if i.decided_by == SUPERSEDED
+            and np.array_equal(read_image(i.shot_path, max_pixels=max_pixels), shot)
+        ]
+        if superseded:
+            return None, (
+                f"{pair.raw}: the shot of review item {superseded[0].id}, superseded: a newer shot under this "
+                f"name was queued as item {ids}; export that one"
+            )
         return (
             None,
             f"{pair.raw}: not the shot queued as item {ids}; return the shot as exported, edit only the cutout",

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 STATES = ("pending", "retouch", "accepted", "rejected", "closed")
 OPEN_STATES = ("pending", "retouch")  # waiting for a person: a decision, or a retoucher's correction
+SUPERSEDED = (
+    "the platform: a newer shot under this name was queued"  # who rejects an item whose shot was redelivered
+)
 DECISIONS = {"accept": "accepted", "retouch": "retouch", "reject": "rejected"}
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any constant the other users of a shared PostgreSQL do not take: serialises the schema upgrade.
@@ -264,6 +267,16 @@ class ReviewQueue:
         try:
             with self.engine.begin() as conn:
                 conn.execute(items_table.insert().values(**row))
+                # the shot delivered again (fixed, re-shot): nobody should retouch the old one any more
+                conn.execute(
+                    items_table.update()
+                    .where(
+                        items_table.c.file == file,
+                        items_table.c.state.in_(OPEN_STATES),
+                        items_table.c.shot_sha256 != shot_sha,
+                    )
+                    .values(state="rejected", decided_by=SUPERSEDED, decided_at=datetime.now(UTC))
+                )
         except sa.exc.IntegrityError:  # queued before, by this process or another: keep the first
             if not self._cutout_in_use(cutout_rel):
                 (self.storage_dir / cutout_rel).unlink(missing_ok=True)

@@ -79,7 +79,8 @@ def cutout_answer(
     when doubtful, queued, when the caller asks for the queue."""
     from garmentseg.service.responses import cutout_png
 
-    if queue is not None:
+    estimate, needs_review = p.model.review(p.maps)
+    if queue is not None and needs_review:  # as predict: only a doubtful cutout would be queued
         height, width = p.image.shape[:2]
         if problem := queue.queue.shot_problem(queue.file, width, height):
             raise RequestError(
@@ -88,7 +89,6 @@ def cutout_answer(
                 f"{queue.file}: {problem}; send it without queue=true for the cutout alone",
             )
     png = cutout_png(p, alpha)
-    estimate, needs_review = p.model.review(p.maps)
     if queue is not None:
         with tempfile.TemporaryDirectory() as tmp:  # record_cutout() copies both into the platform's storage
             suffix = ".png" if shot.startswith(PNG_SIGNATURE) else ".jpg"
