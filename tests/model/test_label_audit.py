@@ -56,15 +56,30 @@ def _damage(kind: str, mask: np.ndarray) -> np.ndarray:
         out = cv2.dilate(mask, np.ones((5, 5), np.uint8))
     elif kind == "spill":  # a blob of backdrop painted in beside the garment
         cv2.circle(out, (5, 6), 5, 255, -1)
+    elif kind == "empty":  # saved with the alpha cleared
+        out[:] = 0
+    elif kind == "full":  # saved without cutting anything out
+        out[:] = 255
+    elif kind == "inverted":  # the selection inverted before the cut
+        out = 255 - mask
     return out
 
 
-DAMAGE = {"missing": "missing", "hole": "hole", "eroded": "band", "dilated": "band", "spill": "spill"}
+DAMAGE = {
+    "missing": "missing",
+    "hole": "hole",
+    "eroded": "band",
+    "dilated": "band",
+    "spill": "spill",
+    "empty": "empty",
+    "full": "full",
+    "inverted": "inverted",
+}
 
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """Ten garments x three views in the data contract; five labels damaged, one of each kind."""
+    """Ten garments x three views in the data contract; eight labels damaged, one of each kind."""
     root = tmp_path_factory.mktemp("audit_batch")
     rng = np.random.default_rng(5)
     damaged: dict[str, str] = {}
@@ -73,7 +88,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
         gid = str(uuid.UUID(int=g + 1, version=4))
         for view in ("Front", "FrontRight", "Back"):
             img, mask = _shot(rng)
-            if view == "Front" and g % 2 == 0:
+            if (view == "Front" and g % 2 == 0) or (view == "FrontRight" and g in (1, 3, 5)):
                 kind = next(kinds)
                 mask = _damage(kind, mask)
                 damaged[f"{gid}_{view}"] = kind
@@ -257,6 +272,24 @@ def test_command_ranks_with_the_champion_and_refuses_without_one(batch, tmp_path
     assert (
         stopped.exit_code == 2 and str(victim) in stopped.output and "garmentseg validate" in stopped.output
     )
+
+    resized = shutil.copytree(root, tmp_path / "resized")  # a cutout saved at half size: named, exit 2
+    victim = sorted((resized / "cutouts").glob("*.png"))[0]
+    write_png(victim, np.zeros((H // 2, W // 2, 4), np.uint8))
+    stopped = runner.invoke(main, ["labels", "audit", str(resized), "--json", "--profile", "demo"])
+    assert stopped.exit_code == 2 and "differs from shot" in stopped.output, stopped.output
+
+    partial = shutil.copytree(root, tmp_path / "partial")  # a shot whose cutout never came: said, not hidden
+    orphan = sorted((partial / "cutouts").glob("*.png"))[0]
+    orphan.unlink()
+    named = runner.invoke(main, ["labels", "audit", str(partial), "--json", "--profile", "demo"])
+    assert named.exit_code == 0 and f"not audited: raw/{orphan.name}: has no partner" in named.stderr
+    assert json.loads(named.stdout)["not_audited"] == [f"raw/{orphan.name}: has no partner"]
+    for side in ("raw", "cutouts"):
+        for png in (partial / side).glob("*.png"):
+            png.unlink()
+    nothing = runner.invoke(main, ["labels", "audit", str(partial), "--json", "--profile", "demo"])
+    assert nothing.exit_code == 2 and "no labelled pairs to audit" in nothing.output, nothing.output
 
     released = suspects[0]["file"]
     done = runner.invoke(main, ["labels", "release", released, "--data", str(root), "--profile", "demo"])

@@ -147,7 +147,9 @@ def judge(
     found, scattered = disagreement.regions(small_label, pred, min_share=share, band_px=cfg.labels.band_px)
     kind, reason = disagreement.describe(found, scattered, int(small_label.sum()), share)
     region_score = combined_score(quality_score, support, cfg.labels.edge_weight)
-    if kind in ("none", "scattered") and score > region_score and score >= OUTLINE_FINDING:
+    if whole := disagreement.whole_label(small_label, pred):
+        (kind, reason), score = whole, 1.0
+    elif kind in ("none", "scattered") and score > region_score and score >= OUTLINE_FINDING:
         kind = "outline"
         reason = (
             f"outline: {off:.0%} of the label's edge runs a few px beside the image's edge, a cut too "

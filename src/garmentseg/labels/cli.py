@@ -67,13 +67,24 @@ def audit(
     except (DatasetIndexError, ValueError, OSError) as exc:
         click.echo(f"labels audit: {data}: not a batch in the data contract nor a data dir: {exc}", err=True)
         sys.exit(2)
+    not_audited = _not_audited(data)
+    for line in not_audited:
+        click.echo(f"labels audit: not audited: {line}", err=True)
+    if frame.empty:
+        click.echo(
+            f"labels audit: {data}: no labelled pairs to audit (raw/<garment>_<View>.png with "
+            "cutouts/<garment>_<View>.png)",
+            err=True,
+        )
+        sys.exit(2)
     model = _load(uri, cfg, default=model_uri is None)
     out_dir = out or default_out_dir(cfg, data.resolve().name)
     try:
         ranked = audit_labels(
             frame, root, model, cfg, out_dir=out_dir, trained_on=trained_pairs(cfg, uri, frame)
         )
-    except ImageError as exc:  # the audit scores every pair: one it cannot read stops it, by name
+    except (ImageError, ValueError) as exc:  # every pair is scored: one it cannot read (or a cutout of
+        # another size than its shot) stops it, by name
         click.echo(
             f"labels audit: {exc}; every pair is scored, so fix or remove it (`garmentseg validate {data}` "
             "names every file it refuses)",
@@ -87,11 +98,26 @@ def audit(
         rows = [
             {**s.public(), "excluded": exclusion_reason(s, s.decision, threshold) is not None} for s in ranked
         ]
-        click.echo(json.dumps({"exclude_score": threshold, "suspects": rows}))
+        click.echo(json.dumps({"exclude_score": threshold, "suspects": rows, "not_audited": not_audited}))
         return
     for s in ranked:
         click.echo(f"{s.score:.4f}  {s.file}  {s.reason}")
     click.echo(f"overlays, audit.json and the stewards' page: {page}")
+
+
+def _not_audited(data: Path) -> list[str]:
+    """The files of a contract folder the audit cannot score, each with why (a shot without its cutout, a
+    name outside the contract): indexing leaves them out, and a steward must not read silence as clean."""
+    from garmentseg.data.contract import ContractError, discover_pairs
+
+    try:
+        pairs, problems = discover_pairs(data)
+    except ContractError:  # a data dir, not a contract folder: its index holds whole pairs only
+        return []
+    unpaired = [
+        f"{pair.raw or pair.cutout}: has no partner" for pair in pairs if not (pair.raw and pair.cutout)
+    ]
+    return unpaired + [f"{rel}: {reason}" for rel, reason in problems]
 
 
 def _load(uri: str, cfg: Config, *, default: bool) -> CutoutModel:

@@ -28,7 +28,11 @@ SLIVER_PX = 1.5
 SCATTERED_SHARES = 5
 BAND_CONTACT = 0.4
 BAND_ELONGATION = 8.0
-KINDS = ("missing", "hole", "band", "spill", "filled", "scattered", "none")
+KINDS = ("empty", "full", "inverted", "missing", "hole", "band", "spill", "filled", "scattered", "none")
+# A label with (almost) nothing in it, or (almost) the whole frame: no garment photo is cut out like that.
+EMPTY_SHARE, FULL_SHARE = 0.002, 0.98
+# A label that matches the model's background better than its garment, and that well: inverted.
+INVERTED_DICE = 0.5
 _MODEL_ONLY = (40, 140, 255)  # blue: garment the label leaves out
 _LABEL_ONLY = (255, 40, 60)  # red: background the label covers
 _LABEL_TINT = (40, 200, 90)
@@ -165,6 +169,33 @@ def _where(centre: tuple[float, float]) -> str:
     vertical = "top" if y < 1 / 3 else "middle" if y < 2 / 3 else "bottom"
     horizontal = "left" if x < 1 / 3 else "centre" if x < 2 / 3 else "right"
     return f"{vertical} {horizontal}"
+
+
+def whole_label(label: np.ndarray, pred: np.ndarray) -> tuple[str, str] | None:
+    """(kind, reason) when the label as a whole is wrong, whatever its edges say: empty, the whole frame, or
+    inverted (the garment cut away, the rest kept). Region evidence cannot see these: an empty label has no
+    edge to weigh, and an inverted one's edge is the garment's true outline. None otherwise."""
+    share = float(label.mean())
+    if share < EMPTY_SHARE:
+        return "empty", (
+            f"empty: the label covers {share:.2%} of the frame; the model finds garment on {pred.mean():.0%} of it"
+        )
+    if share > FULL_SHARE:
+        return (
+            "full",
+            f"full: the label covers {share:.1%} of the frame (no alpha cut out, or the frame filled)",
+        )
+    garment, background = _dice(label, pred), _dice(label, ~pred)
+    if pred.any() and background >= INVERTED_DICE and background > garment:
+        return "inverted", (
+            f"inverted: the label covers what the model calls background (Dice {background:.2f} with it, "
+            f"{garment:.2f} with the model's garment); the alpha channel is the wrong way round"
+        )
+    return None
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
 
 
 def describe(found: list[Region], small: int, label_area: int, min_share: float) -> tuple[str, str]:

@@ -70,6 +70,8 @@ def edge_support(shot: np.ndarray, label: np.ndarray, pred: np.ndarray, min_shar
     size = 2 * EDGE_ZONE_PX + 1
     zone = cv2.dilate(zone.astype(np.uint8), np.ones((size, size), np.uint8))
     label_edge = edge_of(label)
+    if not label_edge.any():  # an empty or full label: no edge to weigh (disagreement.whole_label judges it)
+        return 1.0
     grad = gradient(shot)
     ridge = 2 * RIDGE_PX + 1
     nearby = cv2.dilate(grad, np.ones((ridge, ridge), np.uint8))
