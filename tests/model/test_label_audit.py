@@ -263,6 +263,7 @@ def test_command_ranks_with_the_champion_and_refuses_without_one(batch, tmp_path
     assert f"garmentseg labels confirm|release {suspects[0]['file']} --data {root.resolve()}" in page
     cutoff = json.loads(result.stdout)["exclude_score"]  # labels.exclude_score
     assert [s["excluded"] for s in suspects] == [s["score"] >= cutoff for s in suspects]
+    assert page.count("(a retrain leaves it out)") == sum(s["excluded"] for s in suspects) > 0
     assert Path(suspects[0]["overlay"]).is_relative_to(tmp_path / "reports" / "labels")
 
     broken = shutil.copytree(root, tmp_path / "broken")  # a cutout cut short after indexing: named, exit 2
@@ -285,6 +286,8 @@ def test_command_ranks_with_the_champion_and_refuses_without_one(batch, tmp_path
     named = runner.invoke(main, ["labels", "audit", str(partial), "--json", "--profile", "demo"])
     assert named.exit_code == 0 and f"not audited: raw/{orphan.name}: has no partner" in named.stderr
     assert json.loads(named.stdout)["not_audited"] == [f"raw/{orphan.name}: has no partner"]
+    page = (tmp_path / "reports" / "labels" / "partial" / "index.html").read_text()
+    assert f"Not audited (1)</h2><ul><li>raw/{orphan.name}: has no partner" in page
     for side in ("raw", "cutouts"):
         for png in (partial / side).glob("*.png"):
             png.unlink()

@@ -92,12 +92,18 @@ def audit(
         )
         sys.exit(2)
     ranked = apply_decisions(ranked, read_decisions(decisions_path(cfg)))
-    page = write_report(out_dir, ranked, model_uri=uri, data=data.resolve())
+    threshold = cfg.labels.exclude_score
+    leaving = {s.file for s in ranked if exclusion_reason(s, s.decision, threshold) is not None}
+    page = write_report(
+        out_dir,
+        ranked,
+        model_uri=uri,
+        data=data.resolve(),
+        would_exclude=(threshold, leaving),
+        not_audited=not_audited,
+    )
     if as_json:
-        threshold = cfg.labels.exclude_score
-        rows = [
-            {**s.public(), "excluded": exclusion_reason(s, s.decision, threshold) is not None} for s in ranked
-        ]
+        rows = [{**s.public(), "excluded": s.file in leaving} for s in ranked]
         click.echo(json.dumps({"exclude_score": threshold, "suspects": rows, "not_audited": not_audited}))
         return
     for s in ranked:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
 
     from garmentseg.labels.audit import Suspect
@@ -19,7 +21,7 @@ INDEX_HTML = "index.html"
 SHOWN = 24  # suspects pictured on the page; audit.json holds every pair
 
 
-def _row(s: Suspect, out_dir: Path, data: Path | None) -> str:
+def _row(s: Suspect, out_dir: Path, data: Path | None, left_out: bool) -> str:
     img = ""
     if s.overlay:
         src = html.escape(
@@ -29,6 +31,7 @@ def _row(s: Suspect, out_dir: Path, data: Path | None) -> str:
         )
         img = f'<img src="{src}" alt="overlay of {html.escape(s.file)}" height="216">'
     sample = " (in-sample)" if s.in_sample else ""
+    sample += " <b>(a retrain leaves it out)</b>" if left_out else ""
     where = f" --data {shlex.quote(str(data))}" if data else ""
     command = html.escape(f"garmentseg labels confirm|release {s.file}{where}")
     return (
@@ -44,9 +47,13 @@ def write_report(
     model_uri: str,
     excluded: pd.DataFrame | None = None,
     data: Path | None = None,
+    would_exclude: tuple[float, set[str]] | None = None,
+    not_audited: Sequence[str] = (),
 ) -> Path:
     """Write audit.json and index.html into out_dir; returns the page's path. `data`: the audited batch or
-    data dir, named in the page's commands (default: the configured data dir)."""
+    data dir, named in the page's commands (default: the configured data dir). `would_exclude`: the
+    exclusion score and the pairs a retrain would leave out, marked on the page; `not_audited`: the files
+    the audit could not pair, listed."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"model_uri": model_uri, "suspects": [s.as_dict() for s in suspects]}
@@ -60,8 +67,18 @@ def write_report(
             f"<li>{html.escape(e['file'])}: {html.escape(e['why'])}</li>" for e in record["excluded"]
         )
         left_out = f"<h2>Left out of this training run ({len(record['excluded'])})</h2><ul>{items}</ul>"
+    threshold, leaving = would_exclude or (None, set())
+    if would_exclude is not None:
+        left_out += (
+            f"<p>A retrain leaves out the {len(leaving)} pairs scored {threshold:g} or more "
+            "(labels.exclude_score) and those a steward confirmed wrong; marked below.</p>"
+        )
+    if not_audited:
+        record["not_audited"] = list(not_audited)
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in not_audited)
+        left_out += f"<h2>Not audited ({len(not_audited)})</h2><ul>{items}</ul>"
     (out_dir / AUDIT_JSON).write_text(json.dumps(record, indent=2))
-    rows = "".join(_row(s, out_dir, data) for s in suspects[:SHOWN])
+    rows = "".join(_row(s, out_dir, data, s.file in leaving) for s in suspects[:SHOWN])
     page = (
         "<!doctype html><meta charset=utf-8><title>Label audit</title>"
         "<style>body{font-family:sans-serif}td{vertical-align:top;padding:4px}</style>"
