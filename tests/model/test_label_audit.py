@@ -62,6 +62,8 @@ def _damage(kind: str, mask: np.ndarray) -> np.ndarray:
         out[:] = 255
     elif kind == "inverted":  # the selection inverted before the cut
         out = 255 - mask
+    elif kind == "shifted":  # the mask layer nudged 8 px right on export
+        out = np.roll(mask, 8, axis=1)
     return out
 
 
@@ -74,12 +76,13 @@ DAMAGE = {
     "empty": "empty",
     "full": "full",
     "inverted": "inverted",
+    "shifted": "shifted",
 }
 
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """Ten garments x three views in the data contract; eight labels damaged, one of each kind."""
+    """Ten garments x three views in the data contract; nine labels damaged, one of each kind."""
     root = tmp_path_factory.mktemp("audit_batch")
     rng = np.random.default_rng(5)
     damaged: dict[str, str] = {}
@@ -88,7 +91,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
         gid = str(uuid.UUID(int=g + 1, version=4))
         for view in ("Front", "FrontRight", "Back"):
             img, mask = _shot(rng)
-            if (view == "Front" and g % 2 == 0) or (view == "FrontRight" and g in (1, 3, 5)):
+            if (view == "Front" and g % 2 == 0) or (view == "FrontRight" and g in (1, 3, 5, 7)):
                 kind = next(kinds)
                 mask = _damage(kind, mask)
                 damaged[f"{gid}_{view}"] = kind
@@ -146,6 +149,7 @@ def test_damaged_labels_rank_first_with_their_kind(batch, tmp_path: Path) -> Non
     words = {s.kind: s.reason for s in top}
     assert words["band"].startswith("band along the edge: the label is too")
     assert words["spill"].startswith("spill onto the background")
+    assert words["shifted"].startswith("shifted: the label sits 8 px right of the garment the model sees")
 
 
 def test_a_filled_gap_and_a_sliver_are_told_apart() -> None:

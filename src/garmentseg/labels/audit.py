@@ -147,7 +147,10 @@ def judge(
     found, scattered = disagreement.regions(small_label, pred, min_share=share, band_px=cfg.labels.band_px)
     kind, reason = disagreement.describe(found, scattered, int(small_label.sum()), share)
     region_score = combined_score(quality_score, support, cfg.labels.edge_weight)
-    if whole := disagreement.whole_label(small_label, pred):
+    scale = shot.shape[1] / small_label.shape[1]
+    if whole := disagreement.whole_label(small_label, pred) or disagreement.shifted_label(
+        small_label, pred, scale
+    ):
         (kind, reason), score = whole, 1.0
     elif kind in ("none", "scattered") and score > region_score and score >= OUTLINE_FINDING:
         kind = "outline"

@@ -28,11 +28,26 @@ SLIVER_PX = 1.5
 SCATTERED_SHARES = 5
 BAND_CONTACT = 0.4
 BAND_ELONGATION = 8.0
-KINDS = ("empty", "full", "inverted", "missing", "hole", "band", "spill", "filled", "scattered", "none")
+KINDS = (
+    "empty",
+    "full",
+    "inverted",
+    "shifted",
+    "missing",
+    "hole",
+    "band",
+    "spill",
+    "filled",
+    "scattered",
+    "none",
+)
 # A label with (almost) nothing in it, or (almost) the whole frame: no garment photo is cut out like that.
 EMPTY_SHARE, FULL_SHARE = 0.002, 0.98
 # A label that matches the model's background better than its garment, and that well: inverted.
 INVERTED_DICE = 0.5
+# A label moved whole (a layer offset on export): moved back by at least SHIFT_MIN_PX at the audit size, it
+# agrees with the model by SHIFT_GAIN more Dice, and well (SHIFT_AGREES).
+SHIFT_MIN_PX, SHIFT_GAIN, SHIFT_AGREES = 2, 0.1, 0.8
 _MODEL_ONLY = (40, 140, 255)  # blue: garment the label leaves out
 _LABEL_ONLY = (255, 40, 60)  # red: background the label covers
 _LABEL_TINT = (40, 200, 90)
@@ -192,6 +207,35 @@ def whole_label(label: np.ndarray, pred: np.ndarray) -> tuple[str, str] | None:
             f"{garment:.2f} with the model's garment); the alpha channel is the wrong way round"
         )
     return None
+
+
+def shifted_label(label: np.ndarray, pred: np.ndarray, scale: float) -> tuple[str, str] | None:
+    """("shifted", reason) when the label is the garment's shape moved whole: phase correlation finds the
+    offset, and the label moved back agrees with the model clearly better. `scale`: shot px per audit px,
+    so the reason speaks in the shot's pixels. Region evidence reads such a label as a band on one side and
+    a spill on the other."""
+    import cv2
+
+    if not label.any() or not pred.any():
+        return None
+    (dx, dy), _ = cv2.phaseCorrelate(label.astype(np.float32), pred.astype(np.float32))
+    dx, dy = round(dx), round(dy)
+    if max(abs(dx), abs(dy)) < SHIFT_MIN_PX:
+        return None
+    h, w = label.shape
+    back = np.float32([[1, 0, dx], [0, 1, dy]])
+    moved = cv2.warpAffine(label.astype(np.uint8), back, (w, h), flags=cv2.INTER_NEAREST, borderValue=0) > 0
+    before, after = _dice(label, pred), _dice(moved, pred)
+    if after < max(before + SHIFT_GAIN, SHIFT_AGREES):
+        return None
+    offsets = [(-dx, "right", "left"), (-dy, "below", "above")]
+    words = " and ".join(
+        f"{round(abs(d) * scale)} px {more if d > 0 else less}" for d, more, less in offsets if d
+    )
+    return "shifted", (
+        f"shifted: the label sits {words} of the garment the model sees; moved back it agrees at Dice "
+        f"{after:.2f} (as it is {before:.2f})"
+    )
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
