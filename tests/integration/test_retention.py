@@ -167,6 +167,15 @@ def test_dry_run_lists_what_would_go_and_why_and_deletes_nothing(world) -> None:
     assert "would remove" in text and "dvc-manifest: 1" in text and f"data versions {v1}" in text
 
 
+def test_a_mistyped_tracking_uri_collects_nothing(world, tmp_path, monkeypatch) -> None:
+    """An empty registry (a typo in the URI opens a fresh SQLite store) protects nothing: gc refuses."""
+    cfg, (v1, _v2, _v3) = world["cfg"], world["versions"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlfow.db")
+    result = CliRunner().invoke(gc_cmd, ["--json", "--params", str(cfg.root / "params.yaml")])
+    assert result.exit_code == 2 and "holds no version of model" in result.output, result.output
+    assert store.manifest(cfg, v1) is not None
+
+
 def test_a_data_version_another_node_just_published_is_kept_with_its_objects(world) -> None:
     """No registered model names v2 and it is not this tree's: another node may have pushed it an hour ago
     and be training on it. Within `retention.data_version_days` neither its manifest nor its objects go."""

@@ -27,11 +27,14 @@ def gc_cmd(dry_run: bool, as_json: bool, profile: str | None, params: str | None
     """
     from mlflow.exceptions import MlflowException
 
-    from garmentseg.retention.plan import gc
+    from garmentseg.retention.plan import NoLineage, gc
 
     cfg = load_config(profile, params)
     try:
         summary = gc(cfg, dry_run=dry_run)
+    except NoLineage as exc:
+        click.echo(f"garmentseg gc: {exc}", err=True)
+        sys.exit(2)
     except (MlflowException, OSError) as exc:
         click.echo(
             f"garmentseg gc: registry {cfg.tracking_uri} unreadable, nothing collected: {exc}", err=True

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class NoLineage(LookupError):
+    """The registry names no version of the platform's model: collecting would protect nothing."""
+
+
 @dataclass(frozen=True)
 class Item:
     """One thing the policy lets go: its kind, what it is (a path, a run id, an object id) and why."""
@@ -103,6 +107,11 @@ def collect(cfg: Config, now: datetime | None = None) -> Plan:
 
     now = now or datetime.now(UTC)
     plan = Plan(registered_lineage(cfg))
+    if not any(m.startswith(f"{cfg.registry.model_name} v") for m in plan.lineage.models):
+        raise NoLineage(
+            f"registry {cfg.tracking_uri} holds no version of model {cfg.registry.model_name!r} (a mistyped "
+            "tracking URI opens an empty one): with no lineage to protect, nothing is collected"
+        )
     log.info("retention: %d registered model versions protect their lineage", len(plan.lineage.models))
     for name, collector in (
         ("folders", folders.collect),
