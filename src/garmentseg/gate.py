@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from garmentseg import registry
-from garmentseg.registry import CHAMPION, CHECK_PREFIX, GATE_PREFIX, HEADLINE, PREVIOUS, RegistryError
+from garmentseg.registry import CHECK_PREFIX, GATE_PREFIX, HEADLINE, RegistryError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -136,15 +136,20 @@ def gate(version: str, cfg: Config, frame: pd.DataFrame, root: Path, data_versio
     """
     client = registry.mlflow_client(cfg)
     name = cfg.registry.model_name
-    mv = client.get_model_version(name, version)
+    version = registry.canonical_version(version)
+    mv = registry.model_version(client, name, version)
+    champion = registry.gate_baseline(client, name, version)
+    baseline = str(champion.version) if champion else None
     recorded = registry.recorded_decision(mv.tags)
-    if recorded and recorded.get("data_version") == data_version:
+    if (
+        recorded
+        and recorded["verdict"] != "error"  # an error is retried: its cause may be fixed
+        and recorded.get("data_version") == data_version
+        and registry.stale_decision(recorded, baseline, cfg) is None
+    ):
         log.info("%s v%s already gated on data %s: %s", name, version, data_version, recorded["verdict"])
         recorded.pop("passed", None)
         return GateDecision(**recorded)
-    champion = registry.alias_version(client, name, CHAMPION)
-    if champion is not None and str(champion.version) == str(version):
-        champion = registry.alias_version(client, name, PREVIOUS)
     decision = GateDecision(
         model_name=name,
         candidate_version=str(version),
@@ -158,6 +163,12 @@ def gate(version: str, cfg: Config, frame: pd.DataFrame, root: Path, data_versio
         rule=_rule_text(cfg),
     )
     try:
+        if champion is None and (last := _last_champion(cfg)):
+            raise GateError(
+                f"the promotion log names v{last} as champion, but the registry has no `champion` alias "
+                "(deleted?); a floor-only bootstrap would let any candidate through. Put the champion back "
+                "(`garmentseg registry rollback --to VERSION`) and gate again"
+            )
         decision.candidate_score, decision.candidate_slices, decision.n_test = _score(
             f"models:/{name}/{version}", frame, root, cfg
         )
@@ -173,6 +184,16 @@ def gate(version: str, cfg: Config, frame: pd.DataFrame, root: Path, data_versio
     _record_decision(client, mv, decision)
     log.info("gate %s v%s: %s (%s)", name, version, decision.verdict, decision.reason)
     return decision
+
+
+class GateError(RuntimeError):
+    """The gate cannot compare fairly; it fails closed with this reason."""
+
+
+def _last_champion(cfg: Config) -> str | None:
+    """The version the promotion log last made champion, or None when nothing ever was."""
+    moves = [m for m in registry.promotion_log(cfg) if m["action"] != "stop" and m.get("to_version")]
+    return moves[-1]["to_version"] if moves else None
 
 
 def _record_decision(client: MlflowClient, mv: ModelVersion, decision: GateDecision) -> None:

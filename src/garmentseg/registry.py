@@ -10,11 +10,13 @@ a promotion log kept as registered-model tags.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,13 +69,49 @@ def _actor() -> str:
     return os.environ.get("GARMENTSEG_ACTOR") or os.environ.get("AIRFLOW_CTX_DAG_OWNER") or getpass.getuser()
 
 
+# What MLflow answers for a model or alias that is not there; anything else (an unreachable server, a
+# broken store) is an error, never read as "no champion".
+ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in ABSENT:
+            return None
+        raise
+
+
+def canonical_version(version: str | int) -> str:
+    """A model version as the registry writes it ("01" and " 1" are "1"); RegistryError for anything else."""
+    text = str(version).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise RegistryError(f"{version!r}: a model version is a whole number from 1")
+    return str(int(text))
+
+
+def stale_decision(decision: dict[str, Any], baseline: str | None, cfg: Config) -> str | None:
+    """Why a recorded gate decision no longer holds, or None: it compared against another champion than
+    the one now in place, or under another floor or slice tolerance."""
+    if decision.get("champion_version") != baseline:
+        then = f"v{decision['champion_version']}" if decision.get("champion_version") else "no champion"
+        now = f"v{baseline}" if baseline else "none"
+        return f"it was decided against {then}, the champion is now {now}"
+    for key, value in (("floor", cfg.registry.dice_floor), ("slice_tolerance", cfg.registry.slice_tolerance)):
+        if decision.get(key) != value:
+            return f"it was decided under {key} {decision.get(key)}, the {key} is now {value}"
+    return None
+
+
+def gate_baseline(client: MlflowClient, name: str, version: str) -> ModelVersion | None:
+    """What the candidate is compared with: the champion, or `previous` when the candidate is the champion."""
+    champion = alias_version(client, name, CHAMPION)
+    if champion is not None and str(champion.version) == str(version):
+        return alias_version(client, name, PREVIOUS)
+    return champion
 
 
 def ensure_registered_model(client: MlflowClient, name: str) -> None:
@@ -172,10 +210,15 @@ def promotion_log(cfg: Config) -> list[dict[str, Any]]:
 
 
 def _move_champion(client: MlflowClient, name: str, target: str, action: str, reason: str) -> dict[str, Any]:
+    """Point `champion` at target. A promotion keeps the outgoing champion as `previous`; a rollback drops
+    `previous` (it would name the version just rolled back from, and a second rollback would restore it)."""
     current = alias_version(client, name, CHAMPION)
     if current is not None and str(current.version) == str(target):
         return {}
-    if current is not None:
+    if action == "rollback":
+        if alias_version(client, name, PREVIOUS) is not None:
+            client.delete_registered_model_alias(name, PREVIOUS)
+    elif current is not None:
         client.set_registered_model_alias(name, PREVIOUS, str(current.version))
     client.set_registered_model_alias(name, CHAMPION, str(target))
     move = {
@@ -202,7 +245,8 @@ def promote(version: str, cfg: Config) -> dict[str, Any]:
     check of it recorded (the canary's)."""
     client = mlflow_client(cfg)
     name = cfg.registry.model_name
-    tags = client.get_model_version(name, version).tags
+    version = canonical_version(version)
+    tags = model_version(client, name, version).tags
     decision = recorded_decision(tags)
     if not decision:
         raise RegistryError(f"{name} v{version}: no gate decision recorded; run the gate first")
@@ -214,7 +258,29 @@ def promote(version: str, cfg: Config) -> dict[str, Any]:
         raise RegistryError(
             f"{name} v{version}: its serving check failed: {tags.get(CHECK_PREFIX + 'reason', '')}"
         )
-    return _move_champion(client, name, str(version), "promote", decision["reason"])
+    champion = alias_version(client, name, CHAMPION)
+    if champion is not None and str(champion.version) == version:
+        return {}
+    baseline = str(champion.version) if champion else None
+    if why := stale_decision(decision, baseline, cfg):
+        raise RegistryError(
+            f"{name} v{version}: its passing gate decision no longer holds ({why}); gate it again"
+        )
+    return _move_champion(client, name, version, "promote", decision["reason"])
+
+
+def model_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+    """The registered version, or RegistryError naming it when the registry has no such version."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code in ABSENT:
+            raise RegistryError(
+                f"{name} has no version {version} in registry {client.tracking_uri}"
+            ) from None
+        raise
 
 
 def record_stop(cfg: Config, version: str, reason: str) -> dict[str, Any]:
@@ -243,10 +309,24 @@ def rollback(cfg: Config, to_version: str | None = None, reason: str = "manual r
     if to_version is None:
         previous = alias_version(client, name, PREVIOUS)
         if previous is None:
-            raise RegistryError(f"{name}: no `previous` version to roll back to")
+            raise RegistryError(
+                f"{name}: no `previous` version to roll back to (a rollback uses it up); name one with --to"
+            )
         to_version = str(previous.version)
-    client.get_model_version(name, str(to_version))  # raises for an unknown version
-    move = _move_champion(client, name, str(to_version), "rollback", reason)
+    to_version = canonical_version(to_version)
+    mv = model_version(client, name, to_version)
+    was_champion = any(
+        to_version in (m.get("to_version"), m.get("from_version"))
+        for m in promotion_log(cfg)
+        if m["action"] != "stop"
+    )
+    decision = recorded_decision(mv.tags) or {}
+    if not was_champion and decision.get("verdict") != "pass":
+        raise RegistryError(
+            f"{name} v{to_version} was never champion and has no passing gate decision "
+            f"({decision.get('verdict', 'not gated')}): gate and promote it instead"
+        )
+    move = _move_champion(client, name, to_version, "rollback", reason)
     if not move:
         raise RegistryError(f"{name}: v{to_version} is already the champion")
     return move
@@ -286,7 +366,9 @@ def show(cfg: Config, last: int = 10) -> dict[str, Any]:
     name = cfg.registry.model_name
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code not in ABSENT:  # unreachable or broken: never reported as "no champion"
+            raise
         return {
             "model_name": name,
             "champion": None,
@@ -348,6 +430,23 @@ def _format_state(state: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _one_line_errors(cfg: Config | None = None) -> Iterator[None]:
+    """A registry command's failure as one line naming the registry: a refused move, an unknown version,
+    an unreachable or read-only store."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (MlflowException, SQLAlchemyError, OSError) as exc:
+        where = f"registry {cfg.tracking_uri}" if cfg else "registry"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise click.ClickException(f"{where}: {type(exc).__name__}: {first}") from None
+
+
 @click.group("registry")
 def registry_cli() -> None:
     """MLflow Model Registry: register, gate, promote, rollback, show."""
@@ -361,7 +460,9 @@ registry_cli.add_command(bootstrap_auth_cmd)
 @config_options
 def register_cmd(run_id: str, profile: str | None, params: str | None) -> None:
     """Register RUN_ID's model as a new version with alias `challenger`."""
-    mv = register(run_id, load_config(profile, params))
+    cfg = load_config(profile, params)
+    with _one_line_errors(cfg):
+        mv = register(run_id, cfg)
     click.echo(f"{mv.name} version {mv.version} (alias {CHALLENGER})")
 
 
@@ -378,7 +479,8 @@ def gate_cmd(
     frame, root, data_version = _current_test_split(cfg, dataset)
     from garmentseg.gate import gate
 
-    decision = gate(version, cfg, frame, root, data_version)
+    with _one_line_errors(cfg):
+        decision = gate(version, cfg, frame, root, data_version)
     click.echo(
         json.dumps(decision.to_json(), indent=2) if as_json else f"{decision.verdict}: {decision.reason}"
     )
@@ -389,13 +491,13 @@ def gate_cmd(
 @click.argument("version")
 @config_options
 def promote_cmd(version: str, profile: str | None, params: str | None) -> None:
-    """Make VERSION the champion (needs a passing gate decision)."""
-    try:
-        move = promote(version, load_config(profile, params))
-    except RegistryError as exc:
-        raise click.ClickException(str(exc)) from exc
+    """Make VERSION the champion (needs a passing gate decision that still holds)."""
+    cfg = load_config(profile, params)
+    with _one_line_errors(cfg):
+        move = promote(version, cfg)
     click.echo(
-        f"champion: v{version}" + (f" (previous: v{move['from_version']})" if move else " (unchanged)")
+        f"champion: v{canonical_version(version)}"
+        + (f" (previous: v{move['from_version']})" if move else " (unchanged)")
     )
 
 
@@ -404,11 +506,11 @@ def promote_cmd(version: str, profile: str | None, params: str | None) -> None:
 @click.option("--reason", default="manual rollback", show_default=True)
 @config_options
 def rollback_cmd(to_version: str | None, reason: str, profile: str | None, params: str | None) -> None:
-    """Put `champion` back on the previous (or a named) version."""
-    try:
-        move = rollback(load_config(profile, params), to_version, reason)
-    except RegistryError as exc:
-        raise click.ClickException(str(exc)) from exc
+    """Put `champion` back on the previous (or a named) version: one that was champion before or passed
+    the gate. `previous` is used up by it."""
+    cfg = load_config(profile, params)
+    with _one_line_errors(cfg):
+        move = rollback(cfg, to_version, reason)
     click.echo(f"champion: v{move['from_version']} -> v{move['to_version']}")
 
 
@@ -418,7 +520,9 @@ def rollback_cmd(to_version: str | None, reason: str, profile: str | None, param
 @config_options
 def show_cmd(as_json: bool, last: int, profile: str | None, params: str | None) -> None:
     """The champion, its lineage, and the last decisions and alias moves."""
-    state = show(load_config(profile, params), last)
+    cfg = load_config(profile, params)
+    with _one_line_errors(cfg):
+        state = show(cfg, last)
     if as_json:
         click.echo(json.dumps(state, indent=2, default=str))
         return

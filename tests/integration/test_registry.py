@@ -203,6 +203,40 @@ def test_bootstrap_then_better_then_worse_then_tie_then_rollback(cfg: Config, da
     assert {d["candidate_version"] for d in shown["decisions"]} == {v1, v2, v3, v4}
 
 
+def test_a_decision_that_no_longer_holds_moves_nothing(cfg: Config, dataset) -> None:
+    """A passing decision is for the champion and the floor it was taken under: once either changed, promote
+    refuses and the gate scores again. A rollback uses `previous` up, restores only a version that was
+    champion or passed, and the gate fails closed when the champion alias vanished from under the log."""
+    frame, root = dataset
+    v1, first = _register_and_gate(cfg, dataset, GOOD)
+    v2, second = _register_and_gate(cfg, dataset, GOOD)
+    assert first.mode == second.mode == "bootstrap" and first.passed and second.passed
+    registry.promote("01", cfg)  # the version as anyone types it
+    with pytest.raises(
+        registry.RegistryError, match=f"decided against no champion, the champion is now v{v1}"
+    ):
+        registry.promote(v2, cfg)
+    regated = gate.gate(v2, cfg, frame, root, data_version="blobs-v1")
+    assert regated.mode == "compare" and regated.champion_version == v1 and regated.passed
+    stricter = cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"dice_floor": 0.999})})
+    with pytest.raises(registry.RegistryError, match=r"decided under floor 0\.8, the floor is now 0\.999"):
+        registry.promote(v2, stricter)
+    registry.promote(v2, cfg)
+
+    v3, _ = _register_and_gate(cfg, dataset, AWFUL)
+    with pytest.raises(registry.RegistryError, match=f"v{v3} was never champion and has no passing gate"):
+        registry.rollback(cfg, v3)
+    assert registry.rollback(cfg)["to_version"] == v1
+    with pytest.raises(registry.RegistryError, match="no `previous` version"):
+        registry.rollback(cfg)  # it would put back the version just rolled back from
+    assert registry.rollback(cfg, v2)["to_version"] == v2  # named: it was champion
+
+    registry.mlflow_client(cfg).delete_registered_model_alias(cfg.registry.model_name, registry.CHAMPION)
+    blind = gate.gate(v3, cfg, frame, root, data_version="blobs-v2")
+    assert blind.verdict == "error" and f"names v{v2} as champion" in blind.reason
+    assert gate.gate(v3, cfg, frame, root, data_version="blobs-v2").decided_at > blind.decided_at  # retried
+
+
 def test_below_floor_is_rejected_even_without_champion(cfg: Config, dataset) -> None:
     version, decision = _register_and_gate(cfg, dataset, AWFUL)
     assert decision.verdict == "reject" and "below the floor" in decision.reason

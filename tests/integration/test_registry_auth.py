@@ -152,6 +152,9 @@ def test_only_the_pipeline_account_moves_champion(server, monkeypatch: pytest.Mo
 
     _as(monkeypatch, PIPELINE)
     client.set_registered_model_alias(MODEL_NAME, registry.CHAMPION, second)
+    # a rollback restores a version that passed the gate (or was champion by a logged move)
+    passed = json.dumps({"verdict": "pass", "candidate_version": first, "reason": "auth test"})
+    client.set_model_version_tag(MODEL_NAME, first, registry.GATE_PREFIX + "decision", passed)
     move = registry.rollback(cfg, first, reason="auth test: the pipeline puts v1 back")
     assert (move["from_version"], move["to_version"]) == (second, first)
     assert registry.promotion_log(cfg)[-1]["action"] == "rollback"

@@ -64,8 +64,17 @@ def _register(cfg: Config, seed: int) -> dict[str, Any]:
 
 def _record_passing_gate(cfg: Config, version: str) -> dict[str, Any]:
     """A passing gate decision on the version, as `gate.gate` records it (the tags `registry.promote` reads)."""
-    decision = {"passed": True, "verdict": "pass", "candidate_version": version, "reason": "test: passes"}
     client = registry.mlflow_client(cfg)
+    baseline = registry.gate_baseline(client, MODEL_NAME, version)
+    decision = {
+        "passed": True,
+        "verdict": "pass",
+        "candidate_version": version,
+        "champion_version": str(baseline.version) if baseline else None,
+        "floor": cfg.registry.dice_floor,
+        "slice_tolerance": cfg.registry.slice_tolerance,
+        "reason": "test: passes",
+    }
     client.set_model_version_tag(MODEL_NAME, version, registry.GATE_PREFIX + "decision", json.dumps(decision))
     client.set_model_version_tag(MODEL_NAME, version, registry.GATE_PREFIX + "verdict", "pass")
     return decision
