@@ -225,5 +225,7 @@ def test_gc_removes_the_plan_and_every_registered_version_still_checks_out(world
         shutil.rmtree(tmp_path / version)
     with pytest.raises(plane.DatasetError, match="not in the DVC remote"):
         plane.checkout(_project(tmp_path / "v2", world["remote"]), v2)
+    with pytest.raises(plane.DatasetError, match="is not a data version"):  # no path out of the manifests
+        plane.checkout(cfg, f"../versions/{v1}")
 
     assert gc(cfg, dry_run=True)["would_remove"] == []  # what is left is what the policy keeps

@@ -391,6 +391,11 @@ def checkout(cfg: Config, version: str) -> CheckoutResult:
     """Make the data dir hold data version VERSION from the remote: every path its manifest lists,
     byte for byte, hashes verified, batch pointers written. Folders outside the version are left alone."""
     started = time.monotonic()
+    if not versioning.is_data_version(version):
+        raise DatasetError(
+            f"{version!r} is not a data version ({versioning.VERSION_DIGITS} hex digits, as `garmentseg data "
+            "version` prints them)"
+        )
     with dataset_lock(cfg):
         entries = store.manifest(cfg, version)
         if entries is None:

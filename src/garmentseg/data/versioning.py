@@ -76,11 +76,19 @@ def status(root: Path, cloud: bool = False) -> dict[str, Any]:
     return json.loads(text) if text else {}
 
 
+VERSION_DIGITS = 12  # a data version: the first hex digits of the index's content digest
+
+
+def is_data_version(text: str) -> bool:
+    """Whether text can name a data version (so it never names a path outside the remote's manifests)."""
+    return len(text) == VERSION_DIGITS and all(c in "0123456789abcdef" for c in text)
+
+
 def index_version(path: Path) -> str:
     """Short content hash of an index file (see the module docstring)."""
     df = read_index(path)[_VERSION_COLUMNS].sort_values(["garment_id", "view", "batch_id"])
     digest = hashlib.sha256(df.to_csv(index=False, lineterminator="\n").encode())
-    return digest.hexdigest()[:12]
+    return digest.hexdigest()[:VERSION_DIGITS]
 
 
 def data_version(cfg: Config, frame: pd.DataFrame | None = None) -> str:
