@@ -491,10 +491,20 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
         if not key.startswith(OVERRIDE_ENV_PREFIX):
             continue
         parts = [p.lower() for p in key[len(OVERRIDE_ENV_PREFIX) :].split("__") if p]
+        if not parts:
+            raise ConfigError(
+                f"{key}: name a key after {OVERRIDE_ENV_PREFIX}, e.g. {OVERRIDE_ENV_PREFIX}TRAINING__EPOCHS"
+            )
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part} is given a value and keys at once")
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"{key}={value!r}: not a YAML value ({first})") from None
     return tree
 
 

@@ -120,3 +120,26 @@ def test_a_sources_shot_rule_reads_the_suites_size_and_view_rules_off_one_shot()
     relaxed = studio.model_copy(update={"warn_only": ("resolution", "file_name")})
     assert relaxed.shot_problem("Front", 288, 448) is None  # validation would only warn: queue it
     assert street.model_copy(update={"warn_only": ("file_name",)}).shot_problem("Back", 800, 1200) is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "rule"),
+    [
+        ({"GARMENTSEG__REGISTRY__DICE_FLOOR": "[1"}, "not a YAML value"),
+        ({"GARMENTSEG__": "x"}, "name a key after GARMENTSEG__"),
+        ({"GARMENTSEG__TRAINING": "5", "GARMENTSEG__TRAINING__EPOCHS": "3"}, "a value and keys at once"),
+    ],
+)
+def test_a_bad_environment_override_is_one_config_error(environ: dict[str, str], rule: str) -> None:
+    from garmentseg.config import env_overrides
+
+    with pytest.raises(ConfigError, match=rule):
+        env_overrides(environ)
+
+
+def test_a_dag_run_may_not_lower_the_gates_floor() -> None:
+    from garmentseg.orchestration.tasks import config_for
+
+    assert config_for({"overrides": {"training": {"epochs": 1}}}).training.epochs == 1
+    with pytest.raises(ConfigError, match="may not change `registry`"):
+        config_for({"overrides": {"registry": {"dice_floor": 0.0}}})

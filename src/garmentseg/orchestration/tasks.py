@@ -19,7 +19,7 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Any
 
-from garmentseg.config import PARAMS_ENV, PROJECT_PARAMS, Config, load_config
+from garmentseg.config import PARAMS_ENV, PROJECT_PARAMS, Config, ConfigError, load_config
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,15 @@ RUN_TAG_CONFIG = "config_digest"
 
 
 def config_for(params: dict[str, Any] | None = None) -> Config:
-    """The Config of one DAG run: its `profile` and `overrides` params over the project's params.yaml."""
+    """The Config of one DAG run: its `profile` and `overrides` params over the project's params.yaml. The
+    promotion rules (`registry`) are not a run's to change: whoever may trigger a retrain could otherwise
+    lower the floor the gate holds a candidate to."""
     params = params or {}
+    if "registry" in (params.get("overrides") or {}):
+        raise ConfigError(
+            "a DAG run's overrides may not change `registry` (the floor and rules the gate promotes by); "
+            "change params.yaml, or the deployment's GARMENTSEG__REGISTRY__ settings"
+        )
     return load_config(
         params.get("profile"),
         os.environ.get(PARAMS_ENV) or PROJECT_PARAMS,
