@@ -278,6 +278,10 @@ def smoke_test(cfg: Config, deployment: dict[str, Any], shot: Path) -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------- deploying
+class BuildError(RuntimeError):
+    """A Bento that cannot be built: the project's wheel or the model is missing (named)."""
+
+
 def build_bento(cfg: Config, model_uri: str | None = None) -> tuple[str, str]:
     """Build the Bento from bentos/bentofile.yaml with the model pinned: models:/name@champion is resolved to
     models:/name/<version> and baked into the Bento's environment, so the image never changes model by
@@ -286,9 +290,25 @@ def build_bento(cfg: Config, model_uri: str | None = None) -> tuple[str, str]:
 
     import bentoml
     import yaml
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-    pinned = pin_model_uri(model_uri or cfg.serving.model_uri, cfg.tracking_uri)
+    from garmentseg.inference import resolve_registered
+
     spec = yaml.safe_load((SERVICE_DIR / "bentofile.yaml").read_text())
+    if missing := [w for w in spec["python"]["wheels"] if not (cfg.root / w).is_file()]:
+        raise BuildError(f"{', '.join(missing)} missing: build it first with `uv build --wheel`")
+    wanted = model_uri or cfg.serving.model_uri
+    try:
+        pinned = pin_model_uri(wanted, cfg.tracking_uri)
+        name, version = resolve_registered(pinned, cfg.tracking_uri)
+        if name is not None:  # a numbered version is pinned as given: it must exist
+            MlflowClient(tracking_uri=cfg.tracking_uri).get_model_version(name, str(version))
+    except (MlflowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BuildError(
+            f"{wanted}: no model to build with in registry {cfg.tracking_uri}: {first}"
+        ) from None
     envs = [e for e in spec.get("envs", []) if e.get("name") not in (MODEL_URI_ENV, "GARMENTSEG_PROFILE")]
     spec["envs"] = [
         *envs,
@@ -365,7 +385,10 @@ def serve(
 
     cfg = load_config(profile, params)
     if build:
-        tag, pinned = build_bento(cfg, model_uri)
+        try:
+            tag, pinned = build_bento(cfg, model_uri)
+        except BuildError as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(f"built {tag} serving {pinned}; containerize with: bentoml containerize {tag}")
         return
     host, port = host or cfg.serving.host, port or cfg.serving.port

@@ -424,7 +424,7 @@ def _format_state(state: dict[str, Any]) -> str:
         moved = (
             f"v{m['candidate_version']} not promoted, champion stays v{m['to_version']}"
             if m["action"] == "stop"
-            else f"v{m['from_version']} -> v{m['to_version']}"
+            else f"{'v' + m['from_version'] if m['from_version'] else 'none'} -> v{m['to_version']}"
         )
         lines.append(f"  {m['when']}  {m['action']:<8} {moved}  by {m['who']}: {m['why']}")
     return "\n".join(lines)

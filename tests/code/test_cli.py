@@ -55,3 +55,22 @@ def test_a_configuration_problem_is_one_line_naming_it_in_every_command(args, en
     result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 1 and said in result.output, result.output
     assert isinstance(result.exception, SystemExit), "a clean exit, not a traceback"
+
+
+def test_serve_build_names_what_is_missing_in_one_line(tmp_path, monkeypatch) -> None:
+    """No wheel to put in the Bento, then no model behind the URI: each one line, exit 1, nothing built."""
+    import shutil
+    from pathlib import Path
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(Path(__file__).resolve().parents[2] / "params.yaml", params)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    build = ["serve", "--build", "--params", str(params), "--model-uri", "models:/garmentseg-unet@nosuch"]
+    no_wheel = CliRunner().invoke(main, build)
+    assert no_wheel.exit_code == 1 and "garmentseg-0.1.0-py3-none-any.whl missing" in no_wheel.output
+    assert "Traceback" not in no_wheel.output
+    (tmp_path / "dist").mkdir()
+    (tmp_path / "dist" / "garmentseg-0.1.0-py3-none-any.whl").write_bytes(b"PK")
+    no_model = CliRunner().invoke(main, build)
+    assert no_model.exit_code == 1, no_model.output
+    assert "models:/garmentseg-unet@nosuch: no model to build with in registry" in no_model.output
