@@ -149,7 +149,9 @@ def test_damaged_labels_rank_first_with_their_kind(batch, tmp_path: Path) -> Non
     words = {s.kind: s.reason for s in top}
     assert words["band"].startswith("band along the edge: the label is too")
     assert words["spill"].startswith("spill onto the background")
-    assert words["shifted"].startswith("shifted: the label sits 8 px right of the garment the model sees")
+    assert words["shifted"].startswith(
+        "shifted: the label is offset from the garment the model sees by 8 px to the right"
+    )
 
 
 def test_a_filled_gap_and_a_sliver_are_told_apart() -> None:

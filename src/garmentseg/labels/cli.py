@@ -79,12 +79,12 @@ def audit(
         sys.exit(2)
     model = _load(uri, cfg, default=model_uri is None)
     out_dir = out or default_out_dir(cfg, data.resolve().name)
+    # Every pair is scored: one it cannot read, or a cutout of another size than its shot, stops it by name.
     try:
         ranked = audit_labels(
             frame, root, model, cfg, out_dir=out_dir, trained_on=trained_pairs(cfg, uri, frame)
         )
-    except (ImageError, ValueError) as exc:  # every pair is scored: one it cannot read (or a cutout of
-        # another size than its shot) stops it, by name
+    except (ImageError, ValueError) as exc:
         click.echo(
             f"labels audit: {exc}; every pair is scored, so fix or remove it (`garmentseg validate {data}` "
             "names every file it refuses)",

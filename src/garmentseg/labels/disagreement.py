@@ -228,13 +228,13 @@ def shifted_label(label: np.ndarray, pred: np.ndarray, scale: float) -> tuple[st
     before, after = _dice(label, pred), _dice(moved, pred)
     if after < max(before + SHIFT_GAIN, SHIFT_AGREES):
         return None
-    offsets = [(-dx, "right", "left"), (-dy, "below", "above")]
+    offsets = [(-dx, "to the right", "to the left"), (-dy, "down", "up")]
     words = " and ".join(
         f"{round(abs(d) * scale)} px {more if d > 0 else less}" for d, more, less in offsets if d
     )
     return "shifted", (
-        f"shifted: the label sits {words} of the garment the model sees; moved back it agrees at Dice "
-        f"{after:.2f} (as it is {before:.2f})"
+        f"shifted: the label is offset from the garment the model sees by {words}; moved back it agrees "
+        f"at Dice {after:.2f} (as it is {before:.2f})"
     )
 
 
