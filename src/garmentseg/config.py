@@ -92,28 +92,6 @@ class SourceConfig(_Section):
             raise ValueError("give width+height (exact size) or min/max_width+min/max_height (range)")
         return self
 
-    def shot_problem(self, view: str, width: int, height: int) -> str | None:
-        """Why a shot of this view and size could never enter a batch from this source (the GX suite's
-        resolution and view rules, read off one shot), or None; a rule the source only warns on refuses
-        nothing."""
-        if view not in self.views and "file_name" not in self.warn_only:
-            return f"view {view} is not one of {', '.join(self.views)}"
-        if "resolution" in self.warn_only:
-            return None
-        if self.exact_size:
-            if (width, height) != self.exact_size:
-                return f"{width}x{height}, expected {self.exact_size[0]}x{self.exact_size[1]}"
-            return None
-        assert None not in (self.min_width, self.max_width, self.min_height, self.max_height)
-        if not (self.min_width <= width <= self.max_width and self.min_height <= height <= self.max_height):
-            return (
-                f"{width}x{height}, expected {self.min_width}..{self.max_width} x "
-                f"{self.min_height}..{self.max_height}"
-            )
-        if self.aspect is not None and abs(width / height - self.aspect) > self.aspect_tolerance:
-            return f"{width}x{height}: aspect {width / height:.3f}, expected {self.aspect:g} ± {self.aspect_tolerance:g}"
-        return None
-
     @property
     def exact_size(self) -> tuple[int, int] | None:
         """(width, height) when the source demands one size, else None."""
@@ -492,9 +470,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
             continue
         parts = [p.lower() for p in key[len(OVERRIDE_ENV_PREFIX) :].split("__") if p]
         if not parts:
-            raise ConfigError(
-                f"{key}: name a key after {OVERRIDE_ENV_PREFIX}, e.g. {OVERRIDE_ENV_PREFIX}TRAINING__EPOCHS"
-            )
+            raise ConfigError(f"{key}: name a key after it, e.g. {OVERRIDE_ENV_PREFIX}TRAINING__EPOCHS")
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})

@@ -109,24 +109,29 @@ def test_environment_overrides_any_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_sources_shot_rule_reads_the_suites_size_and_view_rules_off_one_shot() -> None:
     """What the review queue asks before it queues a shot: would its correction pass the source's rules."""
+    from garmentseg.review.store import source_shot_problem
+
     sources = load_config("demo").sources
     studio, street = sources["studio"], sources["ccp"]
-    assert studio.shot_problem("Back", 1152, 1728) is None
-    assert studio.shot_problem("Back", 1728, 1152) == "1728x1152, expected 1152x1728"
-    assert street.shot_problem("Front", 800, 1200) is None
-    assert street.shot_problem("Back", 800, 1200) == "view Back is not one of Front"
-    assert street.shot_problem("Front", 300, 450) == "300x450, expected 400..1200 x 600..1800"
-    assert street.shot_problem("Front", 900, 1200) == "900x1200: aspect 0.750, expected 0.6667 ± 0.06"
+    assert source_shot_problem(studio, "Back", 1152, 1728) is None
+    assert source_shot_problem(studio, "Back", 1728, 1152) == "1728x1152, expected 1152x1728"
+    assert source_shot_problem(street, "Front", 800, 1200) is None
+    assert source_shot_problem(street, "Back", 800, 1200) == "view Back is not one of Front"
+    assert source_shot_problem(street, "Front", 300, 450) == "300x450, expected 400..1200 x 600..1800"
+    assert source_shot_problem(street, "Front", 900, 1200) == "900x1200: aspect 0.750, expected 0.6667 ± 0.06"
     relaxed = studio.model_copy(update={"warn_only": ("resolution", "file_name")})
-    assert relaxed.shot_problem("Front", 288, 448) is None  # validation would only warn: queue it
-    assert street.model_copy(update={"warn_only": ("file_name",)}).shot_problem("Back", 800, 1200) is None
+    assert source_shot_problem(relaxed, "Front", 288, 448) is None  # validation would only warn: queue it
+    assert (
+        source_shot_problem(street.model_copy(update={"warn_only": ("file_name",)}), "Back", 800, 1200)
+        is None
+    )
 
 
 @pytest.mark.parametrize(
     ("environ", "rule"),
     [
         ({"GARMENTSEG__REGISTRY__DICE_FLOOR": "[1"}, "not a YAML value"),
-        ({"GARMENTSEG__": "x"}, "name a key after GARMENTSEG__"),
+        ({"GARMENTSEG__": "x"}, "GARMENTSEG__: name a key after it"),
         ({"GARMENTSEG__TRAINING": "5", "GARMENTSEG__TRAINING__EPOCHS": "3"}, "a value and keys at once"),
     ],
 )

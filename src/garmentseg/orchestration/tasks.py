@@ -16,7 +16,6 @@ import logging
 import os
 import time
 from pathlib import Path
-from stat import S_ISREG
 from typing import Any
 
 from garmentseg.config import PARAMS_ENV, PROJECT_PARAMS, Config, ConfigError, load_config
@@ -435,6 +434,8 @@ def new_deliveries(cfg: Config) -> list[str]:
     """Delivery folders under `paths.deliveries_dir` the weekly job has not finished cutting out as they are
     now: never cut out, or changed since (a shot added, or replaced: the studio re-delivers a file it fixed,
     or its upload was still running when the job last ran)."""
+    from garmentseg.review.deliveries import cut_out_as_it_is
+
     root, done = cfg.path(cfg.paths.deliveries_dir), cfg.path(cfg.paths.cutouts_dir)
     if not root.is_dir():
         return []
@@ -443,40 +444,8 @@ def new_deliveries(cfg: Config) -> list[str]:
         for p in root.iterdir()
         if p.is_dir()
         and not p.name.startswith(".")
-        and not _cut_out_as_it_is(p, done / p.name / DELIVERY_RECORD)
+        and not cut_out_as_it_is(p, done / p.name / DELIVERY_RECORD)
     )
-
-
-def delivery_fingerprint(folder: Path) -> str:
-    """The name, size and modification time of every file directly in a delivery (hidden ones aside: a
-    file manager's .DS_Store, an upload's temporary file): cheap to take weekly over every delivery ever
-    made, and changed by any shot added, removed or replaced. A file that vanishes while it is read (an
-    upload renaming its temporary file) is left out, as the listing of shots leaves it out."""
-    entries = []
-    for path in folder.iterdir():
-        if path.name.startswith("."):
-            continue
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            continue
-        if S_ISREG(stat.st_mode):
-            entries.append((path.name, stat.st_size, stat.st_mtime_ns))
-    return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
-
-
-def _cut_out_as_it_is(delivery: Path, record_file: Path) -> bool:
-    try:
-        record = json.loads(record_file.read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(record, dict):
-        return False
-    try:
-        now = delivery_fingerprint(delivery)
-    except OSError:  # unreadable: listed, so the cut-out names why
-        return False
-    return record.get("fingerprint", now) == now  # a record from before fingerprints counts as done
 
 
 def cut_out_deliveries(cfg: Config, deliveries: list[str]) -> dict[str, Any]:
@@ -505,6 +474,7 @@ def cut_out_delivery(cfg: Config, model: Any, queue: Any, delivery: str) -> dict
     """One delivery cut out and its doubtful cutouts queued. Its record is written last, so a retry redoes
     only unfinished deliveries (and the queue keeps one item per shot)."""
     from garmentseg.predict import cut_out_folder, list_shots
+    from garmentseg.review.deliveries import delivery_fingerprint
 
     out, folder = cfg.path(cfg.paths.cutouts_dir) / delivery, cfg.path(cfg.paths.deliveries_dir) / delivery
     fingerprint = delivery_fingerprint(folder)  # before the listing: a change while it runs is seen next week

@@ -161,6 +161,26 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
+def source_shot_problem(rules: SourceConfig, view: str, width: int, height: int) -> str | None:
+    """Why a shot of this view and size could never enter a batch from a source with these rules (the GX
+    suite's resolution and view rules, read off one shot), or None; a rule the source only warns on
+    refuses nothing."""
+    if view not in rules.views and "file_name" not in rules.warn_only:
+        return f"view {view} is not one of {', '.join(rules.views)}"
+    size = f"{width}x{height}"
+    if "resolution" in rules.warn_only:
+        return None
+    if rules.exact_size:
+        w, h = rules.exact_size
+        return None if (width, height) == (w, h) else f"{size}, expected {w}x{h}"
+    wide, high = (rules.min_width, rules.max_width), (rules.min_height, rules.max_height)
+    if not (wide[0] <= width <= wide[1] and high[0] <= height <= high[1]):  # type: ignore[operator]
+        return f"{size}, expected {wide[0]}..{wide[1]} x {high[0]}..{high[1]}"
+    if rules.aspect is not None and abs(width / height - rules.aspect) > rules.aspect_tolerance:
+        return f"{size}: aspect {width / height:.3f}, expected {rules.aspect:g} ± {rules.aspect_tolerance:g}"
+    return None
+
+
 class ReviewQueue:
     """The queue of doubtful cutouts, over any SQLAlchemy database, with its files under `storage_dir`."""
 
@@ -178,7 +198,7 @@ class ReviewQueue:
             return None
         name, rules = self.source
         view = file.rpartition("_")[2]
-        if problem := rules.shot_problem(view, width, height):
+        if problem := source_shot_problem(rules, view, width, height):
             return f"{problem} (source {name}): a correction of it could not enter the dataset"
         return None
 
