@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from garmentseg.model.metrics import dice
+
 # Disagreement whose mean width is at most this (px at audit size) is two edges a pixel apart: no finding.
 SLIVER_PX = 1.5
 SCATTERED_SHARES = 5
@@ -200,7 +202,7 @@ def whole_label(label: np.ndarray, pred: np.ndarray) -> tuple[str, str] | None:
             "full",
             f"full: the label covers {share:.1%} of the frame (no alpha cut out, or the frame filled)",
         )
-    garment, background = _dice(label, pred), _dice(label, ~pred)
+    garment, background = dice(label, pred), dice(label, ~pred)
     if pred.any() and background >= INVERTED_DICE and background > garment:
         return "inverted", (
             f"inverted: the label covers what the model calls background (Dice {background:.2f} with it, "
@@ -225,7 +227,7 @@ def shifted_label(label: np.ndarray, pred: np.ndarray, scale: float) -> tuple[st
     h, w = label.shape
     back = np.float32([[1, 0, dx], [0, 1, dy]])
     moved = cv2.warpAffine(label.astype(np.uint8), back, (w, h), flags=cv2.INTER_NEAREST, borderValue=0) > 0
-    before, after = _dice(label, pred), _dice(moved, pred)
+    before, after = dice(label, pred), dice(moved, pred)
     if after < max(before + SHIFT_GAIN, SHIFT_AGREES):
         return None
     offsets = [(-dx, "to the right", "to the left"), (-dy, "down", "up")]
@@ -236,10 +238,6 @@ def shifted_label(label: np.ndarray, pred: np.ndarray, scale: float) -> tuple[st
         f"shifted: the label is offset from the garment the model sees by {words}; moved back it agrees "
         f"at Dice {after:.2f} (as it is {before:.2f})"
     )
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
 
 
 def describe(found: list[Region], small: int, label_area: int, min_share: float) -> tuple[str, str]:
