@@ -29,9 +29,8 @@ if TYPE_CHECKING:
 
 STATES = ("pending", "retouch", "accepted", "rejected", "closed")
 OPEN_STATES = ("pending", "retouch")  # waiting for a person: a decision, or a retoucher's correction
-SUPERSEDED = (
-    "the platform: a newer shot under this name was queued"  # who rejects an item whose shot was redelivered
-)
+# Who rejects an open item when a newer shot under its name is queued (the studio delivered it again).
+SUPERSEDED = "the platform: a newer shot under this name was queued"
 DECISIONS = {"accept": "accepted", "retouch": "retouch", "reject": "rejected"}
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any constant the other users of a shared PostgreSQL do not take: serialises the schema upgrade.
